@@ -1,0 +1,13 @@
+//! Configuration: what a user writes (James XML, `.properties`, `mailetd.toml`), parsed with
+//! positions so that every error names the file, line and column.
+
+pub mod error;
+pub mod interpolate;
+pub mod properties;
+pub mod settings;
+pub mod xml;
+
+pub use error::{ConfigError, Position};
+pub use properties::Properties;
+pub use settings::Settings;
+pub use xml::{Element, XmlDocument};

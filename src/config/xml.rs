@@ -1,0 +1,296 @@
+//! James XML configuration files read into a small element tree that remembers where each
+//! element, attribute and text came from. `${env:…}` is interpolated in attribute values
+//! and text, with errors at the variable's own position.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use super::error::{ConfigError, Position};
+use super::interpolate::interpolate;
+
+/// An XML attribute, interpolated.
+#[derive(Clone, Debug)]
+pub struct Attribute {
+    /// Attribute name.
+    pub name: String,
+    /// Interpolated value.
+    pub value: String,
+    /// Where the attribute is.
+    pub position: Position,
+}
+
+/// An XML element with its attributes, text and children.
+#[derive(Clone, Debug)]
+pub struct Element {
+    /// Element name (no namespace handling: James files have none).
+    pub name: String,
+    /// Attributes in document order.
+    pub attributes: Vec<Attribute>,
+    /// Child elements in document order.
+    pub children: Vec<Element>,
+    /// Concatenated, interpolated text content (trimmed).
+    pub text: String,
+    /// Where the start tag is.
+    pub position: Position,
+}
+
+impl Element {
+    /// The value of an attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// An attribute with its position.
+    pub fn attribute(&self, name: &str) -> Option<&Attribute> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    /// The first child named `name`.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+
+    /// All children named `name`.
+    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// The text of the first child named `name`.
+    pub fn child_text(&self, name: &str) -> Option<&str> {
+        self.child(name).map(|c| c.text.as_str())
+    }
+
+    /// An error at this element.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        self.position.error(message)
+    }
+}
+
+/// A parsed XML file.
+#[derive(Clone, Debug)]
+pub struct XmlDocument {
+    /// The root element.
+    pub root: Element,
+}
+
+impl XmlDocument {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<XmlDocument, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Position::file_start(path).error(format!("cannot read: {e}")))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses XML text; `path` is used in error positions.
+    pub fn parse(text: &str, path: &Path) -> Result<XmlDocument, ConfigError> {
+        let file = Arc::new(path.to_path_buf());
+        let lines = LineIndex::new(text);
+        let at = |offset: u64| {
+            let (line, column) = lines.locate(text, offset as usize);
+            Position::new(&file, line, column)
+        };
+        let mut reader = Reader::from_str(text);
+        let mut stack: Vec<Element> = Vec::new();
+        let mut root: Option<Element> = None;
+        loop {
+            let offset = reader.buffer_position();
+            let event = reader
+                .read_event()
+                .map_err(|e| at(reader.error_position()).error(format!("malformed XML: {e}")))?;
+            match event {
+                Event::Start(start) => stack.push(element(&start, text, offset as usize, &at)?),
+                Event::Empty(start) => {
+                    let el = element(&start, text, offset as usize, &at)?;
+                    attach(&mut stack, &mut root, el, &at(offset))?;
+                }
+                Event::End(_) => {
+                    let mut el = stack.pop().expect("quick-xml checks tag balance");
+                    el.text = el.text.trim().to_string();
+                    attach(&mut stack, &mut root, el, &at(offset))?;
+                }
+                Event::Text(t) => {
+                    if let Some(parent) = stack.last_mut() {
+                        let raw = t.xml_content(quick_xml::XmlVersion::Implicit1_0);
+                        let decoded = quick_xml::escape::unescape(&raw)
+                            .map_err(|e| at(offset).error(format!("bad entity: {e}")))?;
+                        let skipped = raw.len() - raw.trim_start().len();
+                        let value = interpolate(&decoded, &at(offset + skipped as u64))?;
+                        parent.text.push_str(&value);
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    if let Some(parent) = stack.last_mut() {
+                        let name = r.to_string();
+                        let resolved = match name.as_str() {
+                            "lt" => "<".to_string(),
+                            "gt" => ">".to_string(),
+                            "amp" => "&".to_string(),
+                            "apos" => "'".to_string(),
+                            "quot" => "\"".to_string(),
+                            n if n.starts_with("#x") => u32::from_str_radix(&n[2..], 16)
+                                .ok()
+                                .and_then(char::from_u32)
+                                .map(String::from)
+                                .unwrap_or_default(),
+                            n if n.starts_with('#') => n[1..]
+                                .parse::<u32>()
+                                .ok()
+                                .and_then(char::from_u32)
+                                .map(String::from)
+                                .unwrap_or_default(),
+                            other => {
+                                return Err(at(offset).error(format!("unknown entity &{other};")));
+                            }
+                        };
+                        parent.text.push_str(&resolved);
+                    }
+                }
+                Event::CData(c) => {
+                    if let Some(parent) = stack.last_mut() {
+                        parent.text.push_str(&c);
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        if let Some(open) = stack.last() {
+            return Err(open.error(format!("element <{}> is never closed", open.name)));
+        }
+        root.map(|root| XmlDocument { root }).ok_or_else(|| {
+            Position::new(&file, 1, 1).error("empty XML document: expected a root element")
+        })
+    }
+}
+
+fn element(
+    start: &BytesStart,
+    text: &str,
+    offset: usize,
+    at: &impl Fn(u64) -> Position,
+) -> Result<Element, ConfigError> {
+    let position = at(offset as u64);
+    let name = start.name().as_ref().to_string();
+    let mut attributes = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| position.error(format!("bad attribute in <{name}>: {e}")))?;
+        let attr_name = attr.key.as_ref().to_string();
+        let raw = attr.value.to_string();
+        let unescaped = quick_xml::escape::unescape(&raw)
+            .map_err(|e| position.error(format!("bad entity in attribute {attr_name}: {e}")))?
+            .into_owned();
+        let attr_position = find_in_tag(text, offset, &attr_name)
+            .map(|o| at(o as u64))
+            .unwrap_or(position.clone());
+        let value_position = Position {
+            column: attr_position.column + attr_name.chars().count() as u32 + 2,
+            ..attr_position.clone()
+        };
+        let value = interpolate(&unescaped, &value_position)?;
+        attributes.push(Attribute {
+            name: attr_name,
+            value,
+            position: attr_position,
+        });
+    }
+    Ok(Element {
+        name,
+        attributes,
+        children: Vec::new(),
+        text: String::new(),
+        position,
+    })
+}
+
+fn find_in_tag(text: &str, tag_start: usize, attr: &str) -> Option<usize> {
+    let tag_end = text[tag_start..].find('>')? + tag_start;
+    let tag = &text[tag_start..tag_end];
+    let mut search = 0;
+    while let Some(i) = tag[search..].find(attr) {
+        let i = search + i;
+        let before_ok = tag[..i].ends_with(char::is_whitespace);
+        let after_ok = tag[i + attr.len()..].trim_start().starts_with('=');
+        if before_ok && after_ok {
+            return Some(tag_start + i);
+        }
+        search = i + attr.len();
+    }
+    None
+}
+
+fn attach(
+    stack: &mut [Element],
+    root: &mut Option<Element>,
+    el: Element,
+    position: &Position,
+) -> Result<(), ConfigError> {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(el),
+        None if root.is_none() => *root = Some(el),
+        None => return Err(position.error("a second root element: an XML file has exactly one")),
+    }
+    Ok(())
+}
+
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn locate(&self, text: &str, offset: usize) -> (u32, u32) {
+        let offset = offset.min(text.len());
+        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.starts[line];
+        let column = text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(offset - start);
+        (line as u32 + 1, column as u32 + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_with_positions_and_interpolation() {
+        let xml = "<?xml version=\"1.0\"?>\n<a x=\"${env:MAILETD_TEST_UNSET_Z:-1}\">\n  <b>hello &amp; bye</b>\n  <c/>\n</a>\n";
+        let doc = XmlDocument::parse(xml, Path::new("t.xml")).unwrap();
+        assert_eq!(doc.root.attr("x"), Some("1"));
+        let b = doc.root.child("b").unwrap();
+        assert_eq!(b.text, "hello & bye");
+        assert_eq!((b.position.line, b.position.column), (3, 3));
+        assert_eq!(doc.root.child("c").unwrap().position.line, 4);
+    }
+
+    #[test]
+    fn unset_variable_in_attribute_points_at_it() {
+        let xml = "<a>\n  <b enabled=\"${env:MAILETD_TEST_UNSET_W}\"/>\n</a>";
+        let err = XmlDocument::parse(xml, Path::new("conf/smtpserver.xml")).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "conf/smtpserver.xml:2:15: environment variable MAILETD_TEST_UNSET_W is not set"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_xml_is_located() {
+        let err = XmlDocument::parse("<a>\n<b></c>\n</a>", Path::new("m.xml")).unwrap_err();
+        assert!(err.to_string().starts_with("m.xml:2:"), "{err}");
+    }
+}

@@ -1,0 +1,6 @@
+//! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
+
+/// HTTP clients, the user-lookup cache and DAV settings shared by the DAV mailets and the
+/// outbox handlers of one process (built once, on first use, from the configuration).
+#[derive(Debug, Default)]
+pub struct DavServices {}

@@ -1,0 +1,1 @@
+//! SMTP ingest: the listener, one file per protocol step.

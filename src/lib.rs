@@ -1,0 +1,17 @@
+//! mailetd: a James-compatible mailet container that collects calendar invitations and
+//! contacts from mirrored mail into CalDAV/CardDAV servers.
+//!
+//! Data flow: [`ingest`] (SMTP) → [`spool`] (durable) → [`pipeline`] (processors, matchers,
+//! mailets) → [`outbox`] (durable DAV jobs) → [`dav`].
+
+pub mod config;
+pub mod dav;
+pub mod ingest;
+pub mod logging;
+pub mod mail;
+pub mod mailets;
+pub mod matchers;
+pub mod outbox;
+pub mod pipeline;
+pub mod server;
+pub mod spool;

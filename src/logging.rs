@@ -1,0 +1,12 @@
+//! Log setup: `RUST_LOG`-style filter in `MAILETD_LOG` (default `info`), to stderr.
+
+/// Installs the global subscriber once.
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILETD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,69 @@
+//! One unit of DAV work and the outcome of an attempt.
+
+use serde::{Deserialize, Serialize};
+
+/// A durable DAV job. Mailets create it with [`OutboxJob::new`]; the store fills in the rest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxJob {
+    /// Store identifier (0 until stored).
+    #[serde(default)]
+    pub id: u64,
+    /// Which handler delivers it (`esn-itip`, `esn-contact`, `caldav-itip`, `carddav-contact`).
+    pub kind: String,
+    /// Who or what it is for, for listings (`bob@example.org`); never a secret.
+    pub target: String,
+    /// Handler-specific data (URL parts, body, …); never a secret.
+    pub payload: serde_json::Value,
+    /// Name of the mail that produced it.
+    #[serde(default)]
+    pub mail_name: String,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the first attempt was scheduled (ms since epoch).
+    #[serde(default)]
+    pub first_seen_ms: u64,
+    /// When the next attempt is due (ms since epoch).
+    #[serde(default)]
+    pub next_attempt_ms: u64,
+    /// The last failure, for listings and dead letters.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+impl OutboxJob {
+    /// A new job of `kind` for `target`.
+    pub fn new(kind: &str, target: impl Into<String>, payload: serde_json::Value) -> Self {
+        OutboxJob {
+            id: 0,
+            kind: kind.to_string(),
+            target: target.into(),
+            payload,
+            mail_name: String::new(),
+            attempts: 0,
+            first_seen_ms: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Done; remove the job.
+    Done,
+    /// Transient failure (connect error, timeout, 5xx, 429): retry later.
+    Retry(String),
+    /// Permanent failure (400, 403, unknown user…): dead-letter with this reason.
+    Permanent(String),
+}
+
+/// Delivers the jobs of one or more kinds (esn ITIP, CardDAV contact, …).
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync {
+    /// The job kinds this handler delivers.
+    fn kinds(&self) -> &[&'static str];
+    /// One attempt at delivering `job`.
+    async fn deliver(&self, job: &OutboxJob) -> Delivery;
+}

@@ -1,0 +1,188 @@
+//! What a mailet and a matcher are, and the configuration they are built from.
+//! Parse → validate → build: constructors read and check every parameter once and return a
+//! [`ConfigError`] pointing at the `<mailet>` element; `service` then does one thing to one mail.
+
+use async_trait::async_trait;
+
+use crate::config::{ConfigError, Position};
+use crate::mail::{Mail, MailAddress};
+
+use super::context::MailetContext;
+
+/// A failure while servicing a mail; routed by `onMailetException`.
+pub type MailetError = anyhow::Error;
+/// A failure while matching a mail; routed by `onMatchException`.
+pub type MatcherError = anyhow::Error;
+
+/// A mailet: one processing step applied to a mail (James `Mailet`).
+#[async_trait]
+pub trait Mailet: Send + Sync {
+    /// Processes one mail: may change its message, attributes, recipients or state, or add
+    /// outbox jobs. Setting `mail.state` to another processor hands the mail over.
+    async fn service(&self, mail: &mut Mail, ctx: &MailetContext) -> Result<(), MailetError>;
+
+    /// States this mailet can send mail to (checked at startup; `ToProcessor`).
+    fn target_states(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A matcher: picks the recipients a mailet applies to (James `Matcher`).
+pub trait Matcher: Send + Sync {
+    /// The matched subset of `mail.recipients` (all = run, none = skip, some = split).
+    fn match_mail(
+        &self,
+        mail: &Mail,
+        ctx: &MailetContext,
+    ) -> Result<Vec<MailAddress>, MatcherError>;
+}
+
+/// One `<mailet>` parameter (a child element).
+#[derive(Clone, Debug)]
+pub struct Parameter {
+    /// Element name, with `..` turned into `.` as James does.
+    pub name: String,
+    /// Text content; repeats of the same element are joined with `,`.
+    pub value: String,
+    /// Where the element is.
+    pub position: Position,
+}
+
+/// The configuration of one `<mailet>` element.
+#[derive(Clone, Debug)]
+pub struct MailetConfig {
+    /// The `class` attribute as written.
+    pub class: String,
+    /// The resolved short name (`org.apache.james.transport.mailets.Null` → `Null`).
+    pub name: String,
+    /// The processor it belongs to.
+    pub processor: String,
+    /// Parameters in document order.
+    pub parameters: Vec<Parameter>,
+    /// Where the `<mailet>` element is.
+    pub position: Position,
+}
+
+impl MailetConfig {
+    /// A config built in code (tests, replay), positioned nowhere in particular.
+    pub fn inline(name: &str, parameters: &[(&str, &str)]) -> Self {
+        let position = Position::file_start(std::path::Path::new("<inline>"));
+        MailetConfig {
+            class: name.to_string(),
+            name: name.to_string(),
+            processor: "root".to_string(),
+            parameters: parameters
+                .iter()
+                .map(|(n, v)| Parameter {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                    position: position.clone(),
+                })
+                .collect(),
+            position,
+        }
+    }
+
+    /// A parameter's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.parameter(name).map(|p| p.value.as_str())
+    }
+
+    /// A parameter with its position.
+    pub fn parameter(&self, name: &str) -> Option<&Parameter> {
+        self.parameters.iter().find(|p| p.name == name)
+    }
+
+    /// A parameter's value, or `default` when absent.
+    pub fn get_or<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.get(name).unwrap_or(default)
+    }
+
+    /// A required, non-blank parameter.
+    pub fn require(&self, name: &str) -> Result<&str, ConfigError> {
+        match self.get(name) {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            Some(_) => Err(self.error(format!(
+                "parameter <{name}> of mailet {} is empty: a value is required",
+                self.class
+            ))),
+            None => Err(self.error(format!(
+                "mailet {} requires the parameter <{name}>",
+                self.class
+            ))),
+        }
+    }
+
+    /// A boolean parameter (`true`/`false`/`yes`/`no`, case-insensitive).
+    pub fn get_bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.parameter(name) {
+            None => Ok(default),
+            Some(p) => match p.value.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" => Ok(true),
+                "false" | "no" | "off" => Ok(false),
+                other => Err(p.position.error(format!(
+                    "parameter <{name}> is {other:?}: expected true or false"
+                ))),
+            },
+        }
+    }
+
+    /// A non-negative integer parameter.
+    pub fn get_u64(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.parameter(name) {
+            None => Ok(default),
+            Some(p) => p.value.trim().parse().map_err(|_| {
+                p.position.error(format!(
+                    "parameter <{name}> is {:?}: expected a non-negative integer",
+                    p.value
+                ))
+            }),
+        }
+    }
+
+    /// An error at the `<mailet>` element.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        self.position.error(message)
+    }
+}
+
+/// The configuration of one matcher: `match="Name=condition"`.
+#[derive(Clone, Debug)]
+pub struct MatcherConfig {
+    /// The matcher name as written (before the first `=`).
+    pub class: String,
+    /// The resolved short name.
+    pub name: String,
+    /// Everything after the first `=`, if there was one.
+    pub condition: Option<String>,
+    /// Where the `match` attribute is.
+    pub position: Position,
+}
+
+impl MatcherConfig {
+    /// A config built in code (tests).
+    pub fn inline(name: &str, condition: Option<&str>) -> Self {
+        MatcherConfig {
+            class: name.to_string(),
+            name: name.to_string(),
+            condition: condition.map(String::from),
+            position: Position::file_start(std::path::Path::new("<inline>")),
+        }
+    }
+
+    /// The condition, which must be present and non-blank.
+    pub fn require_condition(&self) -> Result<&str, ConfigError> {
+        match self.condition.as_deref() {
+            Some(c) if !c.trim().is_empty() => Ok(c.trim()),
+            _ => Err(self.error(format!(
+                "matcher {} needs a condition: write match=\"{}=…\"",
+                self.class, self.class
+            ))),
+        }
+    }
+
+    /// An error at the matcher.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        self.position.error(message)
+    }
+}

@@ -1,0 +1,58 @@
+//! What mailets and matchers can see of the server (James `MailetContext`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use crate::config::{Properties, Settings};
+use crate::dav::DavServices;
+use crate::mail::MailAddress;
+use crate::spool::Store;
+
+/// Shared, read-only server context given to every mailet and matcher, at build and run time.
+#[derive(Clone)]
+pub struct MailetContext {
+    /// Local domains (`domainlist.xml` domains plus `defaultDomain`), lowercased.
+    pub local_domains: Vec<String>,
+    /// The default domain (`domainlist.xml` `defaultDomain`).
+    pub default_domain: String,
+    /// The postmaster address (`<context><postmaster>`).
+    pub postmaster: MailAddress,
+    /// Where repositories and other state live.
+    pub data_dir: PathBuf,
+    /// The configuration directory.
+    pub conf_dir: PathBuf,
+    /// Every `*.properties` file of the configuration directory, merged.
+    pub properties: Properties,
+    /// mailetd's own settings.
+    pub settings: Settings,
+    /// When true, mailets that call out (DAV) only describe what they would send.
+    pub dry_run: bool,
+    /// The durable store (spool + outbox + caches), when the process has one (not in `check`).
+    pub store: Option<Arc<Store>>,
+    /// DAV services, created on first use and shared by every mailet and outbox handler.
+    pub dav: Arc<OnceLock<Arc<DavServices>>>,
+}
+
+impl MailetContext {
+    /// A context for tests and tools: domain `example.org`, data under `data_dir`.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        MailetContext {
+            local_domains: vec!["example.org".into()],
+            default_domain: "example.org".into(),
+            postmaster: MailAddress::parse("postmaster@example.org").unwrap(),
+            data_dir,
+            conf_dir: PathBuf::from("conf"),
+            properties: Properties::default(),
+            settings: Settings::default(),
+            dry_run: false,
+            store: None,
+            dav: Arc::default(),
+        }
+    }
+
+    /// Whether `domain` is one of the local domains.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let domain = domain.to_ascii_lowercase();
+        self.local_domains.contains(&domain)
+    }
+}

@@ -1,0 +1,47 @@
+//! The durable spool: every mail that got a 250 is here until the pipeline is done with it.
+//! The [`Spool`] trait is what ingest and the spooler see; [`embedded`] is the default
+//! single-file implementation (redb), and a broker-backed one can take its place.
+
+pub mod embedded;
+pub mod store;
+
+use async_trait::async_trait;
+
+use crate::mail::{Mail, MailId};
+use crate::outbox::OutboxJob;
+
+pub use embedded::EmbeddedSpool;
+pub use store::{Store, StoreError};
+
+/// A spool operation failed (disk full, I/O error, corrupt record).
+#[derive(Debug, thiserror::Error)]
+#[error("spool: {0}")]
+pub struct SpoolError(pub String);
+
+impl From<StoreError> for SpoolError {
+    fn from(e: StoreError) -> Self {
+        SpoolError(e.to_string())
+    }
+}
+
+/// A durable queue of received mails.
+#[async_trait]
+pub trait Spool: Send + Sync {
+    /// Stores a mail durably (fsync'd) and returns its id; only then may SMTP answer 250.
+    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError>;
+
+    /// Waits for the next due mail and leases it to the caller; `None` once closed.
+    async fn dequeue(&self) -> Option<Mail>;
+
+    /// The mail is fully processed: remove it and store its outbox jobs, in one transaction.
+    async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError>;
+
+    /// Puts a leased mail back (with its updated attributes) for another attempt at `at_ms`.
+    async fn retry_at(&self, mail: &Mail, at_ms: u64) -> Result<(), SpoolError>;
+
+    /// Mails stored and not yet completed.
+    fn depth(&self) -> usize;
+
+    /// Wakes every waiting `dequeue` with `None`; used at shutdown.
+    fn close(&self);
+}

@@ -1,0 +1,133 @@
+//! The embedded durable store: one redb file, one writer thread that commits whatever
+//! operations queued up while the previous fsync ran (group commit), so concurrent SMTP
+//! sessions share fsyncs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+/// Failure of the store (I/O error, disk full, corrupt file).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    fn from_redb(e: impl std::fmt::Display) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What an operation hands back after running inside the transaction: called with the
+/// commit's outcome, so nothing is reported durable before it is.
+pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Operation = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, redb::Error> + Send>;
+
+/// The single-file store shared by the spool and the outbox.
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+    ops: Option<mpsc::Sender<Operation>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Largest number of operations committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Store {
+    /// Opens (or creates) `path` and starts the writer thread.
+    pub fn open(path: &Path) -> Result<Arc<Store>, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let db = Arc::new(
+            Database::create(path)
+                .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?,
+        );
+        let (ops, rx) = mpsc::channel::<Operation>();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&writer_db, rx))
+            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        Ok(Arc::new(Store {
+            db,
+            path: path.to_path_buf(),
+            ops: Some(ops),
+            writer: Some(writer),
+        }))
+    }
+
+    /// The file backing the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `op` in a write transaction shared with other concurrent operations, and
+    /// returns its result once the transaction is durably committed.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let operation: Operation = Box::new(move |txn| {
+            let value = op(txn)?;
+            Ok(Box::new(move |outcome: Result<(), StoreError>| {
+                let _ = tx.send(outcome.map(|()| value));
+            }) as Completion)
+        });
+        self.ops
+            .as_ref()
+            .expect("present until drop")
+            .send(operation)
+            .map_err(|_| StoreError("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("the store writer dropped the operation".into()))?
+    }
+
+    /// A consistent read snapshot.
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(StoreError::from_redb)
+    }
+}
+
+impl Drop for Store {
+    /// Finishes queued operations and closes the file, so that it can be reopened at once.
+    fn drop(&mut self) {
+        drop(self.ops.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn writer_loop(db: &Database, rx: mpsc::Receiver<Operation>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            let txn = db.begin_write().map_err(StoreError::from_redb)?;
+            for op in batch {
+                completions.push(op(&txn).map_err(StoreError::from_redb)?);
+            }
+            txn.commit().map_err(StoreError::from_redb)
+        })();
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, operations = completions.len(), "store commit failed; the operations are refused");
+        }
+        for completion in completions {
+            completion(outcome.clone());
+        }
+        // Operations consumed before the failure never produced a completion: their
+        // senders were dropped with the closure, and their callers see "dropped".
+    }
+}

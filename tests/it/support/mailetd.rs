@@ -1,0 +1,145 @@
+//! A `mailetd serve` child process with its own conf and data directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, wait_for_port, write_files};
+
+/// A running mailetd; killed (and its temp dir removed) on drop.
+pub struct Mailetd {
+    /// The child process.
+    pub child: Option<Child>,
+    /// The temp dir holding `conf/`, `var/` and `mailetd.log`.
+    pub dir: tempfile::TempDir,
+    /// The SMTP port of the first listener.
+    pub smtp_port: u16,
+    extra_env: Vec<(String, String)>,
+}
+
+/// The minimal smtpserver.xml listening on `port`, with extra XML inside `<smtpserver>`.
+pub fn smtpserver_xml(port: u16, extra: &str) -> String {
+    format!(
+        "<smtpservers>\n  <smtpserver enabled=\"true\">\n    <jmxName>smtpserver</jmxName>\n    <bind>127.0.0.1:{port}</bind>\n    <helloName autodetect=\"false\">mailetd.test</helloName>\n    <authorizedAddresses>127.0.0.0/8</authorizedAddresses>\n{extra}\n  </smtpserver>\n</smtpservers>\n"
+    )
+}
+
+impl Mailetd {
+    /// Starts mailetd with the default `conf/` of the repository, overridden by `files`
+    /// (paths relative to the conf dir). `smtpserver.xml` is generated on a free port
+    /// unless `files` has one (use [`smtpserver_xml`] with `port`).
+    pub fn start_with(port: u16, files: &[(&str, String)], env: &[(&str, &str)]) -> Mailetd {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("conf"), &conf);
+        write_files(&conf, &[("smtpserver.xml", smtpserver_xml(port, ""))]);
+        write_files(
+            &conf,
+            &[(
+                "mailetd.toml",
+                format!(
+                    "data_dir = {:?}\n",
+                    dir.path().join("var").display().to_string()
+                ),
+            )],
+        );
+        write_files(&conf, files);
+        let mut m = Mailetd {
+            child: None,
+            dir,
+            smtp_port: port,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        m.spawn();
+        m
+    }
+
+    /// Starts mailetd on a free port with the default conf plus `files`.
+    pub fn start(files: &[(&str, String)]) -> Mailetd {
+        Self::start_with(free_port(), files, &[])
+    }
+
+    /// The conf directory.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    /// Everything mailetd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mailetd.log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the process and waits for the SMTP port.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mailetd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(self.conf_dir())
+            .arg("serve")
+            .current_dir(self.dir.path())
+            .env("MAILETD_LOG", "info,mailetd=debug")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mailetd starts");
+        self.child = Some(child);
+        wait_for_port(self.smtp_port, Duration::from_secs(20));
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe_sigterm(c.id());
+        c.wait().unwrap()
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Mailetd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
