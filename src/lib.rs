@@ -13,5 +13,6 @@ pub mod mailets;
 pub mod matchers;
 pub mod outbox;
 pub mod pipeline;
+pub mod repository;
 pub mod server;
 pub mod spool;

@@ -11,3 +11,12 @@ pub use error::{ConfigError, Position};
 pub use properties::Properties;
 pub use settings::Settings;
 pub use xml::{Element, XmlDocument};
+
+pub mod domainlist;
+pub mod mailetcontainer;
+
+pub use domainlist::DomainList;
+pub use mailetcontainer::MailetContainerConfig;
+
+mod conf_dir;
+pub use conf_dir::{ConfDir, EMBEDDED_MAILETCONTAINER};

@@ -1,9 +1,14 @@
 //! The mailet container: processors by state, matchers, mailets, error routing.
 
 pub mod api;
+pub mod composite;
+pub mod container;
 pub mod context;
+pub mod processor;
+pub mod spooler;
 
 pub use api::{Mailet, MailetConfig, MailetError, Matcher, MatcherConfig, MatcherError};
+pub use container::{Container, Run, TraceEvent};
 pub use context::MailetContext;
 
 /// The initial state of every mail.

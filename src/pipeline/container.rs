@@ -1,0 +1,389 @@
+//! The mailet container: processors by state, built and validated from
+//! `mailetcontainer.xml`, and the entry point that runs a mail through them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::error::closest_names;
+use crate::config::mailetcontainer::{MailetContainerConfig, ProcessorConfig};
+use crate::config::{ConfigError, Position};
+use crate::mail::{AttributeValue, Mail, attributes};
+use crate::outbox::OutboxJob;
+
+use super::composite::{build_composite, build_ref};
+use super::processor::{ExceptionRoute, Processor, Step};
+use super::{ERROR, GHOST, MailetContext, Matcher, ROOT};
+
+/// How many times one mail may be handed between processors before it is failed (a loop).
+const MAX_HANDOVERS: usize = 64;
+
+/// The built container.
+pub struct Container {
+    processors: HashMap<String, Processor>,
+    order: Vec<String>,
+    context: MailetContext,
+    warnings: Vec<String>,
+}
+
+/// What happened to one mail at one mailet, for `replay` traces.
+#[derive(Clone, Debug)]
+pub struct TraceEvent {
+    /// The processor.
+    pub processor: String,
+    /// The mailet class as written.
+    pub mailet: String,
+    /// The matcher as written (`match="All"`).
+    pub matcher: String,
+    /// The mail name (splits are `name-!N`).
+    pub mail: String,
+    /// The recipients the mailet ran for.
+    pub recipients: Vec<String>,
+    /// Attributes added or changed (name → new value), or removed (name → `None`).
+    pub changes: Vec<(String, Option<String>)>,
+    /// The state after the mailet.
+    pub state: String,
+    /// The mailet's error, if it failed.
+    pub error: Option<String>,
+}
+
+impl TraceEvent {
+    pub(crate) fn new(
+        processor: &str,
+        step: &Step,
+        mail: &Mail,
+        before: &BTreeMap<String, AttributeValue>,
+        error: Option<String>,
+    ) -> Self {
+        let mut changes = Vec::new();
+        for (name, value) in &mail.attributes {
+            if before.get(name) != Some(value) {
+                changes.push((name.clone(), Some(value.to_text())));
+            }
+        }
+        for name in before.keys() {
+            if !mail.attributes.contains_key(name) {
+                changes.push((name.clone(), None));
+            }
+        }
+        TraceEvent {
+            processor: processor.to_string(),
+            mailet: step.config.class.clone(),
+            matcher: step.matcher_text.clone(),
+            mail: mail.name.clone(),
+            recipients: mail.recipients.iter().map(|r| r.to_string()).collect(),
+            changes,
+            state: mail.state.clone(),
+            error,
+        }
+    }
+}
+
+/// Where a mail copy ended.
+#[derive(Clone, Debug)]
+pub struct Ending {
+    /// The mail name.
+    pub mail: String,
+    /// The last processor it was in.
+    pub processor: String,
+    /// `ghost` (disposed by a mailet) or `end-of-processor`.
+    pub how: String,
+}
+
+/// The bookkeeping of one mail's run: collected jobs, split counter, optional trace.
+#[derive(Default)]
+pub struct Run {
+    /// Outbox jobs of every copy of the mail that reached the end.
+    pub jobs: Vec<OutboxJob>,
+    /// Trace events, when tracing.
+    pub trace: Option<Vec<TraceEvent>>,
+    /// How each copy ended.
+    pub endings: Vec<Ending>,
+    pub(crate) splits: usize,
+    handovers: usize,
+}
+
+impl Run {
+    /// A run that records a trace.
+    pub fn traced() -> Run {
+        Run {
+            trace: Some(Vec::new()),
+            ..Run::default()
+        }
+    }
+
+    pub(crate) fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    pub(crate) fn record(&mut self, event: TraceEvent) {
+        if let Some(t) = &mut self.trace {
+            t.push(event);
+        }
+    }
+
+    pub(crate) fn dispose(&mut self, mut mail: Mail) {
+        self.jobs.append(&mut mail.jobs);
+        self.endings.push(Ending {
+            mail: mail.name,
+            processor: mail.state.clone(),
+            how: GHOST.to_string(),
+        });
+    }
+
+    pub(crate) fn end_of_processor(&mut self, processor: &str, mut mail: Mail) {
+        self.jobs.append(&mut mail.jobs);
+        self.endings.push(Ending {
+            mail: mail.name,
+            processor: processor.to_string(),
+            how: "end-of-processor".to_string(),
+        });
+    }
+}
+
+impl Container {
+    /// Builds every processor and checks the graph: `root` and `error` exist, `ghost` is not
+    /// defined, every `ToProcessor` target and exception route names an existing processor.
+    pub fn build(
+        config: &MailetContainerConfig,
+        context: &MailetContext,
+    ) -> Result<Container, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut states: Vec<&str> = Vec::new();
+        for p in &config.processors {
+            if p.state == GHOST {
+                return Err(p.position.error(
+                    "processor state ghost is reserved (it means \"done, delete\"): choose another name",
+                ));
+            }
+            if states.contains(&p.state.as_str()) {
+                return Err(p
+                    .position
+                    .error(format!("processor {} is defined twice", p.state)));
+            }
+            states.push(&p.state);
+        }
+        for required in [ROOT, ERROR] {
+            if !states.contains(&required) {
+                return Err(config.position.error(format!(
+                    "no <processor state=\"{required}\">: the processors root and error are required (found: {})",
+                    if states.is_empty() { "none".to_string() } else { states.join(", ") }
+                )));
+            }
+        }
+        let mut processors = HashMap::new();
+        for p in &config.processors {
+            processors.insert(
+                p.state.clone(),
+                build_processor(p, context, &states, &mut warnings)?,
+            );
+        }
+        check_bcc(config, &mut warnings);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(Container {
+            processors,
+            order: states.iter().map(|s| s.to_string()).collect(),
+            context: context.clone(),
+            warnings,
+        })
+    }
+
+    /// The context given to mailets.
+    pub fn context(&self) -> &MailetContext {
+        &self.context
+    }
+
+    /// Warnings found at build time (also logged).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Processor states in document order.
+    pub fn states(&self) -> &[String] {
+        &self.order
+    }
+
+    /// The processor for `state`.
+    pub fn processor(&self, state: &str) -> Option<&Processor> {
+        self.processors.get(state)
+    }
+
+    /// Runs `mail` from its current state until every copy of it is done. An error is a
+    /// `propagate`d failure: the caller (spooler) retries the mail.
+    pub async fn process(&self, mail: Mail, run: &mut Run) -> anyhow::Result<()> {
+        self.route(mail, run).await
+    }
+
+    /// Hands `mail` to the processor of its state (boxed: processors call back into it).
+    pub fn route<'a>(
+        &'a self,
+        mut mail: Mail,
+        run: &'a mut Run,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            if mail.state == GHOST || mail.recipients.is_empty() {
+                mail.state = GHOST.to_string();
+                run.dispose(mail);
+                return Ok(());
+            }
+            run.handovers += 1;
+            if run.handovers > MAX_HANDOVERS {
+                anyhow::bail!(
+                    "mail {} was handed between processors more than {MAX_HANDOVERS} times (a ToProcessor loop?), last to {}",
+                    mail.name,
+                    mail.state
+                );
+            }
+            if !self.processors.contains_key(&mail.state) {
+                let missing = mail.state.clone();
+                tracing::error!(mail = %mail.name, "MailProcessor '{missing}' could not be found. Processing to 'error' instead");
+                let reason = format!("MailProcessor '{missing}' could not be found");
+                mail.error_message = Some(reason.clone());
+                mail.set_attribute(attributes::MAILET_ERROR, AttributeValue::String(reason));
+                mail.state = ERROR.to_string();
+            }
+            let processor = &self.processors[&mail.state];
+            processor.service(self, mail, run).await
+        })
+    }
+}
+
+fn build_processor(
+    p: &ProcessorConfig,
+    ctx: &MailetContext,
+    states: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<Processor, ConfigError> {
+    let mut named: HashMap<String, Arc<dyn Matcher>> = HashMap::new();
+    for c in &p.composites {
+        let built = build_composite(c, &named, ctx)?;
+        named.insert(c.name.clone(), built);
+    }
+    let mut steps = Vec::with_capacity(p.mailets.len());
+    for m in &p.mailets {
+        let matcher = build_ref(&m.matcher, &named, ctx)?;
+        let mailet = crate::mailets::build(&m.mailet, ctx)?;
+        for target in mailet.target_states() {
+            if !states.contains(&target.as_str()) {
+                let position = m
+                    .mailet
+                    .parameters
+                    .iter()
+                    .find(|param| param.value.trim() == target)
+                    .map(|param| param.position.clone())
+                    .unwrap_or_else(|| m.mailet.position.clone());
+                return Err(unknown_state(
+                    &position,
+                    &format!("{} in processor {} sends mail to", m.mailet.class, p.state),
+                    &target,
+                    states,
+                ));
+            }
+        }
+        let on_mailet_exception =
+            check_route(&m.on_mailet_exception, "onMailetException", false, states, warnings)?;
+        let on_match_exception =
+            check_route(&m.on_match_exception, "onMatchException", true, states, warnings)?;
+        steps.push(Step {
+            mailet,
+            config: m.mailet.clone(),
+            matcher,
+            matcher_text: m.matcher.describe(),
+            on_mailet_exception,
+            on_match_exception,
+        });
+    }
+    Ok(Processor {
+        state: p.state.clone(),
+        steps,
+    })
+}
+
+fn unknown_state(position: &Position, what: &str, target: &str, states: &[&str]) -> ConfigError {
+    let close = closest_names(target, states.iter().copied());
+    let hint = match close.first() {
+        Some(c) => format!("; did you mean {c}?"),
+        None => String::new(),
+    };
+    position.error(format!(
+        "{what} processor {target:?}, which does not exist (processors: {}){hint}",
+        states.join(", ")
+    ))
+}
+
+/// Startup check of an exception route: James checks the raw value, then lowercases it at
+/// run time; we check the same and warn when the lowercasing changes where mail goes.
+fn check_route(
+    raw: &Option<(String, Position)>,
+    element: &str,
+    for_matcher: bool,
+    states: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<ExceptionRoute, ConfigError> {
+    let Some((value, position)) = raw else {
+        return Ok(ExceptionRoute::parse(None));
+    };
+    let route = ExceptionRoute::parse(Some(value));
+    match &route {
+        ExceptionRoute::NoMatch | ExceptionRoute::MatchAll if !for_matcher => {
+            return Err(position.error(format!(
+                "<{element}> is {value:?}: expected ignore, propagate or a processor name"
+            )));
+        }
+        ExceptionRoute::State(lowered) => {
+            let written = value.trim();
+            if !states.contains(&written) {
+                let expected = if for_matcher {
+                    "ignore, propagate, nomatch, matchall or a processor name"
+                } else {
+                    "ignore, propagate or a processor name"
+                };
+                let close = closest_names(written, states.iter().copied());
+                let hint = match close.first() {
+                    Some(c) => format!("; did you mean {c}?"),
+                    None => String::new(),
+                };
+                return Err(position.error(format!(
+                    "<{element}> is {written:?}, which is not a processor (processors: {}): expected {expected}{hint}",
+                    states.join(", ")
+                )));
+            }
+            if lowered != written {
+                let fate = if states.contains(&lowered.as_str()) {
+                    format!("processor {lowered}")
+                } else {
+                    format!("processor {lowered}, which does not exist, so to error")
+                };
+                warnings.push(format!(
+                    "{position}: <{element}>{written}</{element}> is lowercased at run time, as James does: failing mail goes to {fate}, not to {written}; write it in lowercase and rename the processor"
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(route)
+}
+
+/// James refuses to start when `transport` does not strip Bcc; we warn.
+fn check_bcc(config: &MailetContainerConfig, warnings: &mut Vec<String>) {
+    let Some(transport) = config.processors.iter().find(|p| p.state == "transport") else {
+        return;
+    };
+    let strips_bcc = transport.mailets.iter().any(|m| {
+        m.mailet.name == "RemoveMimeHeader"
+            && m.matcher.config.name == "All"
+            && !m.matcher.invert
+            && m.mailet
+                .get("name")
+                .is_some_and(|n| n.split(',').any(|h| h.trim().eq_ignore_ascii_case("bcc")))
+    });
+    if !strips_bcc {
+        warnings.push(format!(
+            "{}: processor transport has no <mailet match=\"All\" class=\"RemoveMimeHeader\"><name>bcc</name></mailet>: James refuses to start without it; mailetd continues, but Bcc headers reach the next mailets",
+            transport.position
+        ));
+    }
+}

@@ -1,0 +1,122 @@
+//! The spooler: takes mails from the [`Spool`], runs `threads` of them at once through the
+//! [`Container`], and releases each with the outbox jobs of all its copies.
+//!
+//! A `propagate`d failure puts the mail back with exponential backoff (James re-queues at
+//! once, which spins on a failing dependency) and counts it in `mail-processing-error-count`;
+//! the 6th consecutive failure stores the mail in the `errorRepository` and releases it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::mail::{AttributeValue, Mail, attributes, now_ms};
+use crate::repository::Repository;
+use crate::spool::Spool;
+
+use super::{Container, Run};
+
+/// Failures after which a mail goes to the error repository (James: count > 5).
+pub const MAX_FAILURES: i64 = 6;
+
+/// The spooler's settings.
+#[derive(Clone, Debug)]
+pub struct SpoolerSettings {
+    /// Mails processed at once (`spooler/threads`, or `workers` of mailetd.toml).
+    pub threads: usize,
+    /// The first retry delay; doubled at each failure.
+    pub retry_base: Duration,
+    /// Where mails failing [`MAX_FAILURES`] times go.
+    pub error_repository: Repository,
+    /// How long to wait for running mails at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs until `shutdown` is cancelled, then waits (up to the timeout) for running mails.
+/// Mails still running after that stay in the spool and are processed again at restart.
+pub async fn run(
+    container: Arc<Container>,
+    spool: Arc<dyn Spool>,
+    settings: SpoolerSettings,
+    shutdown: CancellationToken,
+) {
+    if settings.threads == 0 {
+        tracing::warn!("spooler/threads is 0: the spooler is disabled and mails stay in the spool");
+        shutdown.cancelled().await;
+        return;
+    }
+    let permits = Arc::new(Semaphore::new(settings.threads));
+    let settings = Arc::new(settings);
+    tracing::info!(threads = settings.threads, "spooler started");
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let mail = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = spool.dequeue() => m,
+        };
+        let Some(mail) = mail else { break };
+        let container = container.clone();
+        let spool = spool.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            handle(&container, spool.as_ref(), &settings, mail).await;
+            drop(permit);
+        });
+    }
+    let all = settings.threads as u32;
+    if tokio::time::timeout(settings.shutdown_timeout, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: mails still running are left in the spool and will be processed again");
+    }
+    tracing::info!("spooler stopped");
+}
+
+/// Processes one leased mail and releases it (complete, retry or error repository).
+pub async fn handle(container: &Container, spool: &dyn Spool, settings: &SpoolerSettings, mail: Mail) {
+    let id = mail.id;
+    let original = mail.clone();
+    let mut run = Run::default();
+    let result = container.process(mail, &mut run).await;
+    let released = match result {
+        Ok(()) => spool.complete(id, run.jobs).await,
+        Err(e) => {
+            let mut mail = original;
+            let count = match mail.attribute(attributes::PROCESSING_ERROR_COUNT) {
+                Some(AttributeValue::Long(n)) => *n,
+                _ => 0,
+            } + 1;
+            mail.set_attribute(attributes::PROCESSING_ERROR_COUNT, AttributeValue::Long(count));
+            if count >= MAX_FAILURES {
+                tracing::error!(mail = %mail.name, failures = count, "processing failed {count} times, storing it in {}: {e:#}", settings.error_repository.url);
+                mail.error_message = Some(format!("{e:#}"));
+                match settings.error_repository.store(&mail) {
+                    Ok(_) => spool.complete(id, Vec::new()).await,
+                    Err(store_error) => {
+                        tracing::error!(mail = %mail.name, "cannot store it in the error repository, retrying later: {store_error:#}");
+                        spool.retry_at(&mail, now_ms() + backoff_ms(settings, count)).await
+                    }
+                }
+            } else {
+                let delay = backoff_ms(settings, count);
+                tracing::warn!(mail = %mail.name, failures = count, "processing failed, retrying in {} s: {e:#}", delay / 1000);
+                spool.retry_at(&mail, now_ms() + delay).await
+            }
+        }
+    };
+    if let Err(e) = released {
+        // the mail stays leased in the spool and is processed again after a restart
+        tracing::error!(mail = id, "cannot release the mail in the spool: {e}");
+    }
+}
+
+fn backoff_ms(settings: &SpoolerSettings, failures: i64) -> u64 {
+    let base = settings.retry_base.as_millis() as u64;
+    let exp = (failures - 1).clamp(0, 20) as u32;
+    base.saturating_mul(1u64 << exp)
+}
