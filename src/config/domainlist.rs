@@ -42,7 +42,10 @@ impl DomainList {
     fn from_document(doc: &XmlDocument) -> Result<DomainList, ConfigError> {
         let root = &doc.root;
         let mut domains: Vec<String> = Vec::new();
-        let names = root.child("domainnames").into_iter().flat_map(|d| d.children_named("domainname"));
+        let names = root
+            .child("domainnames")
+            .into_iter()
+            .flat_map(|d| d.children_named("domainname"));
         for el in names {
             let domain = el.text.trim().to_ascii_lowercase();
             if domain.is_empty() || domain.contains(['@', ' ', '/']) {

@@ -106,7 +106,9 @@ pub fn decoded_values(message: &[u8], name: &str) -> Vec<String> {
 /// The top-level Content-Type: lowercased `type/subtype` (default `text/plain`) and its
 /// parameters (names lowercased).
 pub fn content_type(message: &[u8]) -> (String, Vec<(String, String)>) {
-    let parsed = MessageParser::new().with_mime_headers().parse_headers(message);
+    let parsed = MessageParser::new()
+        .with_mime_headers()
+        .parse_headers(message);
     let ct = parsed
         .as_ref()
         .and_then(|m| m.header(HeaderName::ContentType))

@@ -1,7 +1,19 @@
 //! The mailets, one file each, named after the James mailet they mirror, and the registry
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
+mod add_header;
+pub mod headers;
+mod log_message;
+mod metrics_mailet;
 mod null;
+mod postmaster_alias;
+mod remove_mail_attribute;
+mod remove_mime_header;
+mod set_mail_attribute;
+mod to_processor;
+mod to_repository;
+
+pub use metrics_mailet::metric_counts;
 
 use crate::config::ConfigError;
 use crate::config::error::closest_names;
@@ -11,7 +23,27 @@ use crate::pipeline::{Mailet, MailetConfig, MailetContext};
 pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mailet>, ConfigError>;
 
 /// Every known mailet: short name → builder.
-pub const REGISTRY: &[(&str, MailetBuilder)] = &[("Null", null::Null::build)];
+pub const REGISTRY: &[(&str, MailetBuilder)] = &[
+    ("Null", null::Null::build),
+    ("AddHeader", add_header::AddHeader::build),
+    ("LogMessage", log_message::LogMessage::build),
+    ("MetricsMailet", metrics_mailet::MetricsMailet::build),
+    ("PostmasterAlias", postmaster_alias::PostmasterAlias::build),
+    (
+        "RemoveMailAttribute",
+        remove_mail_attribute::RemoveMailAttribute::build,
+    ),
+    (
+        "RemoveMimeHeader",
+        remove_mime_header::RemoveMimeHeader::build,
+    ),
+    (
+        "SetMailAttribute",
+        set_mail_attribute::SetMailAttribute::build,
+    ),
+    ("ToProcessor", to_processor::ToProcessor::build),
+    ("ToRepository", to_repository::ToRepository::build),
+];
 
 /// Package prefixes that resolve to the same implementation as the short name.
 pub const CLASS_PREFIXES: &[&str] = &[
@@ -40,6 +72,58 @@ pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Maile
                 format!("; did you mean {}?", suggestions.join(", "))
             };
             Err(config.error(format!("unknown mailet class {:?}{hint}", config.class)))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for the mailet unit tests.
+
+    use crate::mail::{Mail, MailAddress};
+    use crate::pipeline::{MailetConfig, MailetContext, MailetError};
+
+    /// A mail from a@remote.test to bob@example.org with `message` as raw text.
+    pub fn mail(message: &str) -> Mail {
+        let mut m = Mail::new(
+            Some(MailAddress::parse("a@remote.test").unwrap()),
+            vec![MailAddress::parse("bob@example.org").unwrap()],
+            message.as_bytes().to_vec(),
+        );
+        m.name = "mail-1".into();
+        m
+    }
+
+    /// Builds `name` with `params` and services `mail` once.
+    pub async fn service(
+        name: &str,
+        params: &[(&str, &str)],
+        mail: &mut Mail,
+    ) -> Result<(), MailetError> {
+        let ctx = MailetContext::for_tests(std::env::temp_dir());
+        let mailet = super::build(&MailetConfig::inline(name, params), &ctx).unwrap();
+        mailet.service(mail, &ctx).await
+    }
+
+    /// Like [`service`] with a fresh data directory, returned.
+    pub async fn service_in_data_dir(
+        name: &str,
+        params: &[(&str, &str)],
+        mail: &mut Mail,
+    ) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = MailetContext::for_tests(dir.path().to_path_buf());
+        let mailet = super::build(&MailetConfig::inline(name, params), &ctx).unwrap();
+        mailet.service(mail, &ctx).await.unwrap();
+        dir
+    }
+
+    /// The build error of `name` with `params`.
+    pub fn build_err(name: &str, params: &[(&str, &str)]) -> String {
+        let ctx = MailetContext::for_tests(std::env::temp_dir());
+        match super::build(&MailetConfig::inline(name, params), &ctx) {
+            Ok(_) => panic!("{name} built"),
+            Err(e) => e.to_string(),
         }
     }
 }

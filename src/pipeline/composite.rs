@@ -54,13 +54,21 @@ impl Composite {
 }
 
 impl Matcher for Composite {
-    fn match_mail(&self, mail: &Mail, ctx: &MailetContext) -> Result<Vec<MailAddress>, MatcherError> {
+    fn match_mail(
+        &self,
+        mail: &Mail,
+        ctx: &MailetContext,
+    ) -> Result<Vec<MailAddress>, MatcherError> {
         let mut results = Vec::with_capacity(self.children.len());
         for child in &self.children {
             results.push(child.match_mail(mail, ctx)?);
         }
         let keep = |pred: &dyn Fn(&MailAddress) -> bool| -> Vec<MailAddress> {
-            mail.recipients.iter().filter(|r| pred(r)).cloned().collect()
+            mail.recipients
+                .iter()
+                .filter(|r| pred(r))
+                .cloned()
+                .collect()
         };
         Ok(match self.operator {
             Operator::And => {
@@ -90,7 +98,11 @@ impl Matcher for Composite {
 pub struct Inverted(pub Arc<dyn Matcher>);
 
 impl Matcher for Inverted {
-    fn match_mail(&self, mail: &Mail, ctx: &MailetContext) -> Result<Vec<MailAddress>, MatcherError> {
+    fn match_mail(
+        &self,
+        mail: &Mail,
+        ctx: &MailetContext,
+    ) -> Result<Vec<MailAddress>, MatcherError> {
         let matched = self.0.match_mail(mail, ctx)?;
         Ok(mail
             .recipients
@@ -159,7 +171,11 @@ mod tests {
 
     struct Fixed(Vec<&'static str>);
     impl Matcher for Fixed {
-        fn match_mail(&self, mail: &Mail, _: &MailetContext) -> Result<Vec<MailAddress>, MatcherError> {
+        fn match_mail(
+            &self,
+            mail: &Mail,
+            _: &MailetContext,
+        ) -> Result<Vec<MailAddress>, MatcherError> {
             Ok(mail
                 .recipients
                 .iter()
@@ -197,8 +213,14 @@ mod tests {
         assert!(run(Operator::And, &[vec!["a"], vec![]]).is_empty());
         assert_eq!(run(Operator::Or, &[vec!["a"], vec!["c"]]), ["a", "c"]);
         assert_eq!(run(Operator::Not, &[vec!["a"], vec!["c"]]), ["b"]);
-        assert_eq!(run(Operator::Xor, &[vec!["a", "b"], vec!["b", "c"]]), ["a", "c"]);
+        assert_eq!(
+            run(Operator::Xor, &[vec!["a", "b"], vec!["b", "c"]]),
+            ["a", "c"]
+        );
         assert!(run(Operator::Xor, &[vec!["a"], vec!["a"]]).is_empty());
-        assert_eq!(Operator::from_class("org.apache.james.mailetcontainer.impl.matchers.Xor"), Some(Operator::Xor));
+        assert_eq!(
+            Operator::from_class("org.apache.james.mailetcontainer.impl.matchers.Xor"),
+            Some(Operator::Xor)
+        );
     }
 }

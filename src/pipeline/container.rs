@@ -283,10 +283,20 @@ fn build_processor(
                 ));
             }
         }
-        let on_mailet_exception =
-            check_route(&m.on_mailet_exception, "onMailetException", false, states, warnings)?;
-        let on_match_exception =
-            check_route(&m.on_match_exception, "onMatchException", true, states, warnings)?;
+        let on_mailet_exception = check_route(
+            &m.on_mailet_exception,
+            "onMailetException",
+            false,
+            states,
+            warnings,
+        )?;
+        let on_match_exception = check_route(
+            &m.on_match_exception,
+            "onMatchException",
+            true,
+            states,
+            warnings,
+        )?;
         steps.push(Step {
             mailet,
             config: m.mailet.clone(),

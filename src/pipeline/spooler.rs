@@ -72,13 +72,20 @@ pub async fn run(
         .await
         .is_err()
     {
-        tracing::warn!("shutdown: mails still running are left in the spool and will be processed again");
+        tracing::warn!(
+            "shutdown: mails still running are left in the spool and will be processed again"
+        );
     }
     tracing::info!("spooler stopped");
 }
 
 /// Processes one leased mail and releases it (complete, retry or error repository).
-pub async fn handle(container: &Container, spool: &dyn Spool, settings: &SpoolerSettings, mail: Mail) {
+pub async fn handle(
+    container: &Container,
+    spool: &dyn Spool,
+    settings: &SpoolerSettings,
+    mail: Mail,
+) {
     let id = mail.id;
     let original = mail.clone();
     let mut run = Run::default();
@@ -91,7 +98,10 @@ pub async fn handle(container: &Container, spool: &dyn Spool, settings: &Spooler
                 Some(AttributeValue::Long(n)) => *n,
                 _ => 0,
             } + 1;
-            mail.set_attribute(attributes::PROCESSING_ERROR_COUNT, AttributeValue::Long(count));
+            mail.set_attribute(
+                attributes::PROCESSING_ERROR_COUNT,
+                AttributeValue::Long(count),
+            );
             if count >= MAX_FAILURES {
                 tracing::error!(mail = %mail.name, failures = count, "processing failed {count} times, storing it in {}: {e:#}", settings.error_repository.url);
                 mail.error_message = Some(format!("{e:#}"));
@@ -99,7 +109,9 @@ pub async fn handle(container: &Container, spool: &dyn Spool, settings: &Spooler
                     Ok(_) => spool.complete(id, Vec::new()).await,
                     Err(store_error) => {
                         tracing::error!(mail = %mail.name, "cannot store it in the error repository, retrying later: {store_error:#}");
-                        spool.retry_at(&mail, now_ms() + backoff_ms(settings, count)).await
+                        spool
+                            .retry_at(&mail, now_ms() + backoff_ms(settings, count))
+                            .await
                     }
                 }
             } else {

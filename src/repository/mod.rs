@@ -90,7 +90,13 @@ impl Repository {
         let base: String = mail
             .name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let stamp = crate::mail::now_ms();
         let mut key = format!("{stamp}-{base}");
@@ -150,8 +156,8 @@ impl Repository {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

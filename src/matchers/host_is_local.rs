@@ -1,0 +1,45 @@
+//! `HostIsLocal`: the recipients whose domain is local (`domainlist.xml`).
+//!
+//! ```xml
+//! <mailet match="HostIsLocal" class="ToProcessor"><processor>local-address-error</processor></mailet>
+//! ```
+
+use crate::config::ConfigError;
+use crate::mail::{Mail, MailAddress};
+use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
+
+/// Matches recipients in a local domain.
+pub struct HostIsLocal;
+
+impl HostIsLocal {
+    /// Takes no condition.
+    pub fn build(_: &MatcherConfig, _: &MailetContext) -> Result<Box<dyn Matcher>, ConfigError> {
+        Ok(Box::new(HostIsLocal))
+    }
+}
+
+impl Matcher for HostIsLocal {
+    fn match_mail(
+        &self,
+        mail: &Mail,
+        ctx: &MailetContext,
+    ) -> Result<Vec<MailAddress>, MatcherError> {
+        Ok(mail
+            .recipients
+            .iter()
+            .filter(|r| ctx.is_local_domain(&r.domain))
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::matchers::testing::*;
+
+    #[test]
+    fn local_hosts_only() {
+        let m = mail(None, &["b@example.org", "c@remote.test"], "");
+        assert_eq!(run("HostIsLocal", None, &m), ["b@example.org"]);
+    }
+}
