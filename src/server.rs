@@ -24,9 +24,40 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signals.cancel();
     });
-    let _ = (spool, settings);
-    shutdown.cancelled().await;
+    let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    for server in &mut smtp_servers {
+        server.shutdown_timeout = std::time::Duration::from_secs(settings.shutdown_timeout_secs);
+        if let Some(tls) = &mut server.tls {
+            tls.generate_if_missing = settings.generate_certificate;
+        }
+    }
+    let consumer = tokio::spawn(drain_spool(spool.clone()));
+    crate::ingest::run(smtp_servers, spool.clone(), shutdown).await?;
+    spool.close();
+    let _ = consumer.await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Stand-in for the mailet container: logs one line per mail and completes it.
+async fn drain_spool(spool: Arc<dyn Spool>) {
+    while let Some(mail) = spool.dequeue().await {
+        let from = mail
+            .sender
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "<>".to_string());
+        tracing::info!(
+            mail = mail.id,
+            from = %from,
+            rcpts = mail.recipients.len(),
+            size = mail.size(),
+            "mail consumed"
+        );
+        if let Err(e) = spool.complete(mail.id, vec![]).await {
+            tracing::error!(mail = mail.id, error = %e, "cannot complete a spooled mail");
+        }
+    }
 }
 
 async fn wait_for_signal() {

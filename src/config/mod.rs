@@ -5,6 +5,7 @@ pub mod error;
 pub mod interpolate;
 pub mod properties;
 pub mod settings;
+pub mod smtpserver;
 pub mod xml;
 
 pub use error::{ConfigError, Position};

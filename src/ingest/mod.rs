@@ -1,1 +1,102 @@
-//! SMTP ingest: the listener, one file per protocol step.
+//! SMTP ingest: the listener, one file per protocol step (after Stalwart's `inbound/`).
+//!
+//! [`spawn`] binds and accepts (limits, `authorizedAddresses`), [`session`] reads lines and
+//! dispatches each verb to its file ([`ehlo`], [`mail`], [`rcpt`], [`data`] for DATA and
+//! BDAT, [`vrfy`], [`starttls`]); [`tls`] holds the rustls side. A mail is answered
+//! `250 2.6.0 Message received` only once [`Spool::enqueue`] has made it durable. Every
+//! recipient is accepted for collection and nothing is ever relayed.
+
+mod data;
+mod ehlo;
+mod mail;
+mod rcpt;
+mod session;
+mod spawn;
+mod starttls;
+pub mod tls;
+mod vrfy;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::smtpserver::SmtpServerConfig;
+use crate::spool::Spool;
+
+/// What the sessions of one `<smtpserver>` share.
+pub(crate) struct Shared {
+    pub config: SmtpServerConfig,
+    pub spool: Arc<dyn Spool>,
+    pub tls: Option<TlsAcceptor>,
+    pub shutdown: CancellationToken,
+    pub limits: spawn::Limits,
+}
+
+/// Binds every `<bind>` address of every server, then serves until `shutdown` is cancelled.
+/// Returns an error naming the address when a bind fails (nothing is served then). On
+/// cancel: stops accepting, gives open sessions up to `shutdown_timeout` (when
+/// `gracefulShutdown`), then returns.
+pub async fn run(
+    servers: Vec<SmtpServerConfig>,
+    spool: Arc<dyn Spool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    let mut grace = std::time::Duration::ZERO;
+    for config in servers {
+        let tls = match &config.tls {
+            Some(t) => Some(tls::acceptor(t, &config.hello_name)?),
+            None => None,
+        };
+        if config.graceful_shutdown {
+            grace = grace.max(config.shutdown_timeout);
+        }
+        let shared = Arc::new(Shared {
+            limits: spawn::Limits::new(config.connection_limit, config.connection_limit_per_ip),
+            config,
+            spool: spool.clone(),
+            tls,
+            shutdown: shutdown.clone(),
+        });
+        for addr in shared.config.bind.clone() {
+            let listener = spawn::bind(addr, shared.config.backlog)
+                .with_context(|| format!("{}: cannot listen on {addr}", shared.config.position))?;
+            tracing::info!(
+                server = %shared.config.name,
+                "SMTP listening on {}",
+                listener.local_addr().unwrap_or(addr)
+            );
+            listeners.push((listener, shared.clone()));
+        }
+    }
+    let sessions = TaskTracker::new();
+    let mut accepters = Vec::new();
+    for (listener, shared) in listeners {
+        accepters.push(tokio::spawn(spawn::accept_loop(
+            listener,
+            shared,
+            sessions.clone(),
+        )));
+    }
+    shutdown.cancelled().await;
+    for a in accepters {
+        let _ = a.await;
+    }
+    sessions.close();
+    if !sessions.is_empty() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "SMTP: waiting up to {grace:?} for open sessions to finish"
+        );
+    }
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "SMTP: sessions still open after {grace:?}; closing them (their mails were not acknowledged)"
+        );
+    }
+    Ok(())
+}

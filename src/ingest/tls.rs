@@ -1,0 +1,177 @@
+//! TLS for the listener: the rustls acceptor built from the PEM pair of `<tls>`, the
+//! self-signed pair generated on demand, and the stream a session reads whether or not it
+//! went through STARTTLS.
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use anyhow::{Context as _, bail};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+
+use crate::config::smtpserver::TlsSettings;
+
+/// Builds the acceptor, first generating a self-signed pair for `hello_name` when both files
+/// are missing and generation was asked for.
+pub fn acceptor(tls: &TlsSettings, hello_name: &str) -> anyhow::Result<TlsAcceptor> {
+    let key_exists = tls.private_key.exists();
+    let cert_exists = tls.certificates.exists();
+    if !key_exists && !cert_exists && tls.generate_if_missing {
+        generate(&tls.private_key, &tls.certificates, hello_name)?;
+    } else if !key_exists || !cert_exists {
+        let missing = if key_exists {
+            &tls.certificates
+        } else {
+            &tls.private_key
+        };
+        bail!(
+            "{}: <tls>: {} does not exist (set generate_certificate = true in mailetd.toml or \
+             MAILETD_GENERATE_CERTIFICATE=true to create a self-signed pair)",
+            tls.position,
+            missing.display()
+        );
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.certificates)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: <certificates> {}: {e}",
+                tls.position,
+                tls.certificates.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!(
+            "{}: <certificates> {} holds no PEM certificate",
+            tls.position,
+            tls.certificates.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: <privateKey> {}: {e}",
+            tls.position,
+            tls.private_key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "{}: the private key does not fit the certificate",
+                tls.position
+            )
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Writes a self-signed certificate for `hello_name` and its key (mode 0600).
+fn generate(key_path: &Path, cert_path: &Path, hello_name: &str) -> anyhow::Result<()> {
+    let pair = rcgen::generate_simple_self_signed(vec![hello_name.to_string()])
+        .context("generating a self-signed certificate")?;
+    for path in [key_path, cert_path] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    write_private(key_path, pair.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(cert_path, pair.cert.pem())
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    tracing::warn!(
+        key = %key_path.display(),
+        certificate = %cert_path.display(),
+        "generated a self-signed TLS certificate for {hello_name}"
+    );
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A session's connection: plain TCP, or TLS after STARTTLS / on a socketTLS port.
+pub enum SessionStream {
+    /// Clear text.
+    Plain(TcpStream),
+    /// Under TLS.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the TLS handshake owns the socket.
+    Closed,
+}
+
+impl SessionStream {
+    /// Whether the session is under TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, SessionStream::Tls(_))
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
+}
+
+impl AsyncRead for SessionStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            SessionStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for SessionStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            SessionStream::Closed => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            SessionStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            SessionStream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
