@@ -2,6 +2,7 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod null;
+mod strip_attachment;
 
 use crate::config::ConfigError;
 use crate::config::error::closest_names;
@@ -11,7 +12,10 @@ use crate::pipeline::{Mailet, MailetConfig, MailetContext};
 pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mailet>, ConfigError>;
 
 /// Every known mailet: short name → builder.
-pub const REGISTRY: &[(&str, MailetBuilder)] = &[("Null", null::Null::build)];
+pub const REGISTRY: &[(&str, MailetBuilder)] = &[
+    ("Null", null::Null::build),
+    ("StripAttachment", strip_attachment::StripAttachment::build),
+];
 
 /// Package prefixes that resolve to the same implementation as the short name.
 pub const CLASS_PREFIXES: &[&str] = &[
