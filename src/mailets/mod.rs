@@ -1,6 +1,7 @@
 //! The mailets, one file each, named after the James mailet they mirror, and the registry
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
+mod i_calendar_parser;
 mod mime_decoding_mailet;
 mod null;
 mod strip_attachment;
@@ -14,6 +15,7 @@ pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mai
 
 /// Every known mailet: short name → builder.
 pub const REGISTRY: &[(&str, MailetBuilder)] = &[
+    ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
     (
         "MimeDecodingMailet",
         mime_decoding_mailet::MimeDecodingMailet::build,
