@@ -2,6 +2,7 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod i_calendar_parser;
+mod ical_to_header;
 mod mime_decoding_mailet;
 mod null;
 mod strip_attachment;
@@ -16,6 +17,7 @@ pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mai
 /// Every known mailet: short name → builder.
 pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
+    ("ICALToHeader", ical_to_header::ICALToHeader::build),
     (
         "MimeDecodingMailet",
         mime_decoding_mailet::MimeDecodingMailet::build,
