@@ -3,6 +3,7 @@
 
 mod i_calendar_parser;
 mod ical_to_header;
+mod ical_to_json_attribute;
 mod mime_decoding_mailet;
 mod null;
 mod strip_attachment;
@@ -18,6 +19,10 @@ pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mai
 pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
     ("ICALToHeader", ical_to_header::ICALToHeader::build),
+    (
+        "ICALToJsonAttribute",
+        ical_to_json_attribute::ICALToJsonAttribute::build,
+    ),
     (
         "MimeDecodingMailet",
         mime_decoding_mailet::MimeDecodingMailet::build,
