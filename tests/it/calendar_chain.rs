@@ -400,6 +400,33 @@ async fn iso_8859_1_calendar_keeps_its_accents() {
     assert!(ical.contains("LOCATION:Bâtiment Sévigné\r\n"), "{ical}");
 }
 
+/// ISO-8859-15 differs from the Windows-1252 guess used for undeclared bytes (€, œ), so
+/// this passes only if the declared charset is honoured.
+#[tokio::test]
+async fn iso_8859_15_calendar_gets_its_euro_sign() {
+    let (jsons, _) = collect(
+        "iso-8859-15-request.eml",
+        "sebastien.oehler@webmail.legacy.example",
+        &["bob@example.org"],
+    )
+    .await;
+    assert_jsons(
+        "iso-8859-15",
+        &jsons,
+        &["bob@example.org"],
+        &Expected {
+            uid: "20261121151515.Ab3dE5fG7hJ9kL1m@webmail.legacy.example",
+            method: "REQUEST",
+            sequence: "0",
+            dtstamp: "20261121T151515Z",
+            recurrence_id: None,
+            sender: "sebastien.oehler@webmail.legacy.example",
+            reply_to: "sebastien.oehler@webmail.legacy.example",
+            summary: "SUMMARY:Bilan annuel : cœur de métier et budget 45 000 €\r\n",
+        },
+    );
+}
+
 #[tokio::test]
 async fn single_part_text_calendar_mail_is_collected() {
     let (jsons, _) = collect(
