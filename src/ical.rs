@@ -79,7 +79,7 @@ pub struct SchedulingFields {
     pub method: Option<String>,
     /// The first VEVENT's UID.
     pub uid: Option<String>,
-    /// The first VEVENT's SEQUENCE, as written.
+    /// The first VEVENT's SEQUENCE; none when absent or not an integer (ical4j drops it).
     pub sequence: Option<String>,
     /// The first VEVENT's DTSTAMP in iCalendar form (`20170106T115036Z`); none if invalid.
     pub dtstamp: Option<String>,
@@ -100,7 +100,9 @@ impl SchedulingFields {
         Some(SchedulingFields {
             method,
             uid: event_value(ICalendarProperty::Uid).and_then(value_text),
-            sequence: event_value(ICalendarProperty::Sequence).and_then(value_text),
+            sequence: event_value(ICalendarProperty::Sequence)
+                .and_then(ICalendarValue::as_integer)
+                .map(|n| n.to_string()),
             dtstamp: event_value(ICalendarProperty::Dtstamp).and_then(date_time_text),
             recurrence_id: event_value(ICalendarProperty::RecurrenceId).and_then(date_time_text),
         })
@@ -164,7 +166,7 @@ mod tests {
     #[test]
     fn date_recurrence_id_and_missing_fields() {
         let calendar = parse(
-            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nRECURRENCE-ID;VALUE=DATE:20240115\nDTSTAMP:garbage\nEND:VEVENT\nEND:VCALENDAR\n",
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nRECURRENCE-ID;VALUE=DATE:20240115\nDTSTAMP:garbage\nSEQUENCE:two\nEND:VEVENT\nEND:VCALENDAR\n",
         )
         .unwrap();
         let fields = SchedulingFields::of(&calendar).unwrap();
