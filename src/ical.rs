@@ -190,6 +190,21 @@ mod tests {
     }
 
     #[test]
+    fn tolerates_client_quirks() {
+        // LF-only lines, a tab fold, blank lines, lower-case names, a quoted Windows TZID,
+        // an unknown property with parameters, leading blank lines and a BOM
+        let text = "\u{feff}\n\nbegin:vcalendar\nmethod:request\n\nBEGIN:VEVENT\n\
+            DTSTART;TZID=\"W. Europe Standard Time\":20240115T100000\n\
+            X-ALT-DESC;FMTTYPE=text/html:<html>\n\t<body/></html>\nuid:quirky\n\
+            DTSTAMP:20240110T090000Z\nEND:VEVENT\nEND:VCALENDAR\n";
+        let calendar = parse(text).unwrap();
+        let fields = SchedulingFields::of(&calendar).unwrap();
+        assert_eq!(fields.uid.as_deref(), Some("quirky"));
+        assert_eq!(fields.method.as_deref(), Some("REQUEST"));
+        assert_eq!(fields.dtstamp.as_deref(), Some("20240110T090000Z"));
+    }
+
+    #[test]
     fn rejects_what_is_not_a_calendar() {
         assert!(parse("").is_err());
         assert!(parse("VERSION:2.0\r\nBEGIN:VEVENT\r\nEND:VEVENT\r\n").is_err());
