@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dav;
+pub mod ical;
 pub mod ingest;
 pub mod logging;
 pub mod mail;

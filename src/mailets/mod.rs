@@ -14,6 +14,11 @@ mod to_processor;
 mod to_repository;
 
 pub use metrics_mailet::metric_counts;
+mod i_calendar_parser;
+mod ical_to_header;
+mod ical_to_json_attribute;
+mod mime_decoding_mailet;
+mod strip_attachment;
 
 use crate::config::ConfigError;
 use crate::config::error::closest_names;
@@ -43,6 +48,17 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ),
     ("ToProcessor", to_processor::ToProcessor::build),
     ("ToRepository", to_repository::ToRepository::build),
+    ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
+    ("ICALToHeader", ical_to_header::ICALToHeader::build),
+    (
+        "ICALToJsonAttribute",
+        ical_to_json_attribute::ICALToJsonAttribute::build,
+    ),
+    (
+        "MimeDecodingMailet",
+        mime_decoding_mailet::MimeDecodingMailet::build,
+    ),
+    ("StripAttachment", strip_attachment::StripAttachment::build),
 ];
 
 /// Package prefixes that resolve to the same implementation as the short name.

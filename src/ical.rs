@@ -1,0 +1,222 @@
+//! iCalendar helpers shared by the calendar mailets: lenient parsing with calcard, text
+//! decoding of raw calendar bytes, and the scheduling fields of a calendar's first VEVENT.
+
+use std::borrow::Cow;
+
+use calcard::Entry;
+use calcard::icalendar::{
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarProperty, ICalendarValue,
+    ICalendarValueType,
+};
+use mail_parser::decoders::charsets::map::charset_decoder;
+
+/// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
+/// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
+/// at end of input is tolerated. Fails when the text is not a `VCALENDAR` at all.
+pub fn parse(text: &str) -> Result<ICalendar, String> {
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    if text.is_empty() {
+        return Err("empty calendar".into());
+    }
+    match ICalendar::parse(text) {
+        Ok(calendar) => match calendar.components.first() {
+            Some(root) if root.component_type == ICalendarComponentType::VCalendar => Ok(calendar),
+            Some(root) => Err(format!(
+                "top-level component is {}, not VCALENDAR",
+                root.component_type.as_str()
+            )),
+            None => Err("no VCALENDAR component".into()),
+        },
+        Err(entry) => Err(describe_failure(entry)),
+    }
+}
+
+fn describe_failure(entry: Entry) -> String {
+    match entry {
+        Entry::InvalidLine(line) => {
+            let line: String = line.chars().take(60).collect();
+            format!("expected BEGIN:VCALENDAR, found {line:?}")
+        }
+        Entry::VCard(_) => "a vCard, not an iCalendar object".into(),
+        Entry::UnexpectedComponentEnd { expected, found } => format!(
+            "END:{} where END:{} was expected",
+            found.as_str(),
+            expected.as_str()
+        ),
+        Entry::UnterminatedComponent(name) => format!("BEGIN:{name} has no END"),
+        Entry::TooManyComponents => "too many components".into(),
+        Entry::Eof => "no BEGIN:VCALENDAR found".into(),
+        other => format!("not an iCalendar object ({other:?})"),
+    }
+}
+
+/// Reads raw calendar bytes as text: UTF-8 (a BOM is dropped); bytes that are not UTF-8
+/// were written in a legacy charset nobody declared, most often Windows-1252 (Outlook),
+/// which is read as such instead of being replaced by U+FFFD.
+pub fn bytes_to_text(bytes: &[u8]) -> Cow<'_, str> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => match charset_decoder(b"windows-1252") {
+            Some(decode) => Cow::Owned(decode(bytes)),
+            None => String::from_utf8_lossy(bytes),
+        },
+    }
+}
+
+/// The first VEVENT of a calendar, in document order.
+pub fn first_event(calendar: &ICalendar) -> Option<&ICalendarComponent> {
+    calendar
+        .components
+        .iter()
+        .find(|c| c.component_type == ICalendarComponentType::VEvent)
+}
+
+/// The scheduling fields James reads from a calendar (`ICALAttributeDTO`, `ICALToHeader`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SchedulingFields {
+    /// The calendar's METHOD (`REQUEST`, `REPLY`, `CANCEL`…).
+    pub method: Option<String>,
+    /// The first VEVENT's UID.
+    pub uid: Option<String>,
+    /// The first VEVENT's SEQUENCE; none when absent or not an integer (ical4j drops it).
+    pub sequence: Option<String>,
+    /// The first VEVENT's DTSTAMP in iCalendar form (`20170106T115036Z`); none if invalid.
+    pub dtstamp: Option<String>,
+    /// The first VEVENT's RECURRENCE-ID in iCalendar form; none if invalid.
+    pub recurrence_id: Option<String>,
+}
+
+impl SchedulingFields {
+    /// Reads the fields; `None` when the calendar has no VEVENT.
+    pub fn of(calendar: &ICalendar) -> Option<SchedulingFields> {
+        let event = first_event(calendar)?;
+        let method = calendar
+            .components
+            .first()
+            .and_then(|root| property_value(root, &ICalendarProperty::Method))
+            .and_then(value_text);
+        let event_value = |prop| property_value(event, &prop);
+        Some(SchedulingFields {
+            method,
+            uid: event_value(ICalendarProperty::Uid).and_then(value_text),
+            sequence: event_value(ICalendarProperty::Sequence)
+                .and_then(ICalendarValue::as_integer)
+                .map(|n| n.to_string()),
+            dtstamp: event_value(ICalendarProperty::Dtstamp).and_then(date_time_text),
+            recurrence_id: event_value(ICalendarProperty::RecurrenceId).and_then(date_time_text),
+        })
+    }
+}
+
+fn property_value<'a>(
+    component: &'a ICalendarComponent,
+    prop: &ICalendarProperty,
+) -> Option<&'a ICalendarValue> {
+    component.property(prop)?.values.first()
+}
+
+fn value_text(value: &ICalendarValue) -> Option<String> {
+    let text = match value {
+        ICalendarValue::Integer(n) => n.to_string(),
+        ICalendarValue::PartialDateTime(_) => date_time_text(value)?,
+        other => other.as_text()?.to_string(),
+    };
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// A DATE or DATE-TIME value as iCalendar writes it (`20240115`, `20240115T100000`,
+/// `20240115T090000Z`); text that calcard could not read as a date is no date.
+fn date_time_text(value: &ICalendarValue) -> Option<String> {
+    let ICalendarValue::PartialDateTime(dt) = value else {
+        return None;
+    };
+    dt.year?;
+    let format = if dt.hour.is_some() {
+        ICalendarValueType::DateTime
+    } else {
+        ICalendarValueType::Date
+    };
+    let mut out = String::new();
+    dt.format_as_ical(&mut out, &format).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n\
+        UID:abc-123\r\nSEQUENCE:2\r\nDTSTAMP:20170106T115036Z\r\n\
+        RECURRENCE-ID;TZID=Europe/Paris:20240115T100000\r\nSUMMARY:Réunion\r\n\
+        END:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    #[test]
+    fn reads_scheduling_fields_as_written() {
+        let calendar = parse(INVITE).unwrap();
+        let fields = SchedulingFields::of(&calendar).unwrap();
+        assert_eq!(fields.method.as_deref(), Some("REQUEST"));
+        assert_eq!(fields.uid.as_deref(), Some("abc-123"));
+        assert_eq!(fields.sequence.as_deref(), Some("2"));
+        assert_eq!(fields.dtstamp.as_deref(), Some("20170106T115036Z"));
+        assert_eq!(fields.recurrence_id.as_deref(), Some("20240115T100000"));
+    }
+
+    #[test]
+    fn date_recurrence_id_and_missing_fields() {
+        let calendar = parse(
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nRECURRENCE-ID;VALUE=DATE:20240115\nDTSTAMP:garbage\nSEQUENCE:two\nEND:VEVENT\nEND:VCALENDAR\n",
+        )
+        .unwrap();
+        let fields = SchedulingFields::of(&calendar).unwrap();
+        assert_eq!(fields.recurrence_id.as_deref(), Some("20240115"));
+        assert_eq!(fields.dtstamp, None);
+        assert_eq!(fields.method, None);
+        assert_eq!(fields.uid, None);
+        assert_eq!(fields.sequence, None);
+    }
+
+    #[test]
+    fn lenient_about_missing_end_and_unknown_lines() {
+        let calendar = parse(
+            "BEGIN:VCALENDAR\r\nX-WR-CALNAME:Work\r\nthis line is junk\r\nBEGIN:VEVENT\r\nUID:x\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            SchedulingFields::of(&calendar).unwrap().uid.as_deref(),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn tolerates_client_quirks() {
+        // LF-only lines, a tab fold, blank lines, lower-case names, a quoted Windows TZID,
+        // an unknown property with parameters, leading blank lines and a BOM
+        let text = "\u{feff}\n\nbegin:vcalendar\nmethod:request\n\nBEGIN:VEVENT\n\
+            DTSTART;TZID=\"W. Europe Standard Time\":20240115T100000\n\
+            X-ALT-DESC;FMTTYPE=text/html:<html>\n\t<body/></html>\nuid:quirky\n\
+            DTSTAMP:20240110T090000Z\nEND:VEVENT\nEND:VCALENDAR\n";
+        let calendar = parse(text).unwrap();
+        let fields = SchedulingFields::of(&calendar).unwrap();
+        assert_eq!(fields.uid.as_deref(), Some("quirky"));
+        assert_eq!(fields.method.as_deref(), Some("REQUEST"));
+        assert_eq!(fields.dtstamp.as_deref(), Some("20240110T090000Z"));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_calendar() {
+        assert!(parse("").is_err());
+        assert!(parse("VERSION:2.0\r\nBEGIN:VEVENT\r\nEND:VEVENT\r\n").is_err());
+        assert!(parse("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\n").is_err());
+        assert!(parse("BEGIN:VEVENT\r\nUID:x\r\nEND:VEVENT\r\n").is_err());
+        assert!(parse("<html>404</html>").is_err());
+    }
+
+    #[test]
+    fn undeclared_latin1_is_not_mangled() {
+        assert_eq!(bytes_to_text(b"R\xe9union"), "Réunion");
+        assert_eq!(bytes_to_text("Réunion".as_bytes()), "Réunion");
+        assert_eq!(bytes_to_text(b"\xef\xbb\xbfBEGIN"), "BEGIN");
+    }
+}

@@ -1,0 +1,236 @@
+//! `ICALToHeader`: writes the scheduling fields of the mail's first calendar as
+//! `X-MEETING-*` headers.
+//!
+//! ```xml
+//! <mailet match="All" class="ICALToHeader">
+//!     <attribute>icalendar2</attribute>
+//!     <onMailetException>ignore</onMailetException>
+//! </mailet>
+//! ```
+//!
+//! `attribute` (default `icalendar`) names the map `ICalendarParser` produced. From its
+//! first calendar (first key in order) the headers `X-MEETING-UID`, `X-MEETING-METHOD`,
+//! `X-MEETING-RECURRENCE-ID`, `X-MEETING-SEQUENCE` and `X-MEETING-DTSTAMP` are written,
+//! each only when the calendar has that field. They go at the end of the header block and
+//! replace any header of the same name already there, so a mail that went through another
+//! collector does not carry two; the body is untouched. A first calendar without VEVENT is
+//! an error, as in James, so `onMailetException` decides what happens to the mail.
+
+use async_trait::async_trait;
+
+use crate::config::ConfigError;
+use crate::ical::{self, SchedulingFields};
+use crate::mail::{AttributeValue, Mail};
+use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
+
+/// The headers written, in this order.
+pub const HEADERS: [&str; 5] = [
+    "X-MEETING-UID",
+    "X-MEETING-METHOD",
+    "X-MEETING-RECURRENCE-ID",
+    "X-MEETING-SEQUENCE",
+    "X-MEETING-DTSTAMP",
+];
+
+/// Adds the `X-MEETING-*` headers of the first calendar.
+#[derive(Debug)]
+pub struct ICALToHeader {
+    attribute: String,
+}
+
+impl ICALToHeader {
+    /// Reads and checks the parameters.
+    pub fn build(
+        config: &MailetConfig,
+        _ctx: &MailetContext,
+    ) -> Result<Box<dyn Mailet>, ConfigError> {
+        let attribute = match config.get("attribute") {
+            None => "icalendar".to_string(),
+            Some(_) => config.require("attribute")?.trim().to_string(),
+        };
+        Ok(Box::new(ICALToHeader { attribute }))
+    }
+}
+
+#[async_trait]
+impl Mailet for ICALToHeader {
+    async fn service(&self, mail: &mut Mail, _ctx: &MailetContext) -> Result<(), MailetError> {
+        let first = match mail.attribute(&self.attribute) {
+            None => return Ok(()),
+            Some(AttributeValue::Map(calendars)) => match calendars.iter().next() {
+                None => return Ok(()),
+                Some((key, value)) => (key.clone(), value.to_text()),
+            },
+            Some(_) => anyhow::bail!(
+                "attribute {} of mail {} is not a map of calendars",
+                self.attribute,
+                mail.name
+            ),
+        };
+        let (key, text) = first;
+        let calendar = ical::parse(&text)
+            .map_err(|e| anyhow::anyhow!("calendar {key} of mail {}: {e}", mail.name))?;
+        let Some(fields) = SchedulingFields::of(&calendar) else {
+            anyhow::bail!("calendar {key} of mail {} has no VEVENT", mail.name);
+        };
+        let values = [
+            fields.uid,
+            fields.method,
+            fields.recurrence_id,
+            fields.sequence,
+            fields.dtstamp,
+        ];
+        let headers: Vec<(&str, String)> = HEADERS
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| value.map(|v| (*name, v)))
+            .collect();
+        mail.message = set_headers(&mail.message, &headers);
+        Ok(())
+    }
+}
+
+/// Rewrites the header block: drops the fields named in `headers` (with their continuation
+/// lines) and appends the new ones before the blank line, in the message's line ending.
+fn set_headers(message: &[u8], headers: &[(&str, String)]) -> Vec<u8> {
+    let end = crate::mail::header_end(message);
+    let block = &message[..end];
+    let bare_lf = block.contains(&b'\n') && !block.windows(2).any(|w| w == b"\r\n");
+    let newline: &[u8] = if bare_lf { b"\n" } else { b"\r\n" };
+    let mut lines: Vec<&[u8]> = block.split_inclusive(|&b| b == b'\n').collect();
+    // the blank line that ends the header block, if there is a body
+    let blank = match lines.last() {
+        Some(l) if l.iter().all(|b| matches!(b, b'\r' | b'\n')) => lines.pop(),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(message.len() + 200);
+    let mut dropping = false;
+    for line in lines {
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = headers.iter().any(|(name, _)| is_field(line, name));
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.extend_from_slice(newline);
+    }
+    for (name, value) in headers {
+        let value: String = value
+            .chars()
+            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+            .collect();
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(newline);
+    }
+    match blank {
+        Some(blank) => out.extend_from_slice(blank),
+        None if end < message.len() => out.extend_from_slice(newline),
+        None => {}
+    }
+    out.extend_from_slice(&message[end..]);
+    out
+}
+
+fn is_field(line: &[u8], name: &str) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && line[name.len()..]
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t'))
+            .is_some_and(|&b| b == b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const MESSAGE: &str = "From: a@example.com\r\nX-Meeting-UID: stale\r\n  continued\r\nSubject: Invitation\r\n\r\nBody stays\r\n";
+
+    fn mail_with(calendars: &[(&str, &str)]) -> Mail {
+        let mut mail = Mail::new(None, vec![], MESSAGE.as_bytes().to_vec());
+        let map: BTreeMap<_, _> = calendars
+            .iter()
+            .map(|(k, v)| (k.to_string(), AttributeValue::String(v.to_string())))
+            .collect();
+        mail.set_attribute("icalendar", AttributeValue::Map(map));
+        mail
+    }
+
+    async fn run(mail: &mut Mail) -> Result<(), MailetError> {
+        let ctx = MailetContext::for_tests(std::env::temp_dir());
+        let m = ICALToHeader::build(&MailetConfig::inline("ICALToHeader", &[]), &ctx).unwrap();
+        m.service(mail, &ctx).await
+    }
+
+    #[tokio::test]
+    async fn writes_the_fields_of_the_first_calendar() {
+        let mut mail = mail_with(&[
+            (
+                "a.ics",
+                "BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nBEGIN:VEVENT\r\nUID:first\r\nSEQUENCE:3\r\n\
+                 DTSTAMP:20240110T090000Z\r\nRECURRENCE-ID:20240115T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            ),
+            (
+                "b.ics",
+                "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:second\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            ),
+        ]);
+        run(&mut mail).await.unwrap();
+        assert_eq!(
+            String::from_utf8(mail.message).unwrap(),
+            "From: a@example.com\r\nSubject: Invitation\r\nX-MEETING-UID: first\r\n\
+             X-MEETING-METHOD: CANCEL\r\nX-MEETING-RECURRENCE-ID: 20240115T100000Z\r\n\
+             X-MEETING-SEQUENCE: 3\r\nX-MEETING-DTSTAMP: 20240110T090000Z\r\n\r\nBody stays\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_present_fields_are_written() {
+        let mut mail = mail_with(&[(
+            "a",
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:only-uid\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        )]);
+        run(&mut mail).await.unwrap();
+        let text = String::from_utf8(mail.message).unwrap();
+        assert!(
+            text.contains("X-MEETING-UID: only-uid\r\n\r\nBody stays"),
+            "{text}"
+        );
+        assert!(!text.contains("X-MEETING-METHOD"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn no_vevent_is_an_error_and_no_calendar_is_nothing() {
+        let mut mail = mail_with(&[(
+            "a",
+            "BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+        )]);
+        let err = run(&mut mail).await.unwrap_err();
+        assert!(err.to_string().contains("no VEVENT"), "{err}");
+        assert_eq!(mail.message, MESSAGE.as_bytes());
+        let mut empty = mail_with(&[]);
+        run(&mut empty).await.unwrap();
+        assert_eq!(empty.message, MESSAGE.as_bytes());
+    }
+
+    #[test]
+    fn header_only_and_lf_messages() {
+        let h = [("X-MEETING-UID", "u".to_string())];
+        assert_eq!(
+            set_headers(b"A: b\nC: d\n\nbody\n", &h),
+            b"A: b\nC: d\nX-MEETING-UID: u\n\nbody\n"
+        );
+        assert_eq!(
+            set_headers(b"A: b\r\n", &h),
+            b"A: b\r\nX-MEETING-UID: u\r\n"
+        );
+        assert_eq!(set_headers(b"A: b", &h), b"A: b\r\nX-MEETING-UID: u\r\n");
+    }
+}
