@@ -3,5 +3,6 @@
 
 pub mod job;
 pub mod store;
+pub mod worker;
 
 pub use job::{Delivery, JobHandler, OutboxJob};
