@@ -15,7 +15,7 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let (_store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
+    let (store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
     let spool: Arc<dyn Spool> = spool;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -24,8 +24,20 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signals.cancel();
     });
+    // Outbox delivery. When the container builds its MailetContext, pass ctx.properties
+    // and ctx.dav here so that mailets and handlers share one DavServices (clients, cache).
+    let properties = crate::config::Properties::load_dir(conf_dir)?;
+    let dav = Arc::new(std::sync::OnceLock::new());
+    let handlers = crate::dav::outbox_handlers(&properties, &dav)?;
+    let outbox = tokio::spawn(crate::outbox::worker::run(
+        store.clone(),
+        handlers,
+        settings.outbox.clone(),
+        shutdown.clone(),
+    ));
     let _ = (spool, settings);
     shutdown.cancelled().await;
+    let _ = outbox.await;
     Ok(())
 }
 
