@@ -68,7 +68,12 @@ impl JobHandler for EsnItipHandler {
         let Some((client, dav)) = self.services.dav() else {
             return Delivery::Retry("dav.api.uri is not configured".into());
         };
-        let user_id = match self.services.users.resolve(recipient, Some((client, dav))).await {
+        let user_id = match self
+            .services
+            .users
+            .resolve(recipient, Some((client, dav)))
+            .await
+        {
             Ok(Some(id)) => id,
             Ok(None) => {
                 return Delivery::Permanent(format!(
@@ -99,7 +104,9 @@ impl JobHandler for EsnItipHandler {
                         tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
                         Delivery::Done
                     }
-                    Delivery::Retry(r) => Delivery::Retry(format!("ITIP /calendars/{user_id}: {r}")),
+                    Delivery::Retry(r) => {
+                        Delivery::Retry(format!("ITIP /calendars/{user_id}: {r}"))
+                    }
                     Delivery::Permanent(r) => {
                         Delivery::Permanent(format!("ITIP /calendars/{user_id}: {r}"))
                     }
@@ -118,7 +125,10 @@ mod tests {
         assert_eq!(classify(StatusCode::NO_CONTENT, b""), Delivery::Done);
         for s in [500u16, 502, 503, 504, 429] {
             assert!(
-                matches!(classify(StatusCode::from_u16(s).unwrap(), b""), Delivery::Retry(_)),
+                matches!(
+                    classify(StatusCode::from_u16(s).unwrap(), b""),
+                    Delivery::Retry(_)
+                ),
                 "{s}"
             );
         }

@@ -166,8 +166,9 @@ fn boolean(props: &Properties, key: &str) -> Result<bool, ConfigError> {
 fn duration(props: &Properties, key: &str, default: Duration) -> Result<Duration, ConfigError> {
     match props.entry(key) {
         None => Ok(default),
-        Some(e) => parse_duration(&e.value)
-            .map_err(|reason| e.position.error(format!("{key}: {reason}"))),
+        Some(e) => {
+            parse_duration(&e.value).map_err(|reason| e.position.error(format!("{key}: {reason}")))
+        }
     }
 }
 
@@ -218,12 +219,22 @@ mod tests {
     fn duration_syntax_is_james() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("  2 minutes ").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("  2 minutes ").unwrap(),
+            Duration::from_secs(120)
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1H").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(3 * 86400));
+        assert_eq!(
+            parse_duration("3d").unwrap(),
+            Duration::from_secs(3 * 86400)
+        );
         assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(parse_duration("5 fortnights").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("5 fortnights")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("soon").is_err());
     }
 
@@ -251,7 +262,10 @@ mod tests {
         assert_eq!(dav.response_timeout, Duration::from_secs(5));
         assert_eq!(dav.admin_password.expose(), "pw");
         let printed = format!("{c:?}");
-        assert!(!printed.contains("s3cr3t") && !printed.contains("\"pw\""), "{printed}");
+        assert!(
+            !printed.contains("s3cr3t") && !printed.contains("\"pw\""),
+            "{printed}"
+        );
         assert!(printed.contains("***"));
     }
 
@@ -272,24 +286,61 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            err.to_string()
-                .starts_with("conf/openpaas.properties:4:1: openpaas.rest.client.trust.all.ssl.certs"),
+            err.to_string().starts_with(
+                "conf/openpaas.properties:4:1: openpaas.rest.client.trust.all.ssl.certs"
+            ),
             "{err}"
         );
         let err = OpenPaasConfig::from_properties(&props(
             "\nopenpaas.api.uri=not a url\nopenpaas.admin.user=a\nopenpaas.admin.password=b\n",
         ))
         .unwrap_err();
-        assert!(err.to_string().starts_with("conf/openpaas.properties:2:1:"), "{err}");
+        assert!(
+            err.to_string().starts_with("conf/openpaas.properties:2:1:"),
+            "{err}"
+        );
         let err = OpenPaasConfig::from_properties(&props(
             "openpaas.api.uri=http://side/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=http://sabre\ndav.admin.user=admin\n",
         ))
         .unwrap_err();
-        assert!(err.to_string().contains("dav.admin.password is required"), "{err}");
+        assert!(
+            err.to_string().contains("dav.admin.password is required"),
+            "{err}"
+        );
         let err = OpenPaasConfig::from_properties(&props(
             "openpaas.api.uri=http://side/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\nopenpaas.rest.client.response.timeout=10 parsecs\n",
         ))
         .unwrap_err();
-        assert!(err.to_string().starts_with("conf/openpaas.properties:4:"), "{err}");
+        assert!(
+            err.to_string().starts_with("conf/openpaas.properties:4:"),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_twake_example_loads_with_its_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/standalone-email/conf/openpaas.properties");
+        let props = Properties::load(&path).unwrap();
+        let c = OpenPaasConfig::from_properties(&props).unwrap().unwrap();
+        // unless the environment of the test run overrides them
+        if std::env::var_os("OPENPAAS_API_URI").is_none() {
+            assert_eq!(
+                c.api_uri.as_str(),
+                "http://tcalendar-side-service.linagora.local/api"
+            );
+            assert_eq!(c.admin_user, "admin@linagora.local");
+            assert!(c.trust_all_certs);
+            assert_eq!(c.response_timeout, Duration::from_secs(30));
+            let dav = c.dav.unwrap();
+            assert_eq!(dav.api_uri.as_str(), "http://sabre-dav.linagora.local/");
+            assert_eq!(dav.admin_user, "admin");
+            assert_eq!(dav.admin_password.expose(), "secret123");
+        }
     }
 }

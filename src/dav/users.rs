@@ -52,7 +52,12 @@ pub struct UserLookup {
     authorization: HeaderValue,
     unknown_ttl: Duration,
     cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Striped locks so that concurrent jobs for one user make one lookup, not one each.
+    in_flight: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Number of lookup lock stripes.
+const STRIPES: usize = 64;
 
 impl std::fmt::Debug for UserLookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +76,7 @@ impl UserLookup {
             authorization: basic_auth(&config.admin_user, config.admin_password.expose()),
             unknown_ttl: config.unknown_user_ttl,
             cache: Mutex::new(HashMap::new()),
+            in_flight: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -86,6 +92,10 @@ impl UserLookup {
         email: &str,
         provision: Option<(&Client, &DavConfig)>,
     ) -> Result<Option<String>, LookupError> {
+        if let Some(answer) = self.cached(email) {
+            return Ok(answer);
+        }
+        let _turn = self.in_flight[stripe(email)].lock().await;
         if let Some(answer) = self.cached(email) {
             return Ok(answer);
         }
@@ -220,6 +230,11 @@ pub fn basic_auth(user: &str, password: &str) -> HeaderValue {
         HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header");
     value.set_sensitive(true);
     value
+}
+
+fn stripe(email: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(email) as usize % STRIPES
 }
 
 fn max_age(cache_control: &str) -> Option<Duration> {

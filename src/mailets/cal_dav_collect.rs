@@ -98,7 +98,10 @@ pub struct Accepted {
 impl CalDavCollect {
     /// Reads `source`, `alignmentMode`, `skipNonLocalRecipients`; needs the OpenPaaS and DAV
     /// settings of `openpaas.properties` unless running dry.
-    pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Mailet>, ConfigError> {
+    pub fn build(
+        config: &MailetConfig,
+        ctx: &MailetContext,
+    ) -> Result<Box<dyn Mailet>, ConfigError> {
         let source = config.get_or("source", "icalendarJson").trim().to_string();
         if source.is_empty() {
             return Err(config.error("parameter <source> of CalDavCollect is empty"));
@@ -139,7 +142,11 @@ impl CalDavCollect {
 
 /// tmail's decision for one JSON document (steps 1–4 of the spec).
 pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Accepted, Skip> {
-    let text = |k: &str| json.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
     let (Some(ical), Some(recipient)) = (text("ical"), text("recipient")) else {
         return Err(Skip::Incomplete);
     };
@@ -154,7 +161,11 @@ pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Acce
     let addresses = |prop: ICalendarProperty| -> Vec<MailAddress> {
         events
             .iter()
-            .flat_map(|e| e.properties(&prop).filter_map(cal_address).collect::<Vec<_>>())
+            .flat_map(|e| {
+                e.properties(&prop)
+                    .filter_map(cal_address)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     if alignment != AlignmentMode::None {
@@ -228,7 +239,11 @@ impl Mailet for CalDavCollect {
             return Ok(());
         };
         let Some(entries) = json_texts(value) else {
-            tracing::error!(mail = mail.name, attribute = self.source, "CalDavCollect: the attribute is not a map of JSON documents");
+            tracing::error!(
+                mail = mail.name,
+                attribute = self.source,
+                "CalDavCollect: the attribute is not a map of JSON documents"
+            );
             return Ok(());
         };
         let mut jobs = Vec::new();
@@ -245,8 +260,12 @@ impl Mailet for CalDavCollect {
                 Err(skip) => {
                     let recipient = json.get("recipient").and_then(|v| v.as_str()).unwrap_or("");
                     match skip {
-                        Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped"),
-                        _ => tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar"),
+                        Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => {
+                            tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
+                        }
+                        _ => {
+                            tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
+                        }
                     }
                     continue;
                 }
@@ -263,7 +282,11 @@ impl Mailet for CalDavCollect {
                 );
                 continue;
             }
-            let mut job = OutboxJob::new(esn_itip::KIND, recipient.clone(), esn_itip::payload(&recipient, &text));
+            let mut job = OutboxJob::new(
+                esn_itip::KIND,
+                recipient.clone(),
+                esn_itip::payload(&recipient, &text),
+            );
             job.mail_name = mail.name.clone();
             jobs.push(job);
         }
@@ -296,7 +319,11 @@ mod tests {
     #[test]
     fn alignment_matrix() {
         use AlignmentMode::*;
-        let request = ics("REQUEST", "Alice@Org.example", &["bob@corp.example", "carol@corp.example"]);
+        let request = ics(
+            "REQUEST",
+            "Alice@Org.example",
+            &["bob@corp.example", "carol@corp.example"],
+        );
         let reply = ics("REPLY", "alice@org.example", &["bob@corp.example"]);
         let cases = [
             // (mode, ics, sender, expected ok)
@@ -324,57 +351,99 @@ mod tests {
     fn reply_to_an_attendee_is_their_own_copy() {
         let reply = ics("REPLY", "alice@org.example", &["bob@corp.example"]);
         assert_eq!(
-            decide(AlignmentMode::Strict, &doc(&reply, "bob@corp.example", "Bob@corp.example")),
+            decide(
+                AlignmentMode::Strict,
+                &doc(&reply, "bob@corp.example", "Bob@corp.example")
+            ),
             Err(Skip::OwnReply)
         );
         // the organizer receives the reply
         assert_eq!(
-            decide(AlignmentMode::Strict, &doc(&reply, "bob@corp.example", "alice@org.example"))
-                .unwrap()
-                .recipient
-                .to_string(),
+            decide(
+                AlignmentMode::Strict,
+                &doc(&reply, "bob@corp.example", "alice@org.example")
+            )
+            .unwrap()
+            .recipient
+            .to_string(),
             "alice@org.example"
         );
         // a REQUEST to an attendee goes through
         let request = ics("REQUEST", "alice@org.example", &["bob@corp.example"]);
-        assert!(decide(AlignmentMode::Strict, &doc(&request, "alice@org.example", "bob@corp.example")).is_ok());
+        assert!(
+            decide(
+                AlignmentMode::Strict,
+                &doc(&request, "alice@org.example", "bob@corp.example")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn incomplete_or_broken_documents_are_skipped() {
         let request = ics("REQUEST", "alice@org.example", &[]);
-        assert_eq!(decide(AlignmentMode::Strict, &json!({"ical": request})), Err(Skip::Incomplete));
-        assert_eq!(decide(AlignmentMode::Strict, &json!({"ical": "", "recipient": "a@b.c"})), Err(Skip::Incomplete));
         assert_eq!(
-            decide(AlignmentMode::Strict, &doc("this is not a calendar", "alice@org.example", "b@c.d")),
+            decide(AlignmentMode::Strict, &json!({"ical": request})),
+            Err(Skip::Incomplete)
+        );
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &json!({"ical": "", "recipient": "a@b.c"})
+            ),
+            Err(Skip::Incomplete)
+        );
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &doc("this is not a calendar", "alice@org.example", "b@c.d")
+            ),
             Err(Skip::BadIcs)
         );
         let mut no_sender = doc(&request, "x", "b@c.d");
         no_sender["sender"] = serde_json::Value::Null;
-        assert_eq!(decide(AlignmentMode::Strict, &no_sender), Err(Skip::NoSender));
+        assert_eq!(
+            decide(AlignmentMode::Strict, &no_sender),
+            Err(Skip::NoSender)
+        );
         assert!(decide(AlignmentMode::None, &no_sender).is_ok());
     }
 
     #[test]
     fn recipient_is_lowercased_like_a_james_username() {
         let request = ics("REQUEST", "alice@org.example", &[]);
-        let a = decide(AlignmentMode::Strict, &doc(&request, "alice@org.example", "Bob.Smith@Corp.Example")).unwrap();
+        let a = decide(
+            AlignmentMode::Strict,
+            &doc(&request, "alice@org.example", "Bob.Smith@Corp.Example"),
+        )
+        .unwrap();
         assert_eq!(a.recipient.to_string(), "bob.smith@corp.example");
     }
 
     #[test]
     fn alignment_mode_is_case_insensitive_and_validated() {
-        assert_eq!(AlignmentMode::parse("SAMEDOMAIN"), Some(AlignmentMode::SameDomain));
+        assert_eq!(
+            AlignmentMode::parse("SAMEDOMAIN"),
+            Some(AlignmentMode::SameDomain)
+        );
         assert_eq!(AlignmentMode::parse("Strict"), Some(AlignmentMode::Strict));
         assert_eq!(AlignmentMode::parse("loose"), None);
         let mut ctx = MailetContext::for_tests(std::env::temp_dir());
         ctx.dry_run = true;
-        let err = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[("alignmentMode", "loose")]), &ctx)
+        let err = CalDavCollect::build(
+            &MailetConfig::inline("CalDavCollect", &[("alignmentMode", "loose")]),
+            &ctx,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("alignmentMode is \"loose\""),
+            "{err}"
+        );
+        ctx.dry_run = false;
+        let err = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[]), &ctx)
             .err()
             .unwrap();
-        assert!(err.to_string().contains("alignmentMode is \"loose\""), "{err}");
-        ctx.dry_run = false;
-        let err = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[]), &ctx).err().unwrap();
         assert!(err.to_string().contains("openpaas.properties"), "{err}");
     }
 
@@ -387,16 +456,31 @@ mod tests {
         )
         .unwrap();
         let mailet = CalDavCollect::build(
-            &MailetConfig::inline("CalDavCollect", &[("source", "icalendarAsJson2"), ("skipNonLocalRecipients", "true")]),
+            &MailetConfig::inline(
+                "CalDavCollect",
+                &[
+                    ("source", "icalendarAsJson2"),
+                    ("skipNonLocalRecipients", "true"),
+                ],
+            ),
             &ctx,
         )
         .unwrap();
         let request = ics("REQUEST", "alice@org.example", &["bob@example.org"]);
-        let local = serde_json::to_string(&doc(&request, "alice@org.example", "Bob@example.org")).unwrap();
-        let external = serde_json::to_string(&doc(&request, "alice@org.example", "x@elsewhere.example")).unwrap();
+        let local =
+            serde_json::to_string(&doc(&request, "alice@org.example", "Bob@example.org")).unwrap();
+        let external =
+            serde_json::to_string(&doc(&request, "alice@org.example", "x@elsewhere.example"))
+                .unwrap();
         let mut map = std::collections::BTreeMap::new();
-        map.insert("k1".to_string(), AttributeValue::Bytes(local.clone().into_bytes()));
-        map.insert("k2".to_string(), AttributeValue::Bytes(external.into_bytes()));
+        map.insert(
+            "k1".to_string(),
+            AttributeValue::Bytes(local.clone().into_bytes()),
+        );
+        map.insert(
+            "k2".to_string(),
+            AttributeValue::Bytes(external.into_bytes()),
+        );
         let mut mail = Mail::new(None, vec![], b"\r\n".to_vec());
         mail.name = "m1".into();
         mail.set_attribute("icalendarAsJson2", AttributeValue::Map(map));

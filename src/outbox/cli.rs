@@ -53,9 +53,17 @@ pub async fn run(conf_dir: &Path, action: OutboxAction) -> anyhow::Result<String
             format!("{n} dead letter(s) requeued\n")
         }
         OutboxAction::Purge { pending, ids } => {
-            let state = if pending { JobState::Pending } else { JobState::Dead };
+            let state = if pending {
+                JobState::Pending
+            } else {
+                JobState::Dead
+            };
             let n = store::purge(&store, state, ids).await?;
-            let what = if pending { "pending job(s)" } else { "dead letter(s)" };
+            let what = if pending {
+                "pending job(s)"
+            } else {
+                "dead letter(s)"
+            };
             format!("{n} {what} deleted\n")
         }
     };
@@ -77,14 +85,30 @@ pub fn format_listing(pending: &[OutboxJob], dead: &[OutboxJob], now: u64) -> St
         } else {
             utc(job.next_attempt_ms)
         };
-        let _ = writeln!(out, "{}\t{}\t{}\t{}\t{next}\t{}", job.id, job.kind, job.target, job.attempts, job.last_error.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{next}\t{}",
+            job.id,
+            job.kind,
+            job.target,
+            job.attempts,
+            job.last_error.as_deref().unwrap_or("-")
+        );
     }
     let _ = writeln!(out, "dead: {}", dead.len());
     if !dead.is_empty() {
         let _ = writeln!(out, "{header}");
     }
     for job in dead {
-        let _ = writeln!(out, "{}\t{}\t{}\t{}\t-\t{}", job.id, job.kind, job.target, job.attempts, job.last_error.as_deref().unwrap_or("-"));
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t-\t{}",
+            job.id,
+            job.kind,
+            job.target,
+            job.attempts,
+            job.last_error.as_deref().unwrap_or("-")
+        );
     }
     out
 }
@@ -124,7 +148,11 @@ mod tests {
 
     #[test]
     fn listing_shows_pending_and_dead_jobs() {
-        let mut p = OutboxJob::new("esn-itip", "bob@x.org", serde_json::json!({"body": "{\"ical\":\"SECRET-CONTENT\"}"}));
+        let mut p = OutboxJob::new(
+            "esn-itip",
+            "bob@x.org",
+            serde_json::json!({"body": "{\"ical\":\"SECRET-CONTENT\"}"}),
+        );
         p.id = 7;
         p.attempts = 2;
         p.next_attempt_ms = 2_000;
@@ -135,9 +163,15 @@ mod tests {
         d.last_error = Some("ITIP /calendars/u1: HTTP 400: ".into());
         let text = format_listing(&[p], &[d], 1_000);
         assert!(text.contains("pending: 1\n"), "{text}");
-        assert!(text.contains("7\tesn-itip\tbob@x.org\t2\t1970-01-01T00:00:02Z\tHTTP 503: down\n"), "{text}");
+        assert!(
+            text.contains("7\tesn-itip\tbob@x.org\t2\t1970-01-01T00:00:02Z\tHTTP 503: down\n"),
+            "{text}"
+        );
         assert!(text.contains("dead: 1\n"), "{text}");
-        assert!(text.contains("3\tesn-itip\teve@x.org\t1\t-\tITIP /calendars/u1: HTTP 400: \n"), "{text}");
+        assert!(
+            text.contains("3\tesn-itip\teve@x.org\t1\t-\tITIP /calendars/u1: HTTP 400: \n"),
+            "{text}"
+        );
         assert!(!text.contains("SECRET-CONTENT"));
     }
 }

@@ -158,12 +158,17 @@ pub async fn reschedule(
 }
 
 /// Moves a job to the dead letters with `reason`.
-pub async fn dead_letter(store: &Store, mut job: OutboxJob, reason: String) -> Result<(), StoreError> {
+pub async fn dead_letter(
+    store: &Store,
+    mut job: OutboxJob,
+    reason: String,
+) -> Result<(), StoreError> {
     job.last_error = Some(reason);
     store
         .write(move |txn| {
             txn.open_table(JOBS)?.remove(job.id)?;
-            txn.open_table(DEAD)?.insert(job.id, encode(&job).as_slice())?;
+            txn.open_table(DEAD)?
+                .insert(job.id, encode(&job).as_slice())?;
             Ok(())
         })
         .await

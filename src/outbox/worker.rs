@@ -167,7 +167,14 @@ async fn record(
             Ok(Outcome::Finished)
         }
         Delivery::Permanent(reason) => {
-            tracing::warn!(job = id, kind, target, attempts, reason, "outbox: permanent failure, moved to the dead letters");
+            tracing::warn!(
+                job = id,
+                kind,
+                target,
+                attempts,
+                reason,
+                "outbox: permanent failure, moved to the dead letters"
+            );
             store::dead_letter(store, job, reason).await?;
             Ok(Outcome::Finished)
         }
@@ -181,7 +188,13 @@ async fn record(
                     "gave up after {attempts} attempts over {} s: {reason}",
                     now.saturating_sub(job.first_seen_ms) / 1000
                 );
-                tracing::warn!(job = id, kind, target, reason, "outbox: job too old, moved to the dead letters");
+                tracing::warn!(
+                    job = id,
+                    kind,
+                    target,
+                    reason,
+                    "outbox: job too old, moved to the dead letters"
+                );
                 store::dead_letter(store, job, reason).await?;
                 return Ok(Outcome::Finished);
             }
@@ -192,7 +205,15 @@ async fn record(
                 &mut rand::rng(),
             );
             let at = (now + delay.as_millis() as u64).min(deadline);
-            tracing::info!(job = id, kind, target, attempts, retry_in_ms = at - now, reason, "outbox: transient failure, will retry");
+            tracing::info!(
+                job = id,
+                kind,
+                target,
+                attempts,
+                retry_in_ms = at - now,
+                reason,
+                "outbox: transient failure, will retry"
+            );
             store::reschedule(store, job, at, reason).await?;
             Ok(Outcome::Again(at))
         }
@@ -213,7 +234,10 @@ mod tests {
         for attempts in 1..=20u32 {
             let d = backoff(attempts, base, max, &mut rng);
             let full = base.saturating_mul(1 << (attempts - 1).min(30)).min(max);
-            assert!(d <= full && d >= full / 2, "attempt {attempts}: {d:?} vs {full:?}");
+            assert!(
+                d <= full && d >= full / 2,
+                "attempt {attempts}: {d:?} vs {full:?}"
+            );
         }
         assert!(backoff(40, base, max, &mut rng) <= max);
     }
@@ -231,13 +255,22 @@ mod tests {
         async fn deliver(&self, job: &OutboxJob) -> Delivery {
             self.seen.lock().unwrap().push(job.id);
             let mut answers = self.answers.lock().unwrap();
-            if answers.is_empty() { Delivery::Done } else { answers.remove(0) }
+            if answers.is_empty() {
+                Delivery::Done
+            } else {
+                answers.remove(0)
+            }
         }
     }
 
     async fn run_until_empty(store: Arc<Store>, handler: Arc<Scripted>, settings: OutboxSettings) {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(store.clone(), vec![handler], settings, shutdown.clone()));
+        let task = tokio::spawn(run(
+            store.clone(),
+            vec![handler],
+            settings,
+            shutdown.clone(),
+        ));
         for _ in 0..400 {
             if list(&store, JobState::Pending).unwrap().is_empty() {
                 break;
@@ -263,10 +296,13 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         store
             .write(|txn| {
-                insert_jobs(txn, vec![
-                    OutboxJob::new("test", "a@x", serde_json::json!({})),
-                    OutboxJob::new("test", "b@x", serde_json::json!({})),
-                ])
+                insert_jobs(
+                    txn,
+                    vec![
+                        OutboxJob::new("test", "a@x", serde_json::json!({})),
+                        OutboxJob::new("test", "b@x", serde_json::json!({})),
+                    ],
+                )
             })
             .await
             .unwrap();
@@ -291,7 +327,10 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let mut old = OutboxJob::new("test", "a@x", serde_json::json!({}));
         old.first_seen_ms = now_ms() - 7_200_000;
-        store.write(|txn| insert_jobs(txn, vec![old])).await.unwrap();
+        store
+            .write(|txn| insert_jobs(txn, vec![old]))
+            .await
+            .unwrap();
         let handler = Arc::new(Scripted {
             answers: Mutex::new(vec![Delivery::Retry("HTTP 503: down".into())]),
             seen: Mutex::new(Vec::new()),
@@ -300,8 +339,14 @@ mod tests {
         let dead = list(&store, JobState::Dead).unwrap();
         assert_eq!(dead.len(), 1);
         let reason = dead[0].last_error.clone().unwrap();
-        assert!(reason.starts_with("gave up after 1 attempts") && reason.ends_with("HTTP 503: down"), "{reason}");
-        assert_eq!(crate::outbox::store::retry(&store, vec![]).await.unwrap(), 1);
+        assert!(
+            reason.starts_with("gave up after 1 attempts") && reason.ends_with("HTTP 503: down"),
+            "{reason}"
+        );
+        assert_eq!(
+            crate::outbox::store::retry(&store, vec![]).await.unwrap(),
+            1
+        );
         assert_eq!(list(&store, JobState::Pending).unwrap()[0].attempts, 0);
     }
 }

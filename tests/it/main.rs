@@ -2,3 +2,5 @@
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
 mod support;
+
+mod esn;
