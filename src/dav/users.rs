@@ -117,7 +117,9 @@ impl UserLookup {
         Ok(found)
     }
 
-    fn cached(&self, email: &str) -> Option<Option<String>> {
+    /// Whether `email` is known, from the cache only: `Some(None)` for a user the API
+    /// recently said it does not know, `None` when nothing fresh is cached.
+    pub fn cached(&self, email: &str) -> Option<Option<String>> {
         let cache = self.cache.lock().unwrap();
         match cache.get(email) {
             Some((answer, until)) if *until > Instant::now() => Some(answer.clone()),
@@ -125,7 +127,8 @@ impl UserLookup {
         }
     }
 
-    fn remember(&self, email: &str, answer: &Option<String>, ttl: Option<Duration>) {
+    /// Caches an answer (`None` = unknown user, for the unknown-user TTL).
+    pub fn remember(&self, email: &str, answer: &Option<String>, ttl: Option<Duration>) {
         let ttl = match (answer, ttl) {
             (Some(_), Some(ttl)) => ttl,
             (Some(_), None) => return,

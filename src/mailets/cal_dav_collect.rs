@@ -19,6 +19,8 @@
 //! handler's ([`crate::dav::esn_itip`]). With `skipNonLocalRecipients=true`, recipients
 //! outside the local domains are skipped before any call.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use calcard::icalendar::{
     ICalendar, ICalendarComponentType, ICalendarEntry, ICalendarProperty, ICalendarValue,
@@ -69,6 +71,9 @@ pub struct CalDavCollect {
     skip_non_local: bool,
     /// `dav.api.uri`, for dry-run printouts.
     dav_uri: Option<String>,
+    /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
+    /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
+    services: Option<Arc<DavServices>>,
 }
 
 /// Why a JSON is not sent.
@@ -131,6 +136,7 @@ impl CalDavCollect {
             alignment,
             skip_non_local,
             dav_uri,
+            services,
         }))
     }
 
@@ -275,6 +281,16 @@ impl Mailet for CalDavCollect {
                 continue;
             }
             let recipient = accepted.recipient.to_string();
+            if let Some(services) = &self.services
+                && services.users.cached(&recipient) == Some(None)
+            {
+                tracing::debug!(
+                    mail = mail.name,
+                    recipient,
+                    "CalDavCollect: not an OpenPaaS user (cached); skipped"
+                );
+                continue;
+            }
             if ctx.dry_run {
                 println!(
                     "ITIP {}/calendars/{{OpenPaaS _id of {recipient}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{recipient}:***)\n\n{text}\n",
@@ -492,5 +508,19 @@ mod tests {
         assert_eq!(job.mail_name, "m1");
         assert_eq!(job.payload["body"].as_str().unwrap(), local);
         assert_eq!(job.payload["recipient"], "bob@example.org");
+
+        // a recipient the API said it does not know gets no job while that is cached
+        DavServices::get(&ctx)
+            .unwrap()
+            .unwrap()
+            .users
+            .remember("bob@example.org", &None, None);
+        let mut again = Mail::new(None, vec![], b"\r\n".to_vec());
+        again.set_attribute(
+            "icalendarAsJson2",
+            mail.attribute("icalendarAsJson2").unwrap().clone(),
+        );
+        mailet.service(&mut again, &ctx).await.unwrap();
+        assert!(again.jobs.is_empty());
     }
 }
