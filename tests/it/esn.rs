@@ -650,3 +650,144 @@ fn over_smtp_esn_down_then_back_every_invitation_arrives_once() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(double.delivered_itips().len(), 2, "{}", mailetd.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: cargo test --test it esn::outbox_throughput -- --ignored --nocapture"]
+async fn outbox_throughput() {
+    let double = EsnDouble::start();
+    let users: Vec<String> = (0..50).map(|i| format!("t{i}@linagora.local")).collect();
+    for u in &users {
+        double.add_user(u);
+    }
+    let n = 2000;
+    let jobs: Vec<OutboxJob> = (0..n)
+        .map(|i| {
+            let u = &users[i % users.len()];
+            job(
+                u,
+                &itip_json(&format!("tp-{i}"), "alice@partner.example", u),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let outbox = Outbox::start(dir.path(), &double, jobs).await;
+    outbox.wait_until_empty().await;
+    let elapsed = started.elapsed();
+    outbox.stop().await;
+    assert_eq!(double.delivered_itips().len(), n);
+    let lookups = double.requests_with("GET").len();
+    println!(
+        "outbox: {n} ITIP jobs delivered in {elapsed:?} ({:.0}/s), {lookups} user lookups for {} users",
+        n as f64 / elapsed.as_secs_f64(),
+        users.len()
+    );
+}
+
+/// The double must refuse what esn-sabre and the side service refuse, or the tests above
+/// would prove nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_double_enforces_the_esn_contract() {
+    let double = EsnDouble::start();
+    let bob = double.add_user("bob@linagora.local");
+    let http = reqwest::Client::new();
+    let admin = basic(OPENPAAS_ADMIN.0, OPENPAAS_ADMIN.1);
+    let get = |q: &str, auth: &str| {
+        http.get(format!("{}/users?email={q}", double.api_uri()))
+            .header("Authorization", auth.to_string())
+            .send()
+    };
+    assert_eq!(
+        get(
+            "bob@linagora.local",
+            &basic("admin@linagora.local", "wrong")
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    assert_eq!(get("bob", &admin).await.unwrap().status(), 400);
+    let unknown = get("nobody@linagora.local", &admin).await.unwrap();
+    assert_eq!(unknown.status(), 200);
+    assert_eq!(unknown.text().await.unwrap(), "[]");
+    let found = get("bob@linagora.local", &admin).await.unwrap();
+    assert_eq!(found.headers()["cache-control"], "max-age=60, public");
+    let users: serde_json::Value = found.json().await.unwrap();
+    assert_eq!(users[0]["_id"], bob.as_str());
+
+    let itip = |path: String, as_user: &str, body: String| {
+        http.request(
+            reqwest::Method::from_bytes(b"ITIP").unwrap(),
+            format!("{}{path}", double.dav_uri()),
+        )
+        .header("Content-Type", "application/json")
+        .header(
+            "Authorization",
+            basic(&format!("admin&{as_user}"), DAV_ADMIN.1),
+        )
+        .body(body)
+        .send()
+    };
+    let good = itip_json("u1", "alice@partner.example", "bob@linagora.local");
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(
+            itip(
+                format!("/calendars/{bob}"),
+                "bob@linagora.local",
+                good.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        204
+    );
+    let mut no_uid: serde_json::Value = serde_json::from_str(&good).unwrap();
+    no_uid["uid"] = serde_json::Value::Null;
+    assert_eq!(
+        status(
+            itip(
+                format!("/calendars/{bob}"),
+                "bob@linagora.local",
+                no_uid.to_string()
+            )
+            .await
+            .unwrap()
+        ),
+        400
+    );
+    double.add_user("eve@linagora.local");
+    assert_eq!(
+        status(
+            itip(
+                format!("/calendars/{bob}"),
+                "eve@linagora.local",
+                good.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            itip(
+                "/calendars/000000000000000000000000".into(),
+                "bob@linagora.local",
+                good.clone()
+            )
+            .await
+            .unwrap()
+        ),
+        404
+    );
+    assert_eq!(
+        status(
+            itip(format!("/calendars/{bob}"), "ghost@linagora.local", good)
+                .await
+                .unwrap()
+        ),
+        401
+    );
+}
