@@ -36,6 +36,13 @@ pub enum OutboxAction {
 pub async fn run(conf_dir: &Path, action: OutboxAction) -> anyhow::Result<String> {
     let settings = Settings::load(conf_dir)?;
     let path = settings.data_dir.join("spool.redb");
+    if !path.exists() {
+        // Not created here: a typo in --conf should not leave an empty store behind.
+        anyhow::bail!(
+            "no store at {} (wrong --conf, or mailetd never ran with this configuration)",
+            path.display()
+        );
+    }
     let store = Store::open(&path).with_context(|| {
         format!(
             "cannot open the outbox in {} (is `mailetd serve` running? stop it first)",
