@@ -20,6 +20,11 @@ struct Cli {
 enum Command {
     /// Runs the SMTP listener, the spooler and the outbox until SIGTERM.
     Serve,
+    /// Shows and acts on DAV jobs waiting for delivery and dead letters (server stopped).
+    Outbox {
+        #[command(subcommand)]
+        action: mailetd::outbox::cli::OutboxAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +37,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => mailetd::server::serve(&cli.conf).await,
+            Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
+                .await
+                .map(|out| print!("{out}")),
         }
     });
     match result {

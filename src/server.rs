@@ -2,21 +2,37 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::ConfDir;
+use crate::pipeline::Container;
+use crate::pipeline::spooler::{self, SpoolerSettings};
+use crate::repository::Repository;
 use crate::spool::{EmbeddedSpool, Spool};
 
-/// Runs the server with the configuration in `conf_dir`.
+/// Runs the server with the configuration in `conf_dir`. Every configuration error is
+/// reported before anything binds or opens the spool.
 pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
-    let settings = Settings::load(conf_dir)?;
-    let data_dir = settings.data_dir.clone();
+    let conf = ConfDir::load(conf_dir)?;
+    let settings = conf.context.settings.clone();
+    let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    let data_dir = conf.context.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let (_store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
+    let error_repository = Repository::open(&conf.container.error_repository, &data_dir)
+        .map_err(|e| anyhow::anyhow!("errorRepository: {e}"))?;
+    let (store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
     let spool: Arc<dyn Spool> = spool;
+    let mut context = conf.context.clone();
+    context.store = Some(store.clone());
+    let container = Arc::new(Container::build(&conf.container, &context)?);
+    // The handlers share the context's DavServices with the mailets: one HTTP client pool,
+    // one user-lookup cache.
+    let handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
+
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -24,40 +40,42 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signals.cancel();
     });
-    let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    let grace = Duration::from_secs(settings.shutdown_timeout_secs);
     for server in &mut smtp_servers {
-        server.shutdown_timeout = std::time::Duration::from_secs(settings.shutdown_timeout_secs);
+        server.shutdown_timeout = grace;
         if let Some(tls) = &mut server.tls {
-            tls.generate_if_missing = settings.generate_certificate;
+            tls.generate_if_missing |= settings.generate_certificate;
         }
     }
-    let consumer = tokio::spawn(drain_spool(spool.clone()));
-    crate::ingest::run(smtp_servers, spool.clone(), shutdown).await?;
+
+    // Processing stops only after ingest has drained its sessions, so that every mail
+    // accepted during the grace period is at least spooled.
+    let processing = CancellationToken::new();
+    let spooler = tokio::spawn(spooler::run(
+        container,
+        spool.clone(),
+        SpoolerSettings {
+            threads: settings.workers.unwrap_or(conf.container.threads),
+            retry_base: Duration::from_secs(settings.retry_base_secs),
+            error_repository,
+            shutdown_timeout: grace,
+        },
+        processing.clone(),
+    ));
+    let outbox = tokio::spawn(crate::outbox::worker::run(
+        store.clone(),
+        handlers,
+        settings.outbox.clone(),
+        processing.clone(),
+    ));
+    let ingest = crate::ingest::run(smtp_servers, spool.clone(), shutdown.clone()).await;
+    processing.cancel();
     spool.close();
-    let _ = consumer.await;
+    let _ = spooler.await;
+    let _ = outbox.await;
+    ingest?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Stand-in for the mailet container: logs one line per mail and completes it.
-async fn drain_spool(spool: Arc<dyn Spool>) {
-    while let Some(mail) = spool.dequeue().await {
-        let from = mail
-            .sender
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "<>".to_string());
-        tracing::info!(
-            mail = mail.id,
-            from = %from,
-            rcpts = mail.recipients.len(),
-            size = mail.size(),
-            "mail consumed"
-        );
-        if let Err(e) = spool.complete(mail.id, vec![]).await {
-            tracing::error!(mail = mail.id, error = %e, "cannot complete a spooled mail");
-        }
-    }
 }
 
 async fn wait_for_signal() {

@@ -53,17 +53,7 @@ impl ConfDir {
             )?
         };
         let domains = DomainList::load(&dir.join("domainlist.xml"))?;
-        let mut properties = Properties::default();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| ConfigError::new(format!("cannot read {}: {e}", dir.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "properties"))
-            .collect();
-        files.sort();
-        for file in files {
-            properties.merge(Properties::load(&file)?);
-        }
+        let properties = Properties::load_dir(dir)?;
         let postmaster = postmaster_address(&container, &domains)?;
         let context = MailetContext {
             local_domains: domains.domains.clone(),

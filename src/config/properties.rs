@@ -30,6 +30,24 @@ impl Properties {
         Self::parse(&text, path)
     }
 
+    /// Reads every `*.properties` file of `dir`, in name order (later files win).
+    pub fn load_dir(dir: &Path) -> Result<Properties, ConfigError> {
+        let mut paths: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "properties"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        paths.sort();
+        let mut all = Properties::default();
+        for path in paths {
+            all.merge(Self::load(&path)?);
+        }
+        Ok(all)
+    }
+
     /// Parses `.properties` text (comments `#`/`!`, `=`/`:`/space separators, `\` continuations).
     pub fn parse(text: &str, path: &Path) -> Result<Properties, ConfigError> {
         let file = Arc::new(path.to_path_buf());

@@ -1,6 +1,109 @@
 //! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
 
+pub mod esn_itip;
+pub mod openpaas;
+pub mod users;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+
+use crate::config::{ConfigError, Properties};
+use crate::outbox::JobHandler;
+use crate::pipeline::MailetContext;
+
+pub use openpaas::{DavConfig, OpenPaasConfig, Secret};
+pub use users::{LookupError, UserLookup};
+
+/// How long an idle keep-alive connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
 /// HTTP clients, the user-lookup cache and DAV settings shared by the DAV mailets and the
 /// outbox handlers of one process (built once, on first use, from the configuration).
-#[derive(Debug, Default)]
-pub struct DavServices {}
+#[derive(Debug)]
+pub struct DavServices {
+    /// `openpaas.properties`.
+    pub openpaas: OpenPaasConfig,
+    /// The OpenPaaS API client (admin Basic auth is added per request).
+    pub openpaas_client: reqwest::Client,
+    /// The esn-sabre client, when `dav.api.uri` is set.
+    pub dav_client: Option<reqwest::Client>,
+    /// Cached OpenPaaS user lookups.
+    pub users: UserLookup,
+}
+
+impl DavServices {
+    /// The process's DAV services, built on first use from `ctx.properties`; `None` when
+    /// there is no OpenPaaS configuration.
+    pub fn get(ctx: &MailetContext) -> Result<Option<Arc<DavServices>>, ConfigError> {
+        Self::get_in(&ctx.properties, &ctx.dav)
+    }
+
+    /// [`get`](Self::get) with the properties and the shared cell given separately.
+    pub fn get_in(
+        properties: &Properties,
+        cell: &OnceLock<Arc<DavServices>>,
+    ) -> Result<Option<Arc<DavServices>>, ConfigError> {
+        if let Some(services) = cell.get() {
+            return Ok(Some(services.clone()));
+        }
+        let Some(openpaas) = OpenPaasConfig::from_properties(properties)? else {
+            return Ok(None);
+        };
+        let services = Arc::new(Self::build(openpaas)?);
+        Ok(Some(cell.get_or_init(|| services).clone()))
+    }
+
+    /// Builds the clients for `openpaas`.
+    pub fn build(openpaas: OpenPaasConfig) -> Result<DavServices, ConfigError> {
+        let openpaas_client = client(openpaas.trust_all_certs, openpaas.response_timeout)?;
+        let dav_client = match &openpaas.dav {
+            Some(dav) => Some(client(dav.trust_all_certs, dav.response_timeout)?),
+            None => None,
+        };
+        let users = UserLookup::new(openpaas_client.clone(), &openpaas);
+        Ok(DavServices {
+            openpaas,
+            openpaas_client,
+            dav_client,
+            users,
+        })
+    }
+
+    /// The esn-sabre settings and client, when configured.
+    pub fn dav(&self) -> Option<(&reqwest::Client, &DavConfig)> {
+        Some((self.dav_client.as_ref()?, self.openpaas.dav.as_ref()?))
+    }
+}
+
+/// The esn-sabre impersonation header for `email` (`admin&email:password`).
+pub fn impersonation_header(dav: &DavConfig, email: &str) -> HeaderValue {
+    users::impersonation(dav, email)
+}
+
+/// The outbox handlers for the DAV configuration found in `properties` (none without one).
+/// `cell` is the shared [`MailetContext::dav`], so mailets and handlers share one cache.
+pub fn outbox_handlers(
+    properties: &Properties,
+    cell: &OnceLock<Arc<DavServices>>,
+) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if let Some(services) = DavServices::get_in(properties, cell)?
+        && services.dav().is_some()
+    {
+        handlers.push(Arc::new(esn_itip::EsnItipHandler::new(services)));
+    }
+    Ok(handlers)
+}
+
+fn client(trust_all: bool, timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(POOL_IDLE)
+        .tls_danger_accept_invalid_certs(trust_all)
+        .user_agent(concat!("mailetd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::new(format!("cannot build the HTTP client: {e}")))
+}

@@ -2,6 +2,7 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod add_header;
+mod cal_dav_collect;
 pub mod headers;
 mod log_message;
 mod metrics_mailet;
@@ -59,6 +60,7 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
         mime_decoding_mailet::MimeDecodingMailet::build,
     ),
     ("StripAttachment", strip_attachment::StripAttachment::build),
+    ("CalDavCollect", cal_dav_collect::CalDavCollect::build),
 ];
 
 /// Package prefixes that resolve to the same implementation as the short name.

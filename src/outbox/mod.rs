@@ -1,7 +1,9 @@
 //! The durable outbox: DAV work decided by mailets (an iTIP to send, a contact to collect),
 //! stored in the same transaction that releases the mail, then delivered with retries.
 
+pub mod cli;
 pub mod job;
 pub mod store;
+pub mod worker;
 
 pub use job::{Delivery, JobHandler, OutboxJob};

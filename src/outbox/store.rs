@@ -7,6 +7,7 @@ use tokio::sync::Notify;
 
 use super::job::OutboxJob;
 use crate::mail::now_ms;
+use crate::spool::{Store, StoreError};
 
 /// Pending jobs: id → JSON of [`OutboxJob`].
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs");
@@ -49,4 +50,193 @@ pub fn jobs_added() {
 pub fn job_notify() -> &'static Notify {
     static NOTIFY: OnceLock<Notify> = OnceLock::new();
     NOTIFY.get_or_init(Notify::new)
+}
+
+/// Which table a listed job is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for its (next) attempt.
+    Pending,
+    /// Given up: a permanent failure or too old.
+    Dead,
+}
+
+fn decode(bytes: &[u8]) -> Option<OutboxJob> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn encode(job: &OutboxJob) -> Vec<u8> {
+    serde_json::to_vec(job).expect("jobs serialise")
+}
+
+/// Ids and due times of pending jobs with an id above `after` (new jobs have growing ids).
+pub fn pending_since(store: &Store, after: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+    let read = store.read()?;
+    let table = match read.open_table(JOBS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError(e.to_string())),
+    };
+    let mut out = Vec::new();
+    for entry in table
+        .range(after.saturating_add(1)..)
+        .map_err(|e| StoreError(e.to_string()))?
+    {
+        let (id, bytes) = entry.map_err(|e| StoreError(e.to_string()))?;
+        let due = decode(bytes.value()).map_or(0, |j| j.next_attempt_ms);
+        out.push((id.value(), due));
+    }
+    Ok(out)
+}
+
+/// One pending job.
+pub fn pending_job(store: &Store, id: u64) -> Result<Option<OutboxJob>, StoreError> {
+    let read = store.read()?;
+    let table = match read.open_table(JOBS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError(e.to_string())),
+    };
+    let value = table.get(id).map_err(|e| StoreError(e.to_string()))?;
+    Ok(value.and_then(|v| decode(v.value())).map(|mut j| {
+        j.id = id;
+        j
+    }))
+}
+
+/// Every job of `state`, in id order.
+pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError> {
+    let read = store.read()?;
+    let table = match read.open_table(match state {
+        JobState::Pending => JOBS,
+        JobState::Dead => DEAD,
+    }) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError(e.to_string())),
+    };
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(|e| StoreError(e.to_string()))? {
+        let (id, bytes) = entry.map_err(|e| StoreError(e.to_string()))?;
+        if let Some(mut job) = decode(bytes.value()) {
+            job.id = id.value();
+            out.push(job);
+        }
+    }
+    Ok(out)
+}
+
+/// The job was delivered: forget it.
+pub async fn done(store: &Store, id: u64) -> Result<(), StoreError> {
+    store
+        .write(move |txn| {
+            txn.open_table(JOBS)?.remove(id)?;
+            Ok(())
+        })
+        .await
+}
+
+/// Records a failed attempt and when to try again.
+pub async fn reschedule(
+    store: &Store,
+    mut job: OutboxJob,
+    next_attempt_ms: u64,
+    error: String,
+) -> Result<(), StoreError> {
+    job.next_attempt_ms = next_attempt_ms;
+    job.last_error = Some(error);
+    store
+        .write(move |txn| {
+            let mut table = txn.open_table(JOBS)?;
+            // a purge may have removed it meanwhile: do not bring it back
+            if table.get(job.id)?.is_some() {
+                table.insert(job.id, encode(&job).as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Moves a job to the dead letters with `reason`.
+pub async fn dead_letter(
+    store: &Store,
+    mut job: OutboxJob,
+    reason: String,
+) -> Result<(), StoreError> {
+    job.last_error = Some(reason);
+    store
+        .write(move |txn| {
+            txn.open_table(JOBS)?.remove(job.id)?;
+            txn.open_table(DEAD)?
+                .insert(job.id, encode(&job).as_slice())?;
+            Ok(())
+        })
+        .await
+}
+
+/// Puts dead letters back in the queue, due now with a fresh age and attempt count
+/// (all of them when `ids` is empty). Returns how many were requeued.
+pub async fn retry(store: &Store, ids: Vec<u64>) -> Result<usize, StoreError> {
+    let count = store
+        .write(move |txn| {
+            let mut dead = txn.open_table(DEAD)?;
+            let mut jobs = txn.open_table(JOBS)?;
+            let selected: Vec<u64> = if ids.is_empty() {
+                dead.iter()?
+                    .filter_map(Result::ok)
+                    .map(|(k, _)| k.value())
+                    .collect()
+            } else {
+                ids
+            };
+            let now = now_ms();
+            let mut count = 0;
+            for id in selected {
+                let Some(bytes) = dead.remove(id)?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                let Some(mut job) = decode(&bytes) else {
+                    dead.insert(id, bytes.as_slice())?;
+                    continue;
+                };
+                job.id = id;
+                job.attempts = 0;
+                job.first_seen_ms = now;
+                job.next_attempt_ms = now;
+                jobs.insert(id, encode(&job).as_slice())?;
+                count += 1;
+            }
+            Ok(count)
+        })
+        .await?;
+    jobs_added();
+    Ok(count)
+}
+
+/// Deletes jobs of `state` (all of them when `ids` is empty). Returns how many.
+pub async fn purge(store: &Store, state: JobState, ids: Vec<u64>) -> Result<usize, StoreError> {
+    store
+        .write(move |txn| {
+            let mut table = txn.open_table(match state {
+                JobState::Pending => JOBS,
+                JobState::Dead => DEAD,
+            })?;
+            let selected: Vec<u64> = if ids.is_empty() {
+                table
+                    .iter()?
+                    .filter_map(Result::ok)
+                    .map(|(k, _)| k.value())
+                    .collect()
+            } else {
+                ids
+            };
+            let mut count = 0;
+            for id in selected {
+                if table.remove(id)?.is_some() {
+                    count += 1;
+                }
+            }
+            Ok(count)
+        })
+        .await
 }

@@ -3,3 +3,5 @@
 
 mod calendar_chain;
 mod support;
+
+mod esn;

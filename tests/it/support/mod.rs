@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod esn_double;
 pub mod mailetd;
 
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,142 @@
+//! Outbox handler for `esn-itip` jobs: sends one iTIP JSON to esn-sabre as tmail's
+//! `CalDavCollect` does (`ITIP {dav.api.uri}/calendars/{userId}`, impersonating the
+//! recipient), but with retries instead of a log line when something is down.
+
+use std::sync::Arc;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+use super::DavServices;
+use super::users::{excerpt, impersonation};
+use crate::outbox::{Delivery, JobHandler, OutboxJob};
+
+/// The job kind.
+pub const KIND: &str = "esn-itip";
+
+/// Delivers `esn-itip` jobs. Payload: `{"recipient": "<email>", "body": "<JSON text>"}`.
+pub struct EsnItipHandler {
+    services: Arc<DavServices>,
+}
+
+impl EsnItipHandler {
+    /// A handler using the shared clients and user cache.
+    pub fn new(services: Arc<DavServices>) -> Self {
+        EsnItipHandler { services }
+    }
+}
+
+/// The `ITIP` method (esn-sabre's own verb).
+pub fn itip_method() -> Method {
+    Method::from_bytes(b"ITIP").expect("valid method")
+}
+
+/// The payload of an `esn-itip` job for `recipient` (already lowercased) and the JSON text.
+pub fn payload(recipient: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({ "recipient": recipient, "body": body })
+}
+
+/// How an HTTP status from esn-sabre is handled.
+pub fn classify(status: StatusCode, body: &[u8]) -> Delivery {
+    if status == StatusCode::NO_CONTENT {
+        return Delivery::Done;
+    }
+    let reason = format!("HTTP {}: {}", status.as_u16(), excerpt(body));
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        Delivery::Retry(reason)
+    } else {
+        Delivery::Permanent(reason)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for EsnItipHandler {
+    fn kinds(&self) -> &[&'static str] {
+        &[KIND]
+    }
+
+    async fn deliver(&self, job: &OutboxJob) -> Delivery {
+        let (Some(recipient), Some(body)) = (
+            job.payload.get("recipient").and_then(|v| v.as_str()),
+            job.payload.get("body").and_then(|v| v.as_str()),
+        ) else {
+            return Delivery::Permanent("malformed esn-itip job: no recipient or body".into());
+        };
+        let Some((client, dav)) = self.services.dav() else {
+            return Delivery::Retry("dav.api.uri is not configured".into());
+        };
+        let user_id = match self
+            .services
+            .users
+            .resolve(recipient, Some((client, dav)))
+            .await
+        {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Delivery::Permanent(format!(
+                    "unknown user {recipient}: the OpenPaaS API has no user with this email, even after the provisioning probe"
+                ));
+            }
+            Err(e) => return Delivery::Retry(format!("user lookup: {e}")),
+        };
+        let url = format!(
+            "{}/calendars/{}",
+            dav.api_uri.as_str().trim_end_matches('/'),
+            user_id
+        );
+        let response = client
+            .request(itip_method(), &url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, impersonation(dav, recipient))
+            .body(body.to_string())
+            .send()
+            .await;
+        match response {
+            Err(e) => Delivery::Retry(format!("ITIP {url}: {e}")),
+            Ok(response) => {
+                let status = response.status();
+                let body = response.bytes().await.unwrap_or_default();
+                match classify(status, &body) {
+                    Delivery::Done => {
+                        tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
+                        Delivery::Done
+                    }
+                    Delivery::Retry(r) => {
+                        Delivery::Retry(format!("ITIP /calendars/{user_id}: {r}"))
+                    }
+                    Delivery::Permanent(r) => {
+                        Delivery::Permanent(format!("ITIP /calendars/{user_id}: {r}"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_as_the_issue_says() {
+        assert_eq!(classify(StatusCode::NO_CONTENT, b""), Delivery::Done);
+        for s in [500u16, 502, 503, 504, 429] {
+            assert!(
+                matches!(
+                    classify(StatusCode::from_u16(s).unwrap(), b""),
+                    Delivery::Retry(_)
+                ),
+                "{s}"
+            );
+        }
+        for s in [400u16, 401, 403, 404] {
+            assert!(
+                matches!(classify(StatusCode::from_u16(s).unwrap(), b"no"), Delivery::Permanent(r) if r.starts_with(&format!("HTTP {s}: no"))),
+                "{s}"
+            );
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! `CalDavCollect` (tmail `com.linagora.tmail.mailet.CalDavCollect`): decides, for each iTIP
+//! JSON made by `ICALToJsonAttribute`, whether esn-sabre should receive it, and queues it in
+//! the durable outbox (job kind `esn-itip`) instead of sending it inline and dropping it on
+//! failure as tmail does.
+//!
+//! ```xml
+//! <mailet match="All" class="com.linagora.tmail.mailet.CalDavCollect">
+//!     <source>icalendarAsJson2</source>            <!-- default icalendarJson -->
+//!     <alignmentMode>strict</alignmentMode>        <!-- strict | sameDomain | none -->
+//!     <skipNonLocalRecipients>false</skipNonLocalRecipients>  <!-- mailetd extension -->
+//! </mailet>
+//! ```
+//!
+//! Per JSON, as tmail: skip without `ical` or `recipient`; skip unparsable ICS; unless
+//! `alignmentMode` is `none`, the JSON `sender` must be an ATTENDEE (METHOD:REPLY) or the
+//! ORGANIZER (any other method) of some VEVENT, comparing whole addresses (`strict`) or
+//! domains (`sameDomain`); a REPLY whose recipient is itself an ATTENDEE is the attendee's
+//! own copy and is skipped. The user lookup and the `ITIP` request are the outbox
+//! handler's ([`crate::dav::esn_itip`]). With `skipNonLocalRecipients=true`, recipients
+//! outside the local domains are skipped before any call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use calcard::icalendar::{
+    ICalendar, ICalendarComponentType, ICalendarEntry, ICalendarProperty, ICalendarValue,
+};
+
+use crate::config::ConfigError;
+use crate::dav::DavServices;
+use crate::dav::esn_itip;
+use crate::mail::{AttributeValue, Mail, MailAddress};
+use crate::outbox::OutboxJob;
+use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
+
+/// How the JSON `sender` must relate to the calendar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlignmentMode {
+    /// Same address (local part case-insensitive).
+    Strict,
+    /// Same domain.
+    SameDomain,
+    /// No check.
+    None,
+}
+
+impl AlignmentMode {
+    /// Parses the parameter, case-insensitively.
+    pub fn parse(text: &str) -> Option<AlignmentMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "strict" => Some(AlignmentMode::Strict),
+            "samedomain" => Some(AlignmentMode::SameDomain),
+            "none" => Some(AlignmentMode::None),
+            _ => None,
+        }
+    }
+
+    fn matches(self, a: &MailAddress, b: &MailAddress) -> bool {
+        match self {
+            AlignmentMode::Strict => a.same_as(b),
+            AlignmentMode::SameDomain => a.domain == b.domain,
+            AlignmentMode::None => true,
+        }
+    }
+}
+
+/// Queues one `esn-itip` outbox job per accepted iTIP JSON.
+pub struct CalDavCollect {
+    source: String,
+    alignment: AlignmentMode,
+    skip_non_local: bool,
+    /// `dav.api.uri`, for dry-run printouts.
+    dav_uri: Option<String>,
+    /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
+    /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
+    services: Option<Arc<DavServices>>,
+}
+
+/// Why a JSON is not sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// No `ical` or no `recipient`.
+    Incomplete,
+    /// `recipient` is not an address.
+    BadRecipient(String),
+    /// `ical` does not parse.
+    BadIcs,
+    /// No or invalid `sender` while alignment is on.
+    NoSender,
+    /// The sender is not the organizer (or, for a REPLY, an attendee).
+    NotAligned,
+    /// A REPLY to one of its own attendees.
+    OwnReply,
+}
+
+/// What to send for one JSON: the recipient (lowercased as James `Username`) and the text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Recipient email, local part lowercased.
+    pub recipient: MailAddress,
+}
+
+impl CalDavCollect {
+    /// Reads `source`, `alignmentMode`, `skipNonLocalRecipients`; needs the OpenPaaS and DAV
+    /// settings of `openpaas.properties` unless running dry.
+    pub fn build(
+        config: &MailetConfig,
+        ctx: &MailetContext,
+    ) -> Result<Box<dyn Mailet>, ConfigError> {
+        let source = config.get_or("source", "icalendarJson").trim().to_string();
+        if source.is_empty() {
+            return Err(config.error("parameter <source> of CalDavCollect is empty"));
+        }
+        let alignment = match config.parameter("alignmentMode") {
+            None => AlignmentMode::Strict,
+            Some(p) => AlignmentMode::parse(&p.value).ok_or_else(|| {
+                p.position.error(format!(
+                    "alignmentMode is {:?}: expected strict, sameDomain or none",
+                    p.value
+                ))
+            })?,
+        };
+        let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
+        let services = DavServices::get(ctx)?;
+        let dav_uri = services
+            .as_ref()
+            .and_then(|s| s.openpaas.dav.as_ref())
+            .map(|d| d.api_uri.as_str().trim_end_matches('/').to_string());
+        if dav_uri.is_none() && !ctx.dry_run {
+            return Err(config.error(
+                "CalDavCollect needs openpaas.properties with openpaas.api.uri, dav.api.uri and their admin credentials",
+            ));
+        }
+        Ok(Box::new(CalDavCollect {
+            source,
+            alignment,
+            skip_non_local,
+            dav_uri,
+            services,
+        }))
+    }
+
+    /// tmail's decision for one JSON document.
+    pub fn decide(&self, json: &serde_json::Value) -> Result<Accepted, Skip> {
+        decide(self.alignment, json)
+    }
+}
+
+/// tmail's decision for one JSON document (steps 1–4 of the spec).
+pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Accepted, Skip> {
+    let text = |k: &str| {
+        json.get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(ical), Some(recipient)) = (text("ical"), text("recipient")) else {
+        return Err(Skip::Incomplete);
+    };
+    let recipient = MailAddress::parse(recipient).map_err(Skip::BadRecipient)?;
+    let calendar = ICalendar::parse(ical).map_err(|_| Skip::BadIcs)?;
+    let is_reply = method(&calendar).is_some_and(|m| m.eq_ignore_ascii_case("REPLY"));
+    let events: Vec<_> = calendar
+        .components
+        .iter()
+        .filter(|c| c.component_type == ICalendarComponentType::VEvent)
+        .collect();
+    let addresses = |prop: ICalendarProperty| -> Vec<MailAddress> {
+        events
+            .iter()
+            .flat_map(|e| {
+                e.properties(&prop)
+                    .filter_map(cal_address)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    if alignment != AlignmentMode::None {
+        let sender = text("sender")
+            .and_then(|s| MailAddress::parse(s).ok())
+            .filter(|a| !a.domain.is_empty())
+            .ok_or(Skip::NoSender)?;
+        let candidates = if is_reply {
+            addresses(ICalendarProperty::Attendee)
+        } else {
+            addresses(ICalendarProperty::Organizer)
+        };
+        if !candidates.iter().any(|c| alignment.matches(&sender, c)) {
+            return Err(Skip::NotAligned);
+        }
+    }
+    if is_reply
+        && addresses(ICalendarProperty::Attendee)
+            .iter()
+            .any(|a| a.same_as(&recipient))
+    {
+        return Err(Skip::OwnReply);
+    }
+    Ok(Accepted {
+        recipient: recipient.lowercased(),
+    })
+}
+
+fn method(calendar: &ICalendar) -> Option<&str> {
+    calendar
+        .components
+        .iter()
+        .filter(|c| c.component_type == ICalendarComponentType::VCalendar)
+        .find_map(|c| c.property(&ICalendarProperty::Method))
+        .and_then(|e| e.values.first())
+        .and_then(ICalendarValue::as_text)
+}
+
+/// A cal-address as a mail address (`mailto:` stripped); invalid ones are ignored.
+fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
+    let value = entry.values.first()?.as_text()?.trim();
+    let address = match value.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => rest,
+        Some(_) => return None,
+        None => value,
+    };
+    MailAddress::parse(address)
+        .ok()
+        .filter(|a| !a.domain.is_empty())
+}
+
+fn json_texts(value: &AttributeValue) -> Option<Vec<(String, String)>> {
+    let map = value.as_map()?;
+    Some(
+        map.iter()
+            .filter_map(|(k, v)| {
+                let text = match v {
+                    AttributeValue::Json(j) => j.to_string(),
+                    other => String::from_utf8_lossy(other.as_bytes()?).into_owned(),
+                };
+                Some((k.clone(), text))
+            })
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl Mailet for CalDavCollect {
+    async fn service(&self, mail: &mut Mail, ctx: &MailetContext) -> Result<(), MailetError> {
+        let Some(value) = mail.attribute(&self.source) else {
+            return Ok(());
+        };
+        let Some(entries) = json_texts(value) else {
+            tracing::error!(
+                mail = mail.name,
+                attribute = self.source,
+                "CalDavCollect: the attribute is not a map of JSON documents"
+            );
+            return Ok(());
+        };
+        let mut jobs = Vec::new();
+        for (key, text) in entries {
+            let json: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(mail = mail.name, key, error = %e, "CalDavCollect: not JSON; skipped");
+                    continue;
+                }
+            };
+            let accepted = match self.decide(&json) {
+                Ok(a) => a,
+                Err(skip) => {
+                    let recipient = json.get("recipient").and_then(|v| v.as_str()).unwrap_or("");
+                    match skip {
+                        Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => {
+                            tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
+                        }
+                        _ => {
+                            tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
+                        }
+                    }
+                    continue;
+                }
+            };
+            if self.skip_non_local && !ctx.is_local_domain(&accepted.recipient.domain) {
+                tracing::debug!(mail = mail.name, recipient = %accepted.recipient, "CalDavCollect: recipient outside the local domains; skipped");
+                continue;
+            }
+            let recipient = accepted.recipient.to_string();
+            if let Some(services) = &self.services
+                && services.users.cached(&recipient) == Some(None)
+            {
+                tracing::debug!(
+                    mail = mail.name,
+                    recipient,
+                    "CalDavCollect: not an OpenPaaS user (cached); skipped"
+                );
+                continue;
+            }
+            if ctx.dry_run {
+                println!(
+                    "ITIP {}/calendars/{{OpenPaaS _id of {recipient}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{recipient}:***)\n\n{text}\n",
+                    self.dav_uri.as_deref().unwrap_or("{dav.api.uri}")
+                );
+                continue;
+            }
+            let mut job = OutboxJob::new(
+                esn_itip::KIND,
+                recipient.clone(),
+                esn_itip::payload(&recipient, &text),
+            );
+            job.mail_name = mail.name.clone();
+            jobs.push(job);
+        }
+        mail.jobs.extend(jobs);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ics(method: &str, organizer: &str, attendees: &[&str]) -> String {
+        let mut s = format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nMETHOD:{method}\r\nBEGIN:VEVENT\r\nUID:u1\r\nDTSTAMP:20260101T100000Z\r\nDTSTART:20260102T100000Z\r\nORGANIZER;CN=Org:mailto:{organizer}\r\n"
+        );
+        for a in attendees {
+            s.push_str(&format!("ATTENDEE;PARTSTAT=NEEDS-ACTION:MAILTO:{a}\r\n"));
+        }
+        s.push_str("END:VEVENT\r\nEND:VCALENDAR\r\n");
+        s
+    }
+
+    fn doc(ical: &str, sender: &str, recipient: &str) -> serde_json::Value {
+        json!({"ical": ical, "sender": sender, "recipient": recipient, "replyTo": sender,
+               "uid": "u1", "sequence": "0", "dtstamp": "20260101T100000Z", "method": "REQUEST", "recurrence-id": null})
+    }
+
+    #[test]
+    fn alignment_matrix() {
+        use AlignmentMode::*;
+        let request = ics(
+            "REQUEST",
+            "Alice@Org.example",
+            &["bob@corp.example", "carol@corp.example"],
+        );
+        let reply = ics("REPLY", "alice@org.example", &["bob@corp.example"]);
+        let cases = [
+            // (mode, ics, sender, expected ok)
+            (Strict, &request, "alice@org.example", true),
+            (Strict, &request, "ALICE@org.example", true),
+            (Strict, &request, "mallory@org.example", false),
+            (SameDomain, &request, "mallory@org.example", true),
+            (SameDomain, &request, "alice@evil.example", false),
+            (None, &request, "alice@evil.example", true),
+            (Strict, &reply, "bob@corp.example", true),
+            (Strict, &reply, "alice@org.example", false),
+            (SameDomain, &reply, "dave@corp.example", true),
+            (None, &reply, "nobody@nowhere.example", true),
+        ];
+        for (mode, ical, sender, ok) in cases {
+            let got = decide(mode, &doc(ical, sender, "zoe@org.example"));
+            assert_eq!(got.is_ok(), ok, "{mode:?} {sender}: {got:?}");
+            if !ok {
+                assert_eq!(got, Err(Skip::NotAligned));
+            }
+        }
+    }
+
+    #[test]
+    fn reply_to_an_attendee_is_their_own_copy() {
+        let reply = ics("REPLY", "alice@org.example", &["bob@corp.example"]);
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &doc(&reply, "bob@corp.example", "Bob@corp.example")
+            ),
+            Err(Skip::OwnReply)
+        );
+        // the organizer receives the reply
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &doc(&reply, "bob@corp.example", "alice@org.example")
+            )
+            .unwrap()
+            .recipient
+            .to_string(),
+            "alice@org.example"
+        );
+        // a REQUEST to an attendee goes through
+        let request = ics("REQUEST", "alice@org.example", &["bob@corp.example"]);
+        assert!(
+            decide(
+                AlignmentMode::Strict,
+                &doc(&request, "alice@org.example", "bob@corp.example")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn incomplete_or_broken_documents_are_skipped() {
+        let request = ics("REQUEST", "alice@org.example", &[]);
+        assert_eq!(
+            decide(AlignmentMode::Strict, &json!({"ical": request})),
+            Err(Skip::Incomplete)
+        );
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &json!({"ical": "", "recipient": "a@b.c"})
+            ),
+            Err(Skip::Incomplete)
+        );
+        assert_eq!(
+            decide(
+                AlignmentMode::Strict,
+                &doc("this is not a calendar", "alice@org.example", "b@c.d")
+            ),
+            Err(Skip::BadIcs)
+        );
+        let mut no_sender = doc(&request, "x", "b@c.d");
+        no_sender["sender"] = serde_json::Value::Null;
+        assert_eq!(
+            decide(AlignmentMode::Strict, &no_sender),
+            Err(Skip::NoSender)
+        );
+        assert!(decide(AlignmentMode::None, &no_sender).is_ok());
+    }
+
+    #[test]
+    fn recipient_is_lowercased_like_a_james_username() {
+        let request = ics("REQUEST", "alice@org.example", &[]);
+        let a = decide(
+            AlignmentMode::Strict,
+            &doc(&request, "alice@org.example", "Bob.Smith@Corp.Example"),
+        )
+        .unwrap();
+        assert_eq!(a.recipient.to_string(), "bob.smith@corp.example");
+    }
+
+    #[test]
+    fn alignment_mode_is_case_insensitive_and_validated() {
+        assert_eq!(
+            AlignmentMode::parse("SAMEDOMAIN"),
+            Some(AlignmentMode::SameDomain)
+        );
+        assert_eq!(AlignmentMode::parse("Strict"), Some(AlignmentMode::Strict));
+        assert_eq!(AlignmentMode::parse("loose"), None);
+        let mut ctx = MailetContext::for_tests(std::env::temp_dir());
+        ctx.dry_run = true;
+        let err = CalDavCollect::build(
+            &MailetConfig::inline("CalDavCollect", &[("alignmentMode", "loose")]),
+            &ctx,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("alignmentMode is \"loose\""),
+            "{err}"
+        );
+        ctx.dry_run = false;
+        let err = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[]), &ctx)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("openpaas.properties"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn accepted_documents_become_outbox_jobs_with_the_json_unchanged() {
+        let mut ctx = MailetContext::for_tests(std::env::temp_dir());
+        ctx.properties = crate::config::Properties::parse(
+            "openpaas.api.uri=http://127.0.0.1:1/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=http://127.0.0.1:1\ndav.admin.user=admin\ndav.admin.password=p\n",
+            std::path::Path::new("openpaas.properties"),
+        )
+        .unwrap();
+        let mailet = CalDavCollect::build(
+            &MailetConfig::inline(
+                "CalDavCollect",
+                &[
+                    ("source", "icalendarAsJson2"),
+                    ("skipNonLocalRecipients", "true"),
+                ],
+            ),
+            &ctx,
+        )
+        .unwrap();
+        let request = ics("REQUEST", "alice@org.example", &["bob@example.org"]);
+        let local =
+            serde_json::to_string(&doc(&request, "alice@org.example", "Bob@example.org")).unwrap();
+        let external =
+            serde_json::to_string(&doc(&request, "alice@org.example", "x@elsewhere.example"))
+                .unwrap();
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(
+            "k1".to_string(),
+            AttributeValue::Bytes(local.clone().into_bytes()),
+        );
+        map.insert(
+            "k2".to_string(),
+            AttributeValue::Bytes(external.into_bytes()),
+        );
+        let mut mail = Mail::new(None, vec![], b"\r\n".to_vec());
+        mail.name = "m1".into();
+        mail.set_attribute("icalendarAsJson2", AttributeValue::Map(map));
+        mailet.service(&mut mail, &ctx).await.unwrap();
+        assert_eq!(mail.jobs.len(), 1);
+        let job = &mail.jobs[0];
+        assert_eq!(job.kind, "esn-itip");
+        assert_eq!(job.target, "bob@example.org");
+        assert_eq!(job.mail_name, "m1");
+        assert_eq!(job.payload["body"].as_str().unwrap(), local);
+        assert_eq!(job.payload["recipient"], "bob@example.org");
+
+        // a recipient the API said it does not know gets no job while that is cached
+        DavServices::get(&ctx)
+            .unwrap()
+            .unwrap()
+            .users
+            .remember("bob@example.org", &None, None);
+        let mut again = Mail::new(None, vec![], b"\r\n".to_vec());
+        again.set_attribute(
+            "icalendarAsJson2",
+            mail.attribute("icalendarAsJson2").unwrap().clone(),
+        );
+        mailet.service(&mut again, &ctx).await.unwrap();
+        assert!(again.jobs.is_empty());
+    }
+}
