@@ -2,3 +2,4 @@
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
 mod support;
+mod smtp;
