@@ -62,8 +62,8 @@ impl Listener {
     ) -> Listener {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let doc = XmlDocument::parse(&server_xml(port, inner), Path::new("conf/smtpserver.xml"))
-            .unwrap();
+        let doc =
+            XmlDocument::parse(&server_xml(port, inner), Path::new("conf/smtpserver.xml")).unwrap();
         let mut servers = smtpserver::parse(&doc, dir.path()).unwrap();
         tweak(&mut servers);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -216,15 +216,25 @@ s.quit()
     ] {
         assert!(out.contains(ext), "EHLO lacks {ext}: {out}");
     }
-    assert!(out.contains("mx.mailetd.test Hello client.example.net [127.0.0.1]"), "{out}");
+    assert!(
+        out.contains("mx.mailetd.test Hello client.example.net [127.0.0.1]"),
+        "{out}"
+    );
     assert!(!out.contains("STARTTLS"), "{out}");
-    assert!(out.trim_end().ends_with("{}"), "every recipient accepted: {out}");
+    assert!(
+        out.trim_end().ends_with("{}"),
+        "every recipient accepted: {out}"
+    );
     let mail = &l.mails(1)[0];
     assert_eq!(mail.sender, None);
     let rcpts: Vec<String> = mail.recipients.iter().map(ToString::to_string).collect();
     assert_eq!(
         rcpts,
-        ["alice@example.org", "bob@other.example", "carol@external.example.com"]
+        [
+            "alice@example.org",
+            "bob@other.example",
+            "carol@external.example.com"
+        ]
     );
     assert_eq!(mail.helo, "client.example.net");
     assert_eq!(mail.remote_addr.to_string(), "127.0.0.1");
@@ -238,7 +248,10 @@ s.quit()
         t.starts_with("Received: from client.example.net ([127.0.0.1])\r\n          by mx.mailetd.test (mailetd) with ESMTP ID "),
         "{t}"
     );
-    assert!(t.ends_with("\r\nSubject: bounce\r\nMessage-ID: <b1@x>\r\n\r\nDelivery failed\r\n"), "{t}");
+    assert!(
+        t.ends_with("\r\nSubject: bounce\r\nMessage-ID: <b1@x>\r\n\r\nDelivery failed\r\n"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -327,7 +340,10 @@ fn bdat_chunks_make_one_mail() {
     let part1 = "Subject: chunks\r\n\r\n";
     let part2 = ".not stuffed\r\nbody\r\n";
     c.send(format!("BDAT {}\r\n{part1}", part1.len()));
-    assert_eq!(c.reply(), format!("250 2.0.0 {} octets received\r\n", part1.len()));
+    assert_eq!(
+        c.reply(),
+        format!("250 2.0.0 {} octets received\r\n", part1.len())
+    );
     c.send(format!("BDAT {} LAST\r\n{part2}", part2.len()));
     assert_eq!(c.reply(), "250 2.6.0 Message received\r\n");
     // DATA still works afterwards in the same session.
@@ -367,11 +383,16 @@ fn size_limit_answers_552_and_keeps_nothing() {
     let mut c = Raw::open(l.port);
     assert!(c.cmd("EHLO c.test").contains("SIZE 1024"));
     // Declared too big: 552 at MAIL, then RCPT has no transaction.
-    assert!(c.cmd("MAIL FROM:<a@x.test> SIZE=5000").starts_with("552 5.3.4"));
+    assert!(
+        c.cmd("MAIL FROM:<a@x.test> SIZE=5000")
+            .starts_with("552 5.3.4")
+    );
     assert!(c.cmd("RCPT TO:<b@y.test>").starts_with("503"));
     // Undeclared and too big: read to the end, 552, nothing spooled.
     let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(3000));
-    c.send(format!("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n{big}.\r\n"));
+    c.send(format!(
+        "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n{big}.\r\n"
+    ));
     let codes = c.codes(4);
     assert_eq!(codes, [250, 250, 354, 552]);
     assert_eq!(l.depth(), 0);
@@ -385,7 +406,9 @@ fn size_limit_answers_552_and_keeps_nothing() {
     // Exactly at the limit: accepted, and the session was usable all along.
     let exact = format!("Subject: e\r\n\r\n{}\r\n", "y".repeat(1024 - 16));
     assert_eq!(exact.len(), 1024);
-    c.send(format!("MAIL FROM:<a@x.test> SIZE=1024\r\nRCPT TO:<b@y.test>\r\nDATA\r\n{exact}.\r\n"));
+    c.send(format!(
+        "MAIL FROM:<a@x.test> SIZE=1024\r\nRCPT TO:<b@y.test>\r\nDATA\r\n{exact}.\r\n"
+    ));
     assert_eq!(c.codes(4), [250, 250, 354, 250]);
     assert!(text(&l.mails(1)[0]).ends_with(&exact));
 }
@@ -424,7 +447,10 @@ fn connection_limits_refuse_with_421() {
     let mut a = open_when_free(l.port);
     let _b = open_when_free(l.port);
     let mut third = Raw::connect(l.port);
-    assert!(third.reply().starts_with("421 4.7.0"), "third connection refused");
+    assert!(
+        third.reply().starts_with("421 4.7.0"),
+        "third connection refused"
+    );
     assert!(third.closed());
     assert!(a.cmd("QUIT").starts_with("221"));
     drop(a);
@@ -435,7 +461,10 @@ fn connection_limits_refuse_with_421() {
     let _one = open_when_free(l.port);
     let mut two = Raw::connect(l.port);
     let r = two.reply();
-    assert!(r.starts_with("421 4.7.0") && r.contains("connectionLimitPerIP"), "{r}");
+    assert!(
+        r.starts_with("421 4.7.0") && r.contains("connectionLimitPerIP"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -454,7 +483,10 @@ fn helo_and_bracket_enforcement() {
     let l = Listener::start("");
     let mut c = Raw::open(l.port);
     assert!(c.cmd("MAIL FROM:<a@x.test>").starts_with("503 5.5.1"));
-    assert!(c.cmd("HELO c.test").starts_with("250 mx.mailetd.test Hello c.test"));
+    assert!(
+        c.cmd("HELO c.test")
+            .starts_with("250 mx.mailetd.test Hello c.test")
+    );
     assert!(c.cmd("MAIL FROM:a@x.test").starts_with("501"));
     assert!(c.cmd("MAIL FROM:<a@x.test>").starts_with("250"));
 
@@ -488,7 +520,10 @@ fn greeting_disabled_features_and_several_servers() {
     let mut c = Raw::connect(l.port);
     assert_eq!(c.reply(), "220 collector ready\r\n");
     let ehlo = c.cmd("EHLO c.test");
-    assert!(!ehlo.contains("CHUNKING") && ehlo.contains("PIPELINING"), "{ehlo}");
+    assert!(
+        !ehlo.contains("CHUNKING") && ehlo.contains("PIPELINING"),
+        "{ehlo}"
+    );
     let mut d = Raw::connect(second);
     assert_eq!(d.reply(), "220 second ready\r\n");
     assert!(d.cmd("EHLO c.test").contains("CHUNKING"));
@@ -504,10 +539,17 @@ fn a_bind_failure_names_the_address() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
     let err = rt
-        .block_on(mailetd::ingest::run(servers, spool, CancellationToken::new()))
+        .block_on(mailetd::ingest::run(
+            servers,
+            spool,
+            CancellationToken::new(),
+        ))
         .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{msg}");
+    assert!(
+        msg.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{msg}"
+    );
     assert!(msg.starts_with("conf/smtpserver.xml:2:1"), "{msg}");
 }
 
@@ -538,7 +580,9 @@ fn garbage_and_nul_bytes_get_500_then_a_clean_close() {
     // A burst of binary junk lines: 500s, then 421 and a close; the server stays up.
     let mut junk = Vec::new();
     for i in 0..60u32 {
-        junk.extend((0..100u32).map(|j| ((i * 100 + j).wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80));
+        junk.extend(
+            (0..100u32).map(|j| ((i * 100 + j).wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80),
+        );
         junk.extend_from_slice(b"\r\n");
     }
     let _ = c.writer.write_all(&junk);
@@ -611,7 +655,10 @@ fn ten_thousand_recipients_are_capped_cleanly() {
     sender.join().unwrap();
     assert_eq!(codes[0], 250);
     assert!(codes[1..1001].iter().all(|&c| c == 250));
-    assert!(codes[1001..10_001].iter().all(|&c| c == 452), "over the cap: 452");
+    assert!(
+        codes[1001..10_001].iter().all(|&c| c == 452),
+        "over the cap: 452"
+    );
     assert_eq!(&codes[10_001..], [354, 250]);
     assert_eq!(l.mails(1)[0].recipients.len(), 1000);
 }
@@ -694,11 +741,18 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
         .expect("swaks runs");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{transcript}");
-    assert!(transcript.contains("<~  250 2.6.0 Message received"), "{transcript}");
+    assert!(
+        transcript.contains("<~  250 2.6.0 Message received"),
+        "{transcript}"
+    );
     eventually("the mail is consumed", Duration::from_secs(20), || {
         (consumed(&m) == 1).then_some(())
     });
-    assert!(m.log().contains("from=alice@example.org rcpts=1"), "{}", m.log());
+    assert!(
+        m.log().contains("from=alice@example.org rcpts=1"),
+        "{}",
+        m.log()
+    );
 }
 
 #[test]
@@ -731,7 +785,11 @@ fn serve_smtp_source_20_sessions_2000_mails_all_spooled() {
         .arg(format!("127.0.0.1:{}", m.smtp_port))
         .output()
         .expect("smtp-source runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let n = eventually("2000 mails consumed", Duration::from_secs(120), || {
         let n = consumed(&m);
         (n >= 2000).then_some(n)
@@ -773,7 +831,10 @@ for t in threads: t.join()
         .spawn()
         .unwrap();
     eventually("300 acknowledged mails", Duration::from_secs(60), || {
-        let n = std::fs::read_to_string(&acks).unwrap_or_default().lines().count();
+        let n = std::fs::read_to_string(&acks)
+            .unwrap_or_default()
+            .lines()
+            .count();
         (n >= 300).then_some(())
     });
     m.kill9();
