@@ -856,3 +856,64 @@ for t in threads: t.join()
     assert_eq!(missing, 0);
     assert!(acked.len() >= 300);
 }
+
+#[test]
+fn socket_tls_with_smtplib_smtp_ssl() {
+    let l = Listener::start_with(
+        "<tls socketTLS=\"true\"><privateKey>k.pem</privateKey><certificates>c.pem</certificates></tls>",
+        |servers| servers[0].tls.as_mut().unwrap().generate_if_missing = true,
+        None,
+    );
+    let out = python(
+        r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP_SSL("127.0.0.1", int(sys.argv[1]), context=ctx)
+code, ehlo = s.ehlo("tls.client")
+print("STARTTLS" in ehlo.decode(), s.sendmail("a@x.test", ["b@y.test"], b"Subject: tls\r\n\r\nx\r\n"))
+s.quit()
+"#,
+        &[&l.port.to_string()],
+    );
+    assert_eq!(out.trim(), "False {}");
+    let mail = &l.mails(1)[0];
+    assert!(mail.tls);
+    assert!(text(mail).contains("with ESMTPS ID"));
+}
+
+#[test]
+fn serve_sigterm_lets_a_mail_in_progress_finish_and_closes_idle_sessions() {
+    let mut m = Mailetd::start(&[]);
+    let port = m.smtp_port;
+    let mut idle = open_when_free(port);
+    assert!(idle.cmd("EHLO idle.test").starts_with("250"));
+    let mut busy = Raw::open(port);
+    busy.send("EHLO busy.test\r\nMAIL FROM:<late@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nSubject: late\r\n\r\n");
+    assert_eq!(busy.codes(4), [250, 250, 250, 354]);
+    let pid = m.child.as_ref().unwrap().id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    eventually("shutdown requested", Duration::from_secs(10), || {
+        m.log().contains("shutdown requested").then_some(())
+    });
+    let r = idle.reply();
+    assert!(r.starts_with("421 4.3.2"), "{r}");
+    eventually("no longer accepting", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    });
+    busy.send("the end of a mail begun before SIGTERM\r\n.\r\nQUIT\r\n");
+    assert_eq!(busy.codes(2), [250, 221]);
+    let status = m.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", m.log());
+    // It got its 250 before the exit, so it comes out: consumed before the exit or after a restart.
+    m.spawn();
+    eventually("the late mail comes out", Duration::from_secs(20), || {
+        m.log().contains("from=late@x.test ").then_some(())
+    });
+}
