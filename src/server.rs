@@ -39,8 +39,11 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stand-in for the mailet container: logs one line per mail and completes it.
+/// Stand-in for the mailet container: logs one line per mail and completes it. Completions
+/// run concurrently (bounded), as the container's workers will, so they share group commits.
 async fn drain_spool(spool: Arc<dyn Spool>) {
+    const IN_FLIGHT: usize = 32;
+    let mut completing = tokio::task::JoinSet::new();
     while let Some(mail) = spool.dequeue().await {
         let from = mail
             .sender
@@ -54,10 +57,17 @@ async fn drain_spool(spool: Arc<dyn Spool>) {
             size = mail.size(),
             "mail consumed"
         );
-        if let Err(e) = spool.complete(mail.id, vec![]).await {
-            tracing::error!(mail = mail.id, error = %e, "cannot complete a spooled mail");
+        while completing.len() >= IN_FLIGHT {
+            completing.join_next().await;
         }
+        let spool = spool.clone();
+        completing.spawn(async move {
+            if let Err(e) = spool.complete(mail.id, vec![]).await {
+                tracing::error!(mail = mail.id, error = %e, "cannot complete a spooled mail");
+            }
+        });
     }
+    while completing.join_next().await.is_some() {}
 }
 
 async fn wait_for_signal() {

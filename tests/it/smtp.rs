@@ -917,3 +917,29 @@ fn serve_sigterm_lets_a_mail_in_progress_finish_and_closes_idle_sessions() {
         m.log().contains("from=late@x.test ").then_some(())
     });
 }
+
+#[test]
+fn a_connection_flood_over_the_limits_is_refused_and_the_server_stays_up() {
+    let l = Listener::start(
+        "<connectionLimit>10</connectionLimit><connectiontimeout>30</connectiontimeout>",
+    );
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..300 {
+        let mut c = Raw::connect(l.port);
+        let r = c.reply();
+        if r.starts_with("220") {
+            held.push(c);
+        } else {
+            assert!(r.starts_with("421 4.7.0"), "{r}");
+            refused += 1;
+        }
+    }
+    assert!(held.len() <= 10, "{} sessions admitted", held.len());
+    assert!(refused >= 290);
+    drop(held);
+    let mut c = open_when_free(l.port);
+    assert!(c.cmd("EHLO c.test").starts_with("250"));
+    c.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nSubject: after\r\n\r\n.\r\n");
+    assert_eq!(c.codes(4), [250, 250, 354, 250]);
+}
