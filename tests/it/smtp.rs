@@ -575,6 +575,10 @@ fn garbage_and_nul_bytes_get_500_then_a_clean_close() {
     let l = Listener::start("");
     let mut c = Raw::open(l.port);
     assert!(c.cmd("NO\0OP").starts_with("500 5.5.1"));
+    assert!(
+        c.cmd("EHLO bad\u{1}name").starts_with("501"),
+        "no control characters in HELO"
+    );
     assert!(c.cmd("\u{1}\u{2}\u{3}garbage").starts_with("500"));
     assert!(c.cmd("NOOP").starts_with("250"), "usable after garbage");
     // A burst of binary junk lines: 500s, then 421 and a close; the server stays up.
