@@ -91,7 +91,17 @@ pub async fn handle(
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
     let released = match result {
-        Ok(()) => spool.complete(id, run.jobs).await,
+        Ok(()) => {
+            tracing::info!(
+                mail = id,
+                from = %original.sender.as_ref().map_or_else(|| "<>".to_string(), ToString::to_string),
+                rcpts = original.recipients.len(),
+                size = original.size(),
+                jobs = run.jobs.len(),
+                "mail processed"
+            );
+            spool.complete(id, run.jobs).await
+        }
         Err(e) => {
             let mut mail = original;
             let count = match mail.attribute(attributes::PROCESSING_ERROR_COUNT) {

@@ -2,6 +2,6 @@
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
 mod calendar_chain;
-mod support;
-
 mod esn;
+mod smtp;
+mod support;
