@@ -4,3 +4,8 @@
 /// outbox handlers of one process (built once, on first use, from the configuration).
 #[derive(Debug, Default)]
 pub struct DavServices {}
+
+pub mod carddav;
+pub mod contact;
+pub mod esn_contact;
+pub mod known_contacts;

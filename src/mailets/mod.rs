@@ -1,6 +1,7 @@
 //! The mailets, one file each, named after the James mailet they mirror, and the registry
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
+mod card_dav_collected_contact;
 mod null;
 
 use crate::config::ConfigError;
@@ -11,7 +12,13 @@ use crate::pipeline::{Mailet, MailetConfig, MailetContext};
 pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mailet>, ConfigError>;
 
 /// Every known mailet: short name → builder.
-pub const REGISTRY: &[(&str, MailetBuilder)] = &[("Null", null::Null::build)];
+pub const REGISTRY: &[(&str, MailetBuilder)] = &[
+    ("Null", null::Null::build),
+    (
+        "CardDavCollectedContact",
+        card_dav_collected_contact::CardDavCollectedContact::build,
+    ),
+];
 
 /// Package prefixes that resolve to the same implementation as the short name.
 pub const CLASS_PREFIXES: &[&str] = &[
