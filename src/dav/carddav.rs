@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -40,6 +41,8 @@ pub struct CardDavContactHandler {
     /// Address books a MKCOL was already tried for: "once" per book and process.
     created: Mutex<HashSet<String>>,
     known: KnownContacts,
+    /// HTTP requests sent so far (for metrics and the request-count replay).
+    requests: AtomicU64,
 }
 
 /// Builds the shared HTTP client of the DAV handlers from `[dav]`.
@@ -85,6 +88,7 @@ impl CardDavContactHandler {
             create_collections: settings.create_collections,
             created: Mutex::new(HashSet::new()),
             known,
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -109,7 +113,13 @@ impl CardDavContactHandler {
         }
     }
 
+    /// DAV requests sent so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     fn request(&self, method: Method, url: &str, owner: &str) -> Option<reqwest::RequestBuilder> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let builder = self.client.request(method, url);
         match &self.credentials {
             Credentials::Service { username, password } => {

@@ -5,6 +5,7 @@
 //! Unlike tmail, a failure is retried (5xx, 429, timeouts) or dead-lettered, not dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -56,6 +57,8 @@ pub struct EsnContactHandler {
     dav: EsnDav,
     users: Arc<dyn OwnerIds>,
     known: KnownContacts,
+    /// HTTP requests sent so far (for metrics and the request-count replay).
+    requests: AtomicU64,
 }
 
 impl EsnContactHandler {
@@ -72,7 +75,13 @@ impl EsnContactHandler {
             dav: EsnDav { url, ..dav },
             users,
             known,
+            requests: AtomicU64::new(0),
         }
+    }
+
+    /// DAV requests sent so far (user lookups not included: they are cached elsewhere).
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
@@ -121,6 +130,7 @@ impl JobHandler for EsnContactHandler {
             self.dav.url, contact.uid
         );
         let auth = impersonation(&self.dav, &contact.owner);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let got = self
             .client
             .get(&url)
@@ -134,6 +144,7 @@ impl JobHandler for EsnContactHandler {
             Ok(StatusCode::NOT_FOUND) => {}
             Ok(s) => return classify("GET", &url, s),
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let put = self
             .client
             .put(&url)

@@ -34,8 +34,14 @@ impl std::fmt::Debug for KnownContacts {
     }
 }
 
+/// Local parts are compared case-insensitively: `ZOE@x` written after `zoe@x` is the same
+/// mailbox in practice, and must not become a near-duplicate card.
 fn key(kind: &str, owner: &str, contact: &str) -> String {
-    format!("{kind}\0{owner}\0{contact}")
+    format!(
+        "{kind}\0{}\0{}",
+        owner.to_lowercase(),
+        contact.to_lowercase()
+    )
 }
 
 impl KnownContacts {

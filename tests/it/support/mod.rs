@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
+pub mod davhttp;
 pub mod mailetd;
+pub mod radicale;
+pub mod sabredav;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
