@@ -626,3 +626,239 @@ fn smtp_sabredav_collects_contacts() {
         s.cards(&format!("/addressbooks/{owner}/collected/"))
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// The esn dialect. esn-sabre and the OpenPaaS user API cannot run here: this is a TEST
+// DOUBLE enforcing only their contract from spec/twake-collector.md §4–§5 (admin Basic auth
+// on `/users?email=`, `[]` for unknown users; `admin&owner:password` impersonation on
+// `/addressbooks/{id}/collected/{uid}.vcf`, 401 on a bad password, 403 when the
+// impersonated user does not own the book; GET 200/404; PUT 201 new / 204 existing).
+// Replace with `support::esn_double` when the esn branch lands.
+
+const ESN_DOUBLE_PY: &str = r#"
+import base64, json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse, parse_qs
+port, admin, password, users = int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+ids = {v: k for k, v in users.items()}
+cards, log, lock = {}, [], threading.Lock()
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def auth(self):
+        h = self.headers.get("Authorization", "")
+        if not h.startswith("Basic "): return None
+        return base64.b64decode(h[6:]).decode()
+    def reply(self, code, body=b"", ctype="application/json"):
+        self.send_response(code); self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def dav(self):
+        with lock: log.append([self.command, self.path, self.headers.get("Accept", ""), self.headers.get("Content-Type", "")])
+        creds = self.auth() or ""
+        user, _, pw = creds.partition(":")
+        if not user.startswith(admin + "&") or pw != password: return self.reply(401)
+        parts = self.path.split("/")
+        if len(parts) != 5 or parts[1] != "addressbooks" or parts[3] != "collected": return self.reply(404)
+        if ids.get(parts[2]) != user[len(admin) + 1:].lower(): return self.reply(403)
+        return parts[2] + "/" + parts[4]
+    def do_GET(self):
+        u = urlparse(self.path)
+        if u.path == "/_log":
+            with lock: return self.reply(200, json.dumps(log).encode())
+        if u.path == "/_cards":
+            with lock: return self.reply(200, json.dumps(cards).encode())
+        if u.path == "/users":
+            if self.auth() != admin + ":" + password: return self.reply(401)
+            email = parse_qs(u.query).get("email", [""])[0].lower()
+            if "@" not in email: return self.reply(400, b'{"error":{"details":"\'email\' query parameter must contain a domain part"}}')
+            found = [{"_id": users[email], "preferredEmail": email, "emails": [email]}] if email in users else []
+            return self.reply(200, json.dumps(found).encode())
+        key = self.dav()
+        if key is None or isinstance(key, bool): return
+        with lock: card = cards.get(key)
+        if card is None: return self.reply(404)
+        self.reply(200, card.encode(), "text/vcard")
+    def do_PUT(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        key = self.dav()
+        if key is None or isinstance(key, bool): return
+        if not self.headers.get("Content-Type", "").startswith("application/vcard"): return self.reply(415)
+        with lock:
+            existed = key in cards; cards[key] = body
+        self.reply(204 if existed else 201)
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// The esn double as a child process; killed on drop.
+struct EsnDouble {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl EsnDouble {
+    fn start(users: &[(&str, &str)]) -> EsnDouble {
+        let port = crate::support::free_port();
+        let users: serde_json::Map<String, serde_json::Value> = users
+            .iter()
+            .map(|(email, id)| (email.to_string(), serde_json::Value::from(*id)))
+            .collect();
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(ESN_DOUBLE_PY)
+            .args([
+                port.to_string(),
+                "admin".into(),
+                "admin-secret".into(),
+                serde_json::Value::Object(users).to_string(),
+            ])
+            .spawn()
+            .expect("python3 runs");
+        crate::support::wait_for_port(port, std::time::Duration::from_secs(20));
+        EsnDouble { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = crate::support::davhttp::request(
+            "GET",
+            &format!("{}{path}", self.url()),
+            None,
+            &[],
+            None,
+        );
+        serde_json::from_str(&r.body).unwrap()
+    }
+}
+
+impl Drop for EsnDouble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn direct_esn_get_then_put_impersonating_the_owner() {
+    use mailetd::dav::esn_contact::{EsnContactHandler, EsnDav, OpenPaasUsers};
+    let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("spool.redb")).unwrap();
+    let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
+    ctx.store = Some(store.clone());
+    assert_eq!(ctx.settings.dav.dialect, DavDialect::Esn);
+    let mailet =
+        mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
+    let client = reqwest::Client::new();
+    let secret = Secret::new("admin-secret");
+    let handler = EsnContactHandler::new(
+        client.clone(),
+        EsnDav {
+            url: double.url(),
+            admin_user: "admin".into(),
+            admin_password: secret.clone(),
+        },
+        Arc::new(OpenPaasUsers::new(client, &double.url(), "admin", secret)),
+        KnownContacts::new(Some(store), 1000),
+    );
+
+    let mut m = mail(
+        "alice@example.org",
+        &["zoe@partner.com", "bob+x@Other.org"],
+        "To: =?ISO-8859-1?Q?Zo=E9_Martin?= <zoe@partner.com>, bob+x@Other.org\r\n",
+    );
+    mailet.service(&mut m, &ctx).await.unwrap();
+    assert!(m.jobs.iter().all(|j| j.kind == "esn-contact"));
+    for job in &m.jobs {
+        assert_eq!(handler.deliver(job).await, Delivery::Done);
+    }
+    let cards = double.get_json("/_cards");
+    let zoe = cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))]
+        .as_str()
+        .unwrap();
+    let zoe = Card::parse(zoe);
+    assert_eq!(zoe.value("FN").as_deref(), Some("Zoé Martin"));
+    assert_eq!(zoe.value("VERSION").as_deref(), Some("4.0"));
+    assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
+    let log = double.get_json("/_log");
+    let calls: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().unwrap().to_string(),
+                e[2].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // per contact: GET then PUT, each with Accept: application/vcard+json
+    assert_eq!(
+        calls.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
+        vec!["GET", "PUT", "GET", "PUT"]
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|(_, accept)| accept == "application/vcard+json")
+    );
+    assert_eq!(log[1][3], "application/vcard");
+
+    // An external sender is unknown to OpenPaaS: Done, and no DAV request at all.
+    let mut m = mail("stranger@elsewhere.net", &["alice@example.org"], "");
+    mailet.service(&mut m, &ctx).await.unwrap();
+    let before = handler.requests_sent();
+    for job in &m.jobs {
+        assert_eq!(handler.deliver(job).await, Delivery::Done);
+    }
+    assert_eq!(handler.requests_sent(), before);
+
+    // A contact that exists already (the cache lost): GET 200, no PUT.
+    let fresh = EsnContactHandler::new(
+        reqwest::Client::new(),
+        EsnDav {
+            url: double.url(),
+            admin_user: "admin".into(),
+            admin_password: Secret::new("admin-secret"),
+        },
+        Arc::new(OpenPaasUsers::new(
+            reqwest::Client::new(),
+            &double.url(),
+            "admin",
+            Secret::new("admin-secret"),
+        )),
+        KnownContacts::new(None, 10),
+    );
+    let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
+    mailet.service(&mut m, &ctx).await.unwrap();
+    assert!(m.jobs.is_empty(), "known to the persistent cache");
+    let job = mailetd::dav::contact::ContactJob::new("alice@example.org", "zoe@partner.com", None)
+        .into_job("esn-contact");
+    assert_eq!(fresh.deliver(&job).await, Delivery::Done);
+    assert_eq!(fresh.requests_sent(), 1);
+
+    // A wrong admin password is a permanent failure naming the status, not the password.
+    let wrong = EsnContactHandler::new(
+        reqwest::Client::new(),
+        EsnDav {
+            url: double.url(),
+            admin_user: "admin".into(),
+            admin_password: Secret::new("bad-pw"),
+        },
+        Arc::new(OpenPaasUsers::new(
+            reqwest::Client::new(),
+            &double.url(),
+            "admin",
+            Secret::new("admin-secret"),
+        )),
+        KnownContacts::new(None, 10),
+    );
+    match wrong.deliver(&job).await {
+        Delivery::Permanent(reason) => {
+            assert!(reason.contains("401"), "{reason}");
+            assert!(!reason.contains("bad-pw"), "{reason}");
+        }
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
