@@ -6,7 +6,9 @@
 //! gives the insertion order, so the oldest pairs are evicted first once `max` is reached.
 //! A pair is refreshed (moved to the newest end) each time a handler sees it exist again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
 
@@ -125,9 +127,62 @@ impl KnownContacts {
     }
 }
 
+/// Pairs queued within the last `ttl`, in memory only: the mirrored copy of a mail, or
+/// a burst of mails to the same person arriving before the first job is delivered, queue
+/// nothing more. After `ttl` a pair is queued again (its job may have been dead-lettered).
+pub struct RecentlyQueued {
+    ttl: Duration,
+    max: usize,
+    marks: Mutex<HashMap<String, Instant>>,
+}
+
+impl RecentlyQueued {
+    /// At most `max` pairs remembered for `ttl` each.
+    pub fn new(ttl: Duration, max: usize) -> Self {
+        RecentlyQueued {
+            ttl,
+            max: max.max(1),
+            marks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Marks the pair; `false` when it was already queued within `ttl`.
+    pub fn mark(&self, kind: &str, owner: &str, contact: &str) -> bool {
+        let now = Instant::now();
+        let mut marks = self.marks.lock().expect("not poisoned");
+        let k = key(kind, owner, contact);
+        if marks
+            .get(&k)
+            .is_some_and(|t| now.duration_since(*t) < self.ttl)
+        {
+            return false;
+        }
+        if marks.len() >= self.max {
+            marks.retain(|_, t| now.duration_since(*t) < self.ttl);
+            if marks.len() >= self.max {
+                // Every mark is fresh: forgetting them only costs 412s, never a contact.
+                marks.clear();
+            }
+        }
+        marks.insert(k, now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recently_queued_pairs_are_not_queued_again_until_the_ttl() {
+        let q = RecentlyQueued::new(Duration::from_secs(600), 10);
+        assert!(q.mark("k", "a@x", "b@y"));
+        assert!(!q.mark("k", "A@x", "B@y"));
+        assert!(q.mark("k", "a@x", "c@y"));
+        let expired = RecentlyQueued::new(Duration::ZERO, 10);
+        assert!(expired.mark("k", "a@x", "b@y"));
+        assert!(expired.mark("k", "a@x", "b@y"));
+    }
 
     #[tokio::test]
     async fn remembers_across_reopen_and_evicts_oldest() {

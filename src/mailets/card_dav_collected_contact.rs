@@ -14,7 +14,9 @@
 //! domain lowercased; the display name the To/Cc headers give that address becomes FN and N.
 //! The mailet only decides: each contact becomes an outbox job (`esn-contact` or
 //! `carddav-contact`, after `[dav] dialect` of `mailetd.toml`) delivered with retries.
-//! Pairs already known to exist (a bounded cache kept in the spool's store) cost nothing.
+//! Pairs already known to exist (a bounded cache kept in the spool's store) cost nothing, and
+//! a pair queued in the last ten minutes (the mirrored copy of the same mail) is not queued
+//! twice.
 
 use std::collections::HashMap;
 
@@ -24,7 +26,7 @@ use mail_parser::MessageParser;
 use crate::config::ConfigError;
 use crate::config::settings::DavDialect;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob, ESN_CONTACT, normalize};
-use crate::dav::known_contacts::KnownContacts;
+use crate::dav::known_contacts::{KnownContacts, RecentlyQueued};
 use crate::mail::{Mail, MailAddress, attributes};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
@@ -35,7 +37,11 @@ pub struct CardDavCollectedContact {
     /// The standard dialect has no user directory: only owners in a local domain have a book.
     local_owners_only: bool,
     known: KnownContacts,
+    queued: RecentlyQueued,
 }
+
+/// How long a queued pair is not queued again (the time its job normally takes to land).
+const QUEUED_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl CardDavCollectedContact {
     /// Reads `limit` (a positive integer, optional) and the dialect of `[dav]`.
@@ -65,6 +71,7 @@ impl CardDavCollectedContact {
             kind,
             local_owners_only,
             known: KnownContacts::new(ctx.store.clone(), dav.known_contacts_max),
+            queued: RecentlyQueued::new(QUEUED_TTL, dav.known_contacts_max),
         }))
     }
 
@@ -144,7 +151,7 @@ impl Mailet for CardDavCollectedContact {
         let names = header_names(mail.header_block());
         let before = mail.jobs.len();
         for ((contact, text), known) in contacts.iter().zip(&texts).zip(known) {
-            if known {
+            if known || !self.queued.mark(self.kind, &owner_text, text) {
                 continue;
             }
             let name = names.get(&contact.lowercased().to_string());
