@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -38,8 +37,8 @@ pub struct CardDavContactHandler {
     template: String,
     credentials: Credentials,
     create_collections: bool,
-    /// Address books a MKCOL was already tried for: "once" per book and process.
-    created: Mutex<HashSet<String>>,
+    /// Address books a MKCOL was already made for: "once" per book and process.
+    created: tokio::sync::Mutex<HashSet<String>>,
     known: KnownContacts,
     /// HTTP requests sent so far (for metrics and the request-count replay).
     requests: AtomicU64,
@@ -86,7 +85,7 @@ impl CardDavContactHandler {
             template: settings.addressbook_url.clone(),
             credentials,
             create_collections: settings.create_collections,
-            created: Mutex::new(HashSet::new()),
+            created: tokio::sync::Mutex::new(HashSet::new()),
             known,
             requests: AtomicU64::new(0),
         })
@@ -290,34 +289,37 @@ impl JobHandler for CardDavContactHandler {
             Err(d) => return d,
         };
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
-            let first_try = self.create_collections
-                && self
-                    .created
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(book.clone());
-            if !first_try {
+            if !self.create_collections {
                 return Delivery::Permanent(format!(
-                    "PUT {url}: {status}: the address book {book} does not exist{}",
-                    if self.create_collections {
-                        ""
-                    } else {
-                        " (create_collections = true in [dav] creates it)"
-                    }
+                    "PUT {url}: {status}: the address book {book} does not exist \
+                     (create_collections = true in [dav] creates it)"
                 ));
             }
-            if let Err(d) = self.create_book(&book, &contact.owner).await {
-                // A transient failure may try the MKCOL again with the job.
-                if matches!(d, Delivery::Retry(_)) {
-                    self.created.lock().expect("not poisoned").remove(&book);
+            {
+                // Held across the MKCOL: concurrent jobs for the same new book wait for
+                // it instead of failing or creating it twice.
+                let mut created = self.created.lock().await;
+                if !created.contains(&book) {
+                    match self.create_book(&book, &contact.owner).await {
+                        Ok(()) => tracing::info!(%book, "address book created"),
+                        Err(d @ Delivery::Retry(_)) => return d,
+                        Err(d) => {
+                            created.insert(book.clone());
+                            return d;
+                        }
+                    }
+                    created.insert(book.clone());
                 }
-                return d;
             }
-            tracing::info!(%book, "address book created");
             status = match self.put(&url, &contact).await {
                 Ok(s) => s,
                 Err(d) => return d,
             };
+            if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
+                return Delivery::Permanent(format!(
+                    "PUT {url}: {status}: the address book {book} is missing although it was created once"
+                ));
+            }
         }
         match status {
             s if s.is_success() => self.done(&contact).await,

@@ -22,9 +22,9 @@ use mailetd::spool::Store;
 
 use crate::support::davhttp::Card;
 use crate::support::mailetd::Mailetd;
+use crate::support::python;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
-use crate::support::{eventually, python};
 
 /// The mailet and the CardDAV handler sharing one store, as in `mailetd serve`.
 struct Collector {
@@ -289,6 +289,35 @@ async fn direct_missing_book_is_permanent_unless_creation_allowed() {
     assert!(server.cards("/alice@example.org/collected/").is_empty());
 }
 
+/// Outbox workers deliver concurrently: jobs racing into a book that does not exist yet all
+/// land (one MKCOL, the others wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_concurrent_jobs_for_a_new_book_all_land() {
+    let server = Radicale::start();
+    let dav = standard(
+        &server.url(),
+        "{base}/{user}/collected/",
+        radicale::SERVICE_USER,
+        radicale::SERVICE_PASSWORD,
+    );
+    let c = Collector::new(dav, &[]);
+    let m = c
+        .service(mail(
+            "alice@example.org",
+            &["a@x.org", "b@x.org", "c@x.org"],
+            "",
+        ))
+        .await;
+    let h = &c.handler;
+    let (a, b, d) = tokio::join!(
+        h.deliver(&m.jobs[0]),
+        h.deliver(&m.jobs[1]),
+        h.deliver(&m.jobs[2])
+    );
+    all_done(&[a, b, d]);
+    assert_eq!(server.cards("/alice@example.org/collected/").len(), 3);
+}
+
 #[tokio::test]
 async fn direct_wrong_password_is_permanent_and_not_logged() {
     let server = Radicale::start();
@@ -541,6 +570,24 @@ with smtplib.SMTP("127.0.0.1", port) as s:
     python(script, &args);
 }
 
+/// Polls the book until it holds `n` cards; on timeout, fails with mailetd's log.
+fn wait_for_cards(mailetd: &Mailetd, n: usize, cards: impl Fn() -> Vec<Card>) -> Vec<Card> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = cards();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} cards after 60 s; mailetd log:\n{}",
+            got.len(),
+            mailetd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// `cards(owner)` reads the owner's collected book back.
 fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
     let port = mailetd.smtp_port;
@@ -552,14 +599,7 @@ fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
     send(port, "alice@example.org", &rcpts, headers);
     // the mirrored copy of the same mail
     send(port, "alice@example.org", &rcpts, headers);
-    let got = eventually(
-        "two collected contacts",
-        std::time::Duration::from_secs(30),
-        || {
-            let got = cards("alice@example.org");
-            (got.len() >= 2).then_some(got)
-        },
-    );
+    let got = wait_for_cards(mailetd, 2, || cards("alice@example.org"));
     assert_eq!(got.len(), 2, "{got:#?}\n{}", mailetd.log());
     card_for(&got, "zoe@partner.com", "Zoé Martin");
     card_for(&got, "Bob@other.org", "Bob@other.org");
@@ -568,14 +608,7 @@ fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
         .map(|i| format!("guest{i:04}@party.org"))
         .collect();
     send(port, "carol@example.org", &many, "");
-    let got = eventually(
-        "100 contacts for carol",
-        std::time::Duration::from_secs(60),
-        || {
-            let got = cards("carol@example.org");
-            (got.len() >= 100).then_some(got)
-        },
-    );
+    let got = wait_for_cards(mailetd, 100, || cards("carol@example.org"));
     assert_eq!(got.len(), 100);
 }
 
