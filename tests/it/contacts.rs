@@ -896,3 +896,58 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
         other => panic!("expected a permanent failure, got {other:?}"),
     }
 }
+
+#[test]
+#[ignore = "needs the SMTP listener, the mailet container, the outbox workers and openpaas.properties (other branches)"]
+fn smtp_esn_collects_contacts() {
+    let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
+    let properties = format!(
+        "openpaas.api.uri={url}\nopenpaas.admin.user=admin\nopenpaas.admin.password=admin-secret\n\
+         dav.api.uri={url}\ndav.admin.user=admin\ndav.admin.password=admin-secret\n",
+        url = double.url()
+    );
+    let mailetd = Mailetd::start(&[
+        ("mailetcontainer.xml", container_xml(None)),
+        ("domainlist.xml", DOMAINLIST_XML.to_string()),
+        ("openpaas.properties", properties),
+        (
+            "mailetd.toml",
+            "[outbox]\nretry_base_secs = 1\n".to_string(),
+        ),
+    ]);
+    let port = mailetd.smtp_port;
+    // an external sender first: unknown to OpenPaaS, so nothing reaches the address books
+    send(
+        port,
+        "stranger@elsewhere.net",
+        &["alice@example.org".to_string()],
+        "",
+    );
+    send(
+        port,
+        "alice@example.org",
+        &["zoe@partner.com".to_string(), "bob+x@Other.org".to_string()],
+        "To: =?UTF-8?Q?Zo=C3=A9_Martin?= <zoe@partner.com>\r\n",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let cards = loop {
+        let cards = double.get_json("/_cards");
+        if cards.as_object().unwrap().len() >= 2 {
+            break cards;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{cards}\n{}",
+            mailetd.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let zoe = &cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))];
+    assert_eq!(
+        Card::parse(zoe.as_str().unwrap()).value("FN").as_deref(),
+        Some("Zoé Martin")
+    );
+    assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
+    assert_eq!(cards.as_object().unwrap().len(), 2, "{cards}");
+    assert!(!mailetd.log().contains("admin-secret"));
+}
