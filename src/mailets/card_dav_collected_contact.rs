@@ -25,6 +25,7 @@ use mail_parser::MessageParser;
 
 use crate::config::ConfigError;
 use crate::config::settings::DavDialect;
+use crate::dav::carddav::CardDavContactHandler;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob, ESN_CONTACT, normalize};
 use crate::dav::known_contacts::{KnownContacts, RecentlyQueued};
 use crate::mail::{Mail, MailAddress, attributes};
@@ -64,7 +65,11 @@ impl CardDavCollectedContact {
         let dav = &ctx.settings.dav;
         let (kind, local_owners_only) = match dav.dialect {
             DavDialect::Esn => (ESN_CONTACT, false),
-            DavDialect::Caldav => (CARDDAV_CONTACT, true),
+            DavDialect::Caldav => {
+                // `mailetd check` reports a bad [dav] here, not at the first delivery.
+                CardDavContactHandler::new(dav, KnownContacts::new(None, 1))?;
+                (CARDDAV_CONTACT, true)
+            }
         };
         Ok(Box::new(CardDavCollectedContact {
             limit,
@@ -252,6 +257,19 @@ mod tests {
         let got = jobs(&[("limit", "100")], mail(Some("a@example.org"), &refs, "")).await;
         assert_eq!(got.len(), 100);
         assert_eq!(got[99].contact, "r99@x.org");
+    }
+
+    #[test]
+    fn standard_dialect_without_base_url_is_a_config_error() {
+        let mut ctx = ctx();
+        ctx.settings.dav.dialect = DavDialect::Caldav;
+        let err = CardDavCollectedContact::build(
+            &MailetConfig::inline("CardDavCollectedContact", &[]),
+            &ctx,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("base_url"), "{err}");
     }
 
     #[test]

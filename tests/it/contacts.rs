@@ -445,23 +445,10 @@ async fn direct_per_user_credentials_file() {
     card_for(&got, "bob@x.org", "bob@x.org");
 }
 
-/// Request count for a realistic replay: 10,000 mails from 100 users to a pool of 500
-/// contacts (each user has 50 regular correspondents, picked with a skew, 1–3 recipients per
-/// mail), through the mailet, the cache and the real handler against Radicale.
-/// tmail's count for the same traffic: one GET per recipient per mail (the owner included)
-/// plus one PUT per pair not yet in the book.
-#[tokio::test]
-#[ignore = "replay of 10,000 mails (about a minute); run with --ignored --nocapture"]
-async fn replay_request_count_vs_tmail() {
-    let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
-    let c = Collector::new(dav, &[]);
-    // A deterministic generator (xorshift), so the figures are reproducible.
+/// A realistic replay: 10,000 mails from 100 users to a pool of 500 contacts (each user
+/// has 50 regular correspondents, half the picks among their 10 closest; 1–3 recipients per
+/// mail). Deterministic (xorshift), so the figures are reproducible.
+fn replay_traffic() -> Vec<(u64, Vec<u64>)> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move |n: u64| {
         state ^= state << 13;
@@ -472,32 +459,63 @@ async fn replay_request_count_vs_tmail() {
     let correspondents: Vec<Vec<u64>> = (0..100)
         .map(|_| (0..50).map(|_| next(500)).collect())
         .collect();
-    let mut tmail_requests = 0u64;
+    (0..10_000)
+        .map(|_| {
+            let user = next(100);
+            let count = 1 + next(3);
+            let rcpts = (0..count)
+                .map(|_| {
+                    let i = if next(2) == 0 { next(10) } else { next(50) };
+                    correspondents[user as usize][i as usize]
+                })
+                .collect();
+            (user, rcpts)
+        })
+        .collect()
+}
+
+/// tmail's requests for the same traffic: a GET per recipient of every mail, plus a PUT per
+/// pair not yet in the book. Also returns the number of distinct pairs.
+fn tmail_requests(traffic: &[(u64, Vec<u64>)]) -> (u64, usize) {
     let mut existing: HashSet<(u64, u64)> = HashSet::new();
-    let mut jobs = 0u64;
-    for _ in 0..10_000 {
-        let user = next(100);
-        let count = 1 + next(3);
-        let mut rcpts = Vec::new();
-        for _ in 0..count {
-            // skewed: half the picks among the first 10 correspondents
-            let i = if next(2) == 0 { next(10) } else { next(50) };
-            rcpts.push(correspondents[user as usize][i as usize]);
-        }
-        for r in &rcpts {
-            tmail_requests += 1; // GET
-            if existing.insert((user, *r)) {
-                tmail_requests += 1; // PUT
+    let mut requests = 0u64;
+    for (user, rcpts) in traffic {
+        for r in rcpts {
+            requests += 1;
+            if existing.insert((*user, *r)) {
+                requests += 1;
             }
         }
-        let to: Vec<String> = rcpts
-            .iter()
-            .map(|r| format!("contact{r}@partner.com"))
-            .collect();
-        let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        let m = c
-            .service(mail(&format!("user{user}@example.org"), &to, ""))
-            .await;
+    }
+    (requests, existing.len())
+}
+
+fn replay_mail(user: u64, rcpts: &[u64]) -> Mail {
+    let to: Vec<String> = rcpts
+        .iter()
+        .map(|r| format!("contact{r}@partner.com"))
+        .collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    mail(&format!("user{user}@example.org"), &to, "")
+}
+
+/// The replay through the mailet, the cache and the real CardDAV handler against Radicale.
+#[tokio::test]
+#[ignore = "replay of 10,000 mails (about a minute and a half); run with --ignored --nocapture"]
+async fn replay_request_count_vs_tmail_carddav() {
+    let server = Radicale::start();
+    let dav = standard(
+        &server.url(),
+        "{base}/{user}/collected/",
+        radicale::SERVICE_USER,
+        radicale::SERVICE_PASSWORD,
+    );
+    let c = Collector::new(dav, &[]);
+    let traffic = replay_traffic();
+    let (tmail, pairs) = tmail_requests(&traffic);
+    let mut jobs = 0u64;
+    for (user, rcpts) in &traffic {
+        let m = c.service(replay_mail(*user, rcpts)).await;
         jobs += m.jobs.len() as u64;
         all_done(&c.deliver(&m).await);
     }
@@ -510,12 +528,68 @@ async fn replay_request_count_vs_tmail() {
         })
         .sum();
     println!(
-        "replay: 10000 mails, {} distinct (owner, contact) pairs; mailetd: {jobs} jobs, {ours} DAV requests; tmail: {tmail_requests} DAV requests ({:.1}x)",
-        existing.len(),
-        tmail_requests as f64 / ours as f64
+        "replay (carddav, Radicale): 10000 mails, {pairs} distinct (owner, contact) pairs; \
+         mailetd: {jobs} jobs, {ours} DAV requests; tmail: {tmail} DAV requests ({:.1}x)",
+        tmail as f64 / ours as f64
     );
-    assert_eq!(books, existing.len());
-    assert!(ours < tmail_requests / 2, "{ours} vs {tmail_requests}");
+    assert_eq!(books, pairs);
+    assert!(ours < tmail / 2, "{ours} vs {tmail}");
+}
+
+/// The same replay in the esn dialect (GET then PUT per new pair, as tmail) against the
+/// esn double, every sender a known user.
+#[tokio::test]
+#[ignore = "replay of 10,000 mails; run with --ignored --nocapture"]
+async fn replay_request_count_vs_tmail_esn() {
+    use mailetd::dav::esn_contact::{EsnContactHandler, EsnDav, OpenPaasUsers};
+    let users: Vec<(String, String)> = (0..100)
+        .map(|u| (format!("user{u}@example.org"), format!("{u:024x}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(e, i)| (e.as_str(), i.as_str()))
+        .collect();
+    let double = EsnDouble::start(&refs);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("spool.redb")).unwrap();
+    let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
+    ctx.store = Some(store.clone());
+    let mailet =
+        mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
+    let client = reqwest::Client::new();
+    let handler = EsnContactHandler::new(
+        client.clone(),
+        EsnDav {
+            url: double.url(),
+            admin_user: "admin".into(),
+            admin_password: Secret::new("admin-secret"),
+        },
+        Arc::new(OpenPaasUsers::new(
+            client,
+            &double.url(),
+            "admin",
+            Secret::new("admin-secret"),
+        )),
+        KnownContacts::new(Some(store), 200_000),
+    );
+    let traffic = replay_traffic();
+    let (tmail, pairs) = tmail_requests(&traffic);
+    for (user, rcpts) in &traffic {
+        let mut m = replay_mail(*user, rcpts);
+        mailet.service(&mut m, &ctx).await.unwrap();
+        for job in &m.jobs {
+            assert_eq!(handler.deliver(job).await, Delivery::Done);
+        }
+    }
+    let ours = handler.requests_sent();
+    let stored = double.get_json("/_cards").as_object().unwrap().len();
+    println!(
+        "replay (esn, double): 10000 mails, {pairs} distinct pairs; mailetd: {ours} DAV \
+         requests; tmail: {tmail} DAV requests ({:.1}x)",
+        tmail as f64 / ours as f64
+    );
+    assert_eq!(stored, pairs);
+    assert!(ours < tmail / 2, "{ours} vs {tmail}");
 }
 
 // ---------------------------------------------------------------------------------------
