@@ -181,3 +181,36 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod dav_tests {
+    use super::*;
+
+    #[test]
+    fn dav_section_reads_and_hides_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mailetd.toml"),
+            "[dav]\ndialect = \"carddav\"\nbase_url = \"http://127.0.0.1:5232\"\nusername = \"svc\"\npassword = \"s3cret-pw\"\ncreate_collections = true\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path()).unwrap();
+        assert_eq!(settings.dav.dialect, DavDialect::Caldav);
+        assert_eq!(
+            settings.dav.password.as_ref().unwrap().expose(),
+            "s3cret-pw"
+        );
+        assert!(settings.dav.create_collections);
+        assert_eq!(settings.dav.addressbook_url, "{base}/{user}/collected/");
+        assert!(!format!("{settings:?}").contains("s3cret-pw"));
+        let err = {
+            std::fs::write(
+                dir.path().join("mailetd.toml"),
+                "[dav]\ndialect = \"webdav\"\n",
+            )
+            .unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        assert!(err.contains("mailetd.toml"), "{err}");
+    }
+}

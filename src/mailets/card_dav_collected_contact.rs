@@ -17,6 +17,22 @@
 //! Pairs already known to exist (a bounded cache kept in the spool's store) cost nothing, and
 //! a pair queued in the last ten minutes (the mirrored copy of the same mail) is not queued
 //! twice.
+//!
+//! Where the contacts go is `mailetd.toml`, not the XML. Twake (the default) uses
+//! `openpaas.properties`; any standard CardDAV server is configured like this:
+//!
+//! ```toml
+//! [dav]
+//! dialect = "caldav"
+//! base_url = "http://127.0.0.1:5232"
+//! addressbook_url = "{base}/{user}/collected/"   # SabreDAV: "{base}/addressbooks/{user}/collected/"
+//! username = "svc"                               # a service account allowed to write every book,
+//! password = "…"                                # or MAILETD_DAV__PASSWORD in the environment;
+//!                                                # or credentials_file = "conf/dav-users" (user:password lines)
+//! create_collections = true                      # extended MKCOL of a missing book, once
+//! ```
+//!
+//! In that dialect only owners in a local domain (`domainlist.xml`) collect contacts.
 
 use std::collections::HashMap;
 
