@@ -1023,5 +1023,14 @@ fn smtp_esn_collects_contacts() {
     );
     assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
     assert_eq!(cards.as_object().unwrap().len(), 2, "{cards}");
+    // the stranger's mail stopped at the (cached) user lookup, in the mailet
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mailetd
+        .log()
+        .contains("owner unknown to OpenPaaS: no contact collected")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", mailetd.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(!mailetd.log().contains("admin-secret"));
 }
