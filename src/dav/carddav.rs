@@ -317,7 +317,7 @@ impl JobHandler for CardDavContactHandler {
             };
             if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
                 return Delivery::Permanent(format!(
-                    "PUT {url}: {status}: the address book {book} is missing although it was created once"
+                    "PUT {url}: {status} although the address book {book} was created (a conflicting card?)"
                 ));
             }
         }
