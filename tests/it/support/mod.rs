@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
+pub mod davhttp;
 pub mod esn_double;
 pub mod mailetd;
+pub mod radicale;
+pub mod sabredav;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
