@@ -44,6 +44,8 @@ pub struct TraceEvent {
     pub changes: Vec<(String, Option<String>)>,
     /// The state after the mailet.
     pub state: String,
+    /// The message size before and after, when the mailet changed the message.
+    pub message_change: Option<(usize, usize)>,
     /// The mailet's error, if it failed.
     pub error: Option<String>,
 }
@@ -54,6 +56,7 @@ impl TraceEvent {
         step: &Step,
         mail: &Mail,
         before: &BTreeMap<String, AttributeValue>,
+        message_before: &[u8],
         error: Option<String>,
     ) -> Self {
         let mut changes = Vec::new();
@@ -75,6 +78,8 @@ impl TraceEvent {
             recipients: mail.recipients.iter().map(|r| r.to_string()).collect(),
             changes,
             state: mail.state.clone(),
+            message_change: (message_before != mail.message.as_slice())
+                .then(|| (message_before.len(), mail.message.len())),
             error,
         }
     }
@@ -123,11 +128,11 @@ impl Run {
         }
     }
 
-    pub(crate) fn dispose(&mut self, mut mail: Mail) {
+    pub(crate) fn dispose(&mut self, processor: &str, mut mail: Mail) {
         self.jobs.append(&mut mail.jobs);
         self.endings.push(Ending {
             mail: mail.name,
-            processor: mail.state.clone(),
+            processor: processor.to_string(),
             how: GHOST.to_string(),
         });
     }
@@ -225,8 +230,8 @@ impl Container {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
             if mail.state == GHOST || mail.recipients.is_empty() {
-                mail.state = GHOST.to_string();
-                run.dispose(mail);
+                let from = std::mem::replace(&mut mail.state, GHOST.to_string());
+                run.dispose(&from, mail);
                 return Ok(());
             }
             run.handovers += 1;

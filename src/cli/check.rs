@@ -1,0 +1,118 @@
+//! `mailetd check`: loads the whole configuration and prints the processor graph.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use crate::config::ConfDir;
+use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
+use crate::pipeline::Container;
+use crate::pipeline::processor::ExceptionRoute;
+
+/// Loads `conf_dir`, builds the container and returns the report (or the first error).
+pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
+    let conf = ConfDir::load(conf_dir)?;
+    let container = Container::build(&conf.container, &conf.context)?;
+    Ok(report(&conf, &container))
+}
+
+/// Whether a property must not be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret")
+}
+
+fn report(conf: &ConfDir, container: &Container) -> String {
+    let ctx = &conf.context;
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration: {}", conf.dir.display());
+    let _ = writeln!(
+        out,
+        "domains: {} (default {})",
+        conf.domains.domains.join(", "),
+        conf.domains.default_domain
+    );
+    let _ = writeln!(out, "postmaster: {}", ctx.postmaster);
+    let threads = ctx.settings.workers.unwrap_or(conf.container.threads);
+    let _ = writeln!(
+        out,
+        "spooler: {threads} threads, errorRepository {}",
+        conf.container.error_repository
+    );
+    let _ = writeln!(out, "data directory: {}", ctx.data_dir.display());
+    let keys: Vec<&str> = ctx.properties.keys().collect();
+    if !keys.is_empty() {
+        let _ = writeln!(out, "properties:");
+        for key in keys {
+            if is_secret_key(key) {
+                let _ = writeln!(out, "  {key} = (hidden)");
+            } else {
+                let _ = writeln!(out, "  {key} = {}", ctx.properties.get(key).unwrap_or(""));
+            }
+        }
+    }
+    for (p, state) in conf.container.processors.iter().zip(container.states()) {
+        let processor = container.processor(state).expect("built");
+        let _ = writeln!(out, "processor {state}:");
+        for c in &p.composites {
+            let _ = writeln!(out, "  matcher {} = {}", c.name, describe_composite(c));
+        }
+        for (i, step) in processor.steps.iter().enumerate() {
+            let _ = write!(
+                out,
+                "  {}. {} {}",
+                i + 1,
+                step.matcher_text,
+                step.config.class
+            );
+            for target in step.mailet.target_states() {
+                let _ = write!(out, " -> {target}");
+            }
+            let _ = writeln!(out);
+            for (what, route, default) in [
+                ("onMailetException", &step.on_mailet_exception, true),
+                ("onMatchException", &step.on_match_exception, true),
+            ] {
+                if default && *route == ExceptionRoute::parse(None) {
+                    continue;
+                }
+                let _ = writeln!(out, "     {what}: {}", describe_route(route));
+            }
+        }
+        if processor.steps.is_empty() {
+            let _ = writeln!(out, "  (no mailets: every mail is deleted)");
+        }
+    }
+    for w in container.warnings() {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(out, "OK");
+    out
+}
+
+fn describe_route(route: &ExceptionRoute) -> String {
+    match route {
+        ExceptionRoute::Ignore => "ignore".into(),
+        ExceptionRoute::Propagate => "propagate (retry later)".into(),
+        ExceptionRoute::NoMatch => "nomatch".into(),
+        ExceptionRoute::MatchAll => "matchall".into(),
+        ExceptionRoute::State(s) => format!("-> {s}"),
+    }
+}
+
+fn describe_composite(c: &CompositeConfig) -> String {
+    let op = c.operator.config.class.rsplit('.').next().unwrap_or("");
+    let children: Vec<String> = c
+        .children
+        .iter()
+        .map(|child| match child {
+            CompositeChild::Matcher(m) => m.describe(),
+            CompositeChild::Composite(n) => describe_composite(n),
+        })
+        .collect();
+    let text = format!("{op}({})", children.join(", "));
+    if c.operator.invert {
+        format!("not {text}")
+    } else {
+        text
+    }
+}
