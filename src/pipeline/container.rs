@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::error::closest_names;
+use crate::config::error::{closest_names, edit_distance};
 use crate::config::mailetcontainer::{MailetContainerConfig, ProcessorConfig};
 use crate::config::{ConfigError, Position};
 use crate::mail::{AttributeValue, Mail, attributes};
@@ -317,12 +317,22 @@ fn build_processor(
     })
 }
 
+/// "; did you mean X?" when a state is a plausible typo of `wanted`.
+fn state_hint(wanted: &str, states: &[&str]) -> String {
+    let close = closest_names(wanted, states.iter().copied());
+    match close.first() {
+        Some(c)
+            if edit_distance(&wanted.to_lowercase(), &c.to_lowercase())
+                <= (wanted.chars().count() / 3).max(2) =>
+        {
+            format!("; did you mean {c}?")
+        }
+        _ => String::new(),
+    }
+}
+
 fn unknown_state(position: &Position, what: &str, target: &str, states: &[&str]) -> ConfigError {
-    let close = closest_names(target, states.iter().copied());
-    let hint = match close.first() {
-        Some(c) => format!("; did you mean {c}?"),
-        None => String::new(),
-    };
+    let hint = state_hint(target, states);
     position.error(format!(
         "{what} processor {target:?}, which does not exist (processors: {}){hint}",
         states.join(", ")
@@ -356,11 +366,7 @@ fn check_route(
                 } else {
                     "ignore, propagate or a processor name"
                 };
-                let close = closest_names(written, states.iter().copied());
-                let hint = match close.first() {
-                    Some(c) => format!("; did you mean {c}?"),
-                    None => String::new(),
-                };
+                let hint = state_hint(written, states);
                 return Err(position.error(format!(
                     "<{element}> is {written:?}, which is not a processor (processors: {}): expected {expected}{hint}",
                     states.join(", ")
