@@ -82,6 +82,16 @@ fn report(conf: &ConfDir, container: &Container) -> String {
             let _ = writeln!(out, "  (no mailets: every mail is deleted)");
         }
     }
+    if let Ok((dir, true)) =
+        crate::repository::Repository::locate(&conf.container.error_repository, &ctx.data_dir)
+    {
+        let _ = writeln!(
+            out,
+            "warning: errorRepository {}: mailetd has no such store; failed mails are kept as files in {}",
+            conf.container.error_repository,
+            dir.display()
+        );
+    }
     for w in container.warnings() {
         let _ = writeln!(out, "warning: {w}");
     }

@@ -79,7 +79,7 @@ impl TraceEvent {
             changes,
             state: mail.state.clone(),
             message_change: (message_before != mail.message.as_slice())
-                .then(|| (message_before.len(), mail.message.len())),
+                .then_some((message_before.len(), mail.message.len())),
             error,
         }
     }

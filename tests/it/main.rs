@@ -1,4 +1,5 @@
 //! Integration tests: one binary (one link), modules per area. Each test starts its own
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
+mod container;
 mod support;
