@@ -29,7 +29,7 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     let error_repository =
         Repository::open(&conf.container.error_repository, &data_dir).map_err(|e| {
             conf.container
-                .position
+                .error_repository_position
                 .error(format!("<errorRepository>: {e}"))
         })?;
     let shutdown = CancellationToken::new();

@@ -12,6 +12,12 @@ use crate::pipeline::processor::ExceptionRoute;
 pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
     let conf = ConfDir::load(conf_dir)?;
     let container = Container::build(&conf.container, &conf.context)?;
+    crate::repository::Repository::locate(&conf.container.error_repository, &conf.context.data_dir)
+        .map_err(|e| {
+            conf.container
+                .error_repository_position
+                .error(format!("<errorRepository>: {e}"))
+        })?;
     Ok(report(&conf, &container))
 }
 

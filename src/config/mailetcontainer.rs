@@ -15,7 +15,8 @@ use crate::pipeline::{MailetConfig, MatcherConfig};
 /// The default `spooler/threads` of the James code (the samples use 20).
 pub const DEFAULT_THREADS: usize = 100;
 /// The default `spooler/errorRepository`.
-pub const DEFAULT_ERROR_REPOSITORY: &str = "file://var/mail/error/";
+/// (James: `var/mail/error`; relative `file://` paths are under the data directory, `var/`.)
+pub const DEFAULT_ERROR_REPOSITORY: &str = "file://mail/error/";
 
 /// The whole `mailetcontainer.xml`.
 #[derive(Clone, Debug)]
@@ -26,6 +27,8 @@ pub struct MailetContainerConfig {
     pub threads: usize,
     /// `spooler/errorRepository`: where mails failing 6 times in a row are stored.
     pub error_repository: String,
+    /// Where `errorRepository` is (the root element when it is absent).
+    pub error_repository_position: Position,
     /// The processors in document order.
     pub processors: Vec<ProcessorConfig>,
     /// Where the `<mailetcontainer>` element is.
@@ -139,11 +142,16 @@ impl MailetContainerConfig {
                 }
             },
         };
-        let error_repository = spooler
-            .and_then(|s| s.child_text("errorRepository"))
-            .filter(|r| !r.is_empty())
+        let error_repository_el = spooler
+            .and_then(|s| s.child("errorRepository"))
+            .filter(|r| !r.text.is_empty());
+        let error_repository = error_repository_el
+            .map(|e| e.text.as_str())
             .unwrap_or(DEFAULT_ERROR_REPOSITORY)
             .to_string();
+        let error_repository_position = error_repository_el
+            .map(|e| e.position.clone())
+            .unwrap_or_else(|| root.position.clone());
         let processors = match root.child("processors") {
             Some(ps) => ps
                 .children_named("processor")
@@ -155,6 +163,7 @@ impl MailetContainerConfig {
             postmaster,
             threads,
             error_repository,
+            error_repository_position,
             processors,
             position: root.position.clone(),
         })

@@ -118,6 +118,15 @@ impl Run {
         }
     }
 
+    fn take_jobs(&mut self, mail: &mut Mail) {
+        for mut job in mail.jobs.drain(..) {
+            if job.mail_name.is_empty() {
+                job.mail_name = mail.name.clone();
+            }
+            self.jobs.push(job);
+        }
+    }
+
     pub(crate) fn tracing(&self) -> bool {
         self.trace.is_some()
     }
@@ -129,7 +138,7 @@ impl Run {
     }
 
     pub(crate) fn dispose(&mut self, processor: &str, mut mail: Mail) {
-        self.jobs.append(&mut mail.jobs);
+        self.take_jobs(&mut mail);
         self.endings.push(Ending {
             mail: mail.name,
             processor: processor.to_string(),
@@ -138,7 +147,7 @@ impl Run {
     }
 
     pub(crate) fn end_of_processor(&mut self, processor: &str, mut mail: Mail) {
-        self.jobs.append(&mut mail.jobs);
+        self.take_jobs(&mut mail);
         self.endings.push(Ending {
             mail: mail.name,
             processor: processor.to_string(),
