@@ -205,6 +205,20 @@ impl Container {
         })
     }
 
+    /// A container of hand-built processors (tests of behaviour no registered part shows).
+    #[cfg(test)]
+    pub(crate) fn from_processors(processors: Vec<Processor>, context: MailetContext) -> Self {
+        Container {
+            order: processors.iter().map(|p| p.state.clone()).collect(),
+            processors: processors
+                .into_iter()
+                .map(|p| (p.state.clone(), p))
+                .collect(),
+            context,
+            warnings: Vec::new(),
+        }
+    }
+
     /// The context given to mailets.
     pub fn context(&self) -> &MailetContext {
         &self.context

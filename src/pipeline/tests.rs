@@ -266,3 +266,181 @@ fn startup_validation_messages() {
     .unwrap();
     assert!(c.warnings()[0].starts_with("mc.xml:5:1: processor transport has no <mailet match=\"All\" class=\"RemoveMimeHeader\"><name>bcc</name></mailet>"));
 }
+
+mod hand_built {
+    //! Matcher failures and outbox jobs: no registered matcher fails and no core mailet
+    //! creates jobs, so these processors are assembled by hand.
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+
+    use super::mail;
+    use crate::mail::{Mail, MailAddress, attributes};
+    use crate::matchers;
+    use crate::outbox::OutboxJob;
+    use crate::pipeline::processor::{ExceptionRoute, Processor, Step};
+    use crate::pipeline::{
+        Container, Mailet, MailetConfig, MailetContext, MailetError, Matcher, MatcherConfig,
+        MatcherError, Run,
+    };
+
+    struct Failing;
+    impl Matcher for Failing {
+        fn match_mail(
+            &self,
+            _: &Mail,
+            _: &MailetContext,
+        ) -> Result<Vec<MailAddress>, MatcherError> {
+            anyhow::bail!("lookup service down")
+        }
+    }
+
+    /// Adds one job per recipient.
+    struct Jobs;
+    #[async_trait]
+    impl Mailet for Jobs {
+        async fn service(&self, mail: &mut Mail, _: &MailetContext) -> Result<(), MailetError> {
+            for r in &mail.recipients {
+                mail.jobs
+                    .push(OutboxJob::new("test", r.to_string(), serde_json::json!({})));
+            }
+            Ok(())
+        }
+    }
+
+    fn ctx() -> MailetContext {
+        MailetContext::for_tests(std::env::temp_dir())
+    }
+
+    fn step(mailet: Box<dyn Mailet>, matcher: Arc<dyn Matcher>, on_match: ExceptionRoute) -> Step {
+        Step {
+            mailet,
+            config: MailetConfig::inline("Test", &[]),
+            matcher,
+            matcher_text: "match=\"Test\"".into(),
+            on_mailet_exception: ExceptionRoute::parse(None),
+            on_match_exception: on_match,
+        }
+    }
+
+    fn null() -> Box<dyn Mailet> {
+        crate::mailets::build(&MailetConfig::inline("Null", &[]), &ctx()).unwrap()
+    }
+
+    fn matcher(name: &str, cond: Option<&str>) -> Arc<dyn Matcher> {
+        Arc::from(matchers::build(&MatcherConfig::inline(name, cond), &ctx()).unwrap())
+    }
+
+    fn with_route(route: ExceptionRoute) -> Container {
+        let error_mark = crate::mailets::build(
+            &MailetConfig::inline("SetMailAttribute", &[("in-error", "yes")]),
+            &ctx(),
+        )
+        .unwrap();
+        Container::from_processors(
+            vec![
+                Processor {
+                    state: "root".into(),
+                    steps: vec![step(null(), Arc::new(Failing), route)],
+                },
+                Processor {
+                    state: "error".into(),
+                    steps: vec![step(
+                        error_mark,
+                        matcher("All", None),
+                        ExceptionRoute::Propagate,
+                    )],
+                },
+            ],
+            ctx(),
+        )
+    }
+
+    async fn outcome(route: ExceptionRoute) -> (Run, anyhow::Result<()>) {
+        let c = with_route(route);
+        let mut run = Run::traced();
+        let result = c.process(mail(&["bob@example.org"]), &mut run).await;
+        (run, result)
+    }
+
+    #[tokio::test]
+    async fn on_match_exception_routes() {
+        let (run, r) = outcome(ExceptionRoute::NoMatch).await;
+        r.unwrap();
+        assert!(run.trace.unwrap().is_empty());
+        assert_eq!(run.endings[0].how, "end-of-processor");
+
+        let (run, r) = outcome(ExceptionRoute::MatchAll).await;
+        r.unwrap();
+        assert_eq!(run.trace.unwrap()[0].state, "ghost", "Null ran");
+
+        let (_, r) = outcome(ExceptionRoute::Propagate).await;
+        assert!(format!("{:#}", r.unwrap_err()).contains("lookup service down"));
+
+        let (run, r) = outcome(ExceptionRoute::parse(None)).await;
+        r.unwrap();
+        let trace = run.trace.unwrap();
+        assert_eq!(trace[0].processor, "error");
+        assert_eq!(run.endings[0].processor, "error");
+        assert!(trace[0].changes.iter().any(|(n, _)| n == "in-error"));
+        // the error attribute was set before the error processor ran
+        assert!(
+            !trace[0]
+                .changes
+                .iter()
+                .any(|(n, _)| n == attributes::MAILET_ERROR)
+        );
+    }
+
+    #[tokio::test]
+    async fn jobs_of_every_copy_are_collected_once() {
+        let c = Container::from_processors(
+            vec![
+                Processor {
+                    state: "root".into(),
+                    steps: vec![
+                        step(
+                            Box::new(Jobs),
+                            matcher("All", None),
+                            ExceptionRoute::Propagate,
+                        ),
+                        step(
+                            Box::new(Jobs),
+                            matcher("RecipientIsLocal", None),
+                            ExceptionRoute::Propagate,
+                        ),
+                        step(
+                            null(),
+                            matcher("HostIsLocal", None),
+                            ExceptionRoute::Propagate,
+                        ),
+                    ],
+                },
+                Processor {
+                    state: "error".into(),
+                    steps: vec![],
+                },
+            ],
+            ctx(),
+        );
+        let mut run = Run::default();
+        c.process(mail(&["bob@example.org", "eve@remote.test"]), &mut run)
+            .await
+            .unwrap();
+        let mut jobs: Vec<(String, String)> = run
+            .jobs
+            .iter()
+            .map(|j| (j.target.clone(), j.mail_name.clone()))
+            .collect();
+        jobs.sort();
+        assert_eq!(
+            jobs,
+            [
+                ("bob@example.org".to_string(), "m".to_string()),
+                ("bob@example.org".to_string(), "m-!1".to_string()),
+                ("eve@remote.test".to_string(), "m".to_string()),
+            ]
+        );
+    }
+}
