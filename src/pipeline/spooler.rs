@@ -91,7 +91,22 @@ pub async fn handle(
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
     let released = match result {
-        Ok(()) => spool.complete(id, run.jobs).await,
+        Ok(()) => {
+            let jobs = run.jobs.len();
+            let done = spool.complete(id, run.jobs).await;
+            if done.is_ok() {
+                // one line per mail, the field names ingest's tests and operators grep for
+                tracing::info!(
+                    mail = id,
+                    from = %original.sender.as_ref().map(ToString::to_string).unwrap_or_else(|| "<>".into()),
+                    rcpts = original.recipients.len(),
+                    size = original.size(),
+                    jobs,
+                    "mail consumed"
+                );
+            }
+            done
+        }
         Err(e) => {
             let mut mail = original;
             let count = match mail.attribute(attributes::PROCESSING_ERROR_COUNT) {
