@@ -92,20 +92,18 @@ pub async fn handle(
     let result = container.process(mail, &mut run).await;
     let released = match result {
         Ok(()) => {
-            let jobs = run.jobs.len();
-            let done = spool.complete(id, run.jobs).await;
-            if done.is_ok() {
-                // one line per mail, the field names ingest's tests and operators grep for
-                tracing::info!(
-                    mail = id,
-                    from = %original.sender.as_ref().map(ToString::to_string).unwrap_or_else(|| "<>".into()),
-                    rcpts = original.recipients.len(),
-                    size = original.size(),
-                    jobs,
-                    "mail consumed"
-                );
-            }
-            done
+            // logged before the release: a crash in between re-processes the mail and logs it
+            // again, so every acknowledged mail shows up at least once (the field names are
+            // the ones ingest's tests and operators grep for)
+            tracing::info!(
+                mail = id,
+                from = %original.sender.as_ref().map(ToString::to_string).unwrap_or_else(|| "<>".into()),
+                rcpts = original.recipients.len(),
+                size = original.size(),
+                jobs = run.jobs.len(),
+                "mail consumed"
+            );
+            spool.complete(id, run.jobs).await
         }
         Err(e) => {
             let mut mail = original;
