@@ -79,9 +79,12 @@ fn check_prints_the_processor_graph_of_the_distributed_shape() {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     assert!(
-        !text.contains("s3cr3t-admin-pass") && !text.contains("hunter2"),
+        text.contains("  rabbitmq.uri = amqp://james:(hidden)@127.0.0.1:5672\n"),
         "{text}"
     );
+    for secret in ["s3cr3t-admin-pass", "hunter2", "rabbit-pass"] {
+        assert!(!text.contains(secret), "{secret} in:\n{text}");
+    }
     assert!(text.ends_with("OK\n"));
 }
 
