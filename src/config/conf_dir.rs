@@ -49,7 +49,7 @@ impl ConfDir {
             );
             MailetContainerConfig::parse(
                 EMBEDDED_MAILETCONTAINER,
-                Path::new("<embedded>/mailetcontainer.xml"),
+                Path::new(super::mailetcontainer::EMBEDDED_PATH),
             )?
         };
         let domains = DomainList::load(&dir.join("domainlist.xml"))?;

@@ -18,6 +18,9 @@ pub const DEFAULT_THREADS: usize = 100;
 /// (James: `var/mail/error`; relative `file://` paths are under the data directory, `var/`.)
 pub const DEFAULT_ERROR_REPOSITORY: &str = "file://mail/error/";
 
+/// The name the embedded default configuration goes by in positions.
+pub const EMBEDDED_PATH: &str = "<embedded>/mailetcontainer.xml";
+
 /// The whole `mailetcontainer.xml`.
 #[derive(Clone, Debug)]
 pub struct MailetContainerConfig {
@@ -157,6 +160,14 @@ impl MailetContainerConfig {
                 .children_named("processor")
                 .map(parse_processor)
                 .collect::<Result<Vec<_>, _>>()?,
+            None if doc.root.position.file.as_path() != Path::new(EMBEDDED_PATH) => {
+                // James falls back to its built-in processors when <processors> is absent
+                tracing::info!(
+                    "{}: no <processors>: using the processors of the embedded default mailetcontainer.xml",
+                    root.position
+                );
+                Self::parse(super::EMBEDDED_MAILETCONTAINER, Path::new(EMBEDDED_PATH))?.processors
+            }
             None => Vec::new(),
         };
         Ok(MailetContainerConfig {
@@ -381,6 +392,13 @@ mod tests {
         assert_eq!(comp.name, "relay-allowed");
         assert!(comp.operator.config.class.ends_with(".Or"));
         assert!(matches!(comp.children[1], CompositeChild::Composite(_)));
+    }
+
+    #[test]
+    fn missing_processors_take_the_embedded_ones() {
+        let c = MailetContainerConfig::parse("<mailetcontainer/>", Path::new("m.xml")).unwrap();
+        let states: Vec<&str> = c.processors.iter().map(|p| p.state.as_str()).collect();
+        assert_eq!(states, ["root", "error", "transport"]);
     }
 
     #[test]
