@@ -3,6 +3,7 @@
 
 mod calendar_chain;
 mod contacts;
+mod container;
 mod esn;
 mod smtp;
 mod support;
