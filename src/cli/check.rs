@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::config::ConfDir;
 use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
+use crate::config::smtpserver::SmtpServerConfig;
 use crate::pipeline::Container;
 use crate::pipeline::processor::ExceptionRoute;
 
@@ -22,12 +23,7 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
                 .error_repository_position
                 .error(format!("<errorRepository>: {e}"))
         })?;
-    let mut out = report(&conf, &container);
-    for server in &smtp_servers {
-        let binds: Vec<String> = server.bind.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "smtp {}: {}", server.name, binds.join(", "));
-    }
-    Ok(out)
+    Ok(report(&conf, &container, &smtp_servers))
 }
 
 /// Whether a property must not be printed.
@@ -36,7 +32,7 @@ pub fn is_secret_key(key: &str) -> bool {
     k.contains("password") || k.contains("secret")
 }
 
-fn report(conf: &ConfDir, container: &Container) -> String {
+fn report(conf: &ConfDir, container: &Container, smtp_servers: &[SmtpServerConfig]) -> String {
     let ctx = &conf.context;
     let mut out = String::new();
     let _ = writeln!(out, "configuration: {}", conf.dir.display());
@@ -110,6 +106,10 @@ fn report(conf: &ConfDir, container: &Container) -> String {
     }
     for w in container.warnings() {
         let _ = writeln!(out, "warning: {w}");
+    }
+    for server in smtp_servers {
+        let binds: Vec<String> = server.bind.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "smtp {}: {}", server.name, binds.join(", "));
     }
     let _ = writeln!(out, "OK");
     out

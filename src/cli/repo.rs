@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::ConfDir;
-use crate::mail::attributes;
+use crate::mail::{AttributeValue, attributes};
 use crate::repository::Repository;
 use crate::spool::{EmbeddedSpool, Spool};
 
@@ -62,9 +62,28 @@ pub fn show(repo: &Repository, key: Option<&str>) -> anyhow::Result<String> {
     for key in keys {
         let mail = repo.load(&key)?;
         let json = std::fs::read_to_string(repo.dir.join(format!("{key}.json")))?;
+        let _ = writeln!(out, "== {key}\n{json}");
+        // Byte attributes are base64 in the JSON; show the ones that are text (the calendar
+        // JSONs CalDavCollect would send, raw ICS parts) as they are.
+        for (name, value) in &mail.attributes {
+            let entries: Vec<(String, &AttributeValue)> = match value {
+                AttributeValue::Map(map) => map
+                    .iter()
+                    .map(|(k, v)| (format!("{name}[{k}]"), v))
+                    .collect(),
+                other => vec![(name.clone(), other)],
+            };
+            for (label, value) in entries {
+                if let AttributeValue::Bytes(bytes) = value
+                    && let Ok(text) = std::str::from_utf8(bytes)
+                {
+                    let _ = writeln!(out, "-- attribute {label}\n{text}");
+                }
+            }
+        }
         let _ = writeln!(
             out,
-            "== {key}\n{json}\n-- message ({} bytes)\n{}",
+            "-- message ({} bytes)\n{}",
             mail.message.len(),
             String::from_utf8_lossy(&mail.message)
         );

@@ -4,6 +4,7 @@
 mod calendar_chain;
 mod contacts;
 mod container;
+mod default_conf;
 mod esn;
 mod smtp;
 mod support;
