@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Position};
+pub use super::secret::Secret;
 
 /// Settings from `mailetd.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,28 +79,6 @@ pub enum DavDialect {
     /// Any standard CalDAV/CardDAV server (Radicale, SabreDAV, Nextcloud, Baikal).
     #[serde(alias = "carddav", alias = "standard")]
     Caldav,
-}
-
-/// A secret read from the configuration: never shown by `Debug` or `Display`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself, for building an Authorization header and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
 }
 
 /// `[dav]` of `mailetd.toml`: the dialect, and for the standard dialect where the books are

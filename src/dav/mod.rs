@@ -129,14 +129,11 @@ pub fn contact_handlers(ctx: &MailetContext) -> Result<Vec<Arc<dyn JobHandler>>,
             let Some((client, dav)) = services.dav() else {
                 return Ok(Vec::new());
             };
-            let esn = esn_contact::EsnDav {
-                url: dav.api_uri.as_str().to_string(),
-                admin_user: dav.admin_user.clone(),
-                admin_password: crate::config::settings::Secret::new(dav.admin_password.expose()),
-            };
-            let client = client.clone();
             Ok(vec![Arc::new(esn_contact::EsnContactHandler::new(
-                client, esn, services, known,
+                client.clone(),
+                dav.clone(),
+                services,
+                known,
             ))])
         }
     }

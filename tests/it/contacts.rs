@@ -10,10 +10,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use mailetd::config::Properties;
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
 use mailetd::dav::carddav::CardDavContactHandler;
 use mailetd::dav::contact::uid;
+use mailetd::dav::esn_contact::EsnContactHandler;
 use mailetd::dav::known_contacts::KnownContacts;
+use mailetd::dav::{DavServices, OpenPaasConfig};
 use mailetd::mail::{Mail, MailAddress};
 use mailetd::mailets;
 use mailetd::outbox::{Delivery, JobHandler};
@@ -541,7 +544,6 @@ async fn replay_request_count_vs_tmail_carddav() {
 #[tokio::test]
 #[ignore = "replay of 10,000 mails; run with --ignored --nocapture"]
 async fn replay_request_count_vs_tmail_esn() {
-    use mailetd::dav::esn_contact::{EsnContactHandler, EsnDav, OpenPaasUsers};
     let users: Vec<(String, String)> = (0..100)
         .map(|u| (format!("user{u}@example.org"), format!("{u:024x}")))
         .collect();
@@ -556,20 +558,9 @@ async fn replay_request_count_vs_tmail_esn() {
     ctx.store = Some(store.clone());
     let mailet =
         mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
-    let client = reqwest::Client::new();
-    let handler = EsnContactHandler::new(
-        client.clone(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: Secret::new("admin-secret"),
-        },
-        Arc::new(OpenPaasUsers::new(
-            client,
-            &double.url(),
-            "admin",
-            Secret::new("admin-secret"),
-        )),
+    let handler = esn_handler(
+        &double.url(),
+        "admin-secret",
         KnownContacts::new(Some(store), 200_000),
     );
     let traffic = replay_traffic();
@@ -847,7 +838,6 @@ impl Drop for EsnDouble {
 
 #[tokio::test]
 async fn direct_esn_get_then_put_impersonating_the_owner() {
-    use mailetd::dav::esn_contact::{EsnContactHandler, EsnDav, OpenPaasUsers};
     let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("spool.redb")).unwrap();
@@ -856,16 +846,9 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(ctx.settings.dav.dialect, DavDialect::Esn);
     let mailet =
         mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
-    let client = reqwest::Client::new();
-    let secret = Secret::new("admin-secret");
-    let handler = EsnContactHandler::new(
-        client.clone(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: secret.clone(),
-        },
-        Arc::new(OpenPaasUsers::new(client, &double.url(), "admin", secret)),
+    let handler = esn_handler(
+        &double.url(),
+        "admin-secret",
         KnownContacts::new(Some(store), 1000),
     );
 
@@ -921,21 +904,7 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(handler.requests_sent(), before);
 
     // A contact that exists already (the cache lost): GET 200, no PUT.
-    let fresh = EsnContactHandler::new(
-        reqwest::Client::new(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: Secret::new("admin-secret"),
-        },
-        Arc::new(OpenPaasUsers::new(
-            reqwest::Client::new(),
-            &double.url(),
-            "admin",
-            Secret::new("admin-secret"),
-        )),
-        KnownContacts::new(None, 10),
-    );
+    let fresh = esn_handler(&double.url(), "admin-secret", KnownContacts::new(None, 10));
     let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
     mailet.service(&mut m, &ctx).await.unwrap();
     assert!(m.jobs.is_empty(), "known to the persistent cache");
@@ -945,21 +914,7 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(fresh.requests_sent(), 1);
 
     // A wrong admin password is a permanent failure naming the status, not the password.
-    let wrong = EsnContactHandler::new(
-        reqwest::Client::new(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: Secret::new("bad-pw"),
-        },
-        Arc::new(OpenPaasUsers::new(
-            reqwest::Client::new(),
-            &double.url(),
-            "admin",
-            Secret::new("admin-secret"),
-        )),
-        KnownContacts::new(None, 10),
-    );
+    let wrong = esn_handler(&double.url(), "bad-pw", KnownContacts::new(None, 10));
     match wrong.deliver(&job).await {
         Delivery::Permanent(reason) => {
             assert!(reason.contains("401"), "{reason}");
@@ -1030,4 +985,20 @@ fn smtp_esn_collects_contacts() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(!mailetd.log().contains("admin-secret"));
+}
+
+/// An esn contact handler against the esn double at `url`, built the way `serve` builds it:
+/// from openpaas.properties, with the shared (cached) OpenPaaS user lookup.
+fn esn_handler(url: &str, dav_password: &str, known: KnownContacts) -> EsnContactHandler {
+    let text = format!(
+        "openpaas.api.uri={url}\nopenpaas.admin.user=admin\nopenpaas.admin.password=admin-secret\n\
+         dav.api.uri={url}\ndav.admin.user=admin\ndav.admin.password={dav_password}\n"
+    );
+    let properties = Properties::parse(&text, std::path::Path::new("openpaas.properties")).unwrap();
+    let config = OpenPaasConfig::from_properties(&properties)
+        .unwrap()
+        .unwrap();
+    let services = Arc::new(DavServices::build(config).unwrap());
+    let (client, dav) = services.dav().unwrap();
+    EsnContactHandler::new(client.clone(), dav.clone(), services.clone(), known)
 }
