@@ -25,6 +25,8 @@ pub struct Settings {
     pub retry_base_secs: u64,
     /// Outbox (DAV delivery) settings.
     pub outbox: OutboxSettings,
+    /// DAV dialect and standard CalDAV/CardDAV endpoints (`[dav]`).
+    pub dav: DavSettings,
 }
 
 /// Outbox settings (`[outbox]`).
@@ -50,6 +52,7 @@ impl Default for Settings {
             generate_certificate: false,
             retry_base_secs: 5,
             outbox: OutboxSettings::default(),
+            dav: DavSettings::default(),
         }
     }
 }
@@ -61,6 +64,86 @@ impl Default for OutboxSettings {
             retry_base_secs: 5,
             retry_max_secs: 3600,
             max_age_secs: 3 * 24 * 3600,
+        }
+    }
+}
+
+/// Which DAV server family mailetd talks to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DavDialect {
+    /// Twake/OpenPaaS: esn-sabre with impersonation and the OpenPaaS user API.
+    #[default]
+    Esn,
+    /// Any standard CalDAV/CardDAV server (Radicale, SabreDAV, Nextcloud, Baikal).
+    #[serde(alias = "carddav", alias = "standard")]
+    Caldav,
+}
+
+/// A secret read from the configuration: never shown by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for building an Authorization header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// `[dav]` of `mailetd.toml`: the dialect, and for the standard dialect where the books are
+/// and how to authenticate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct DavSettings {
+    /// `esn` (default) or `caldav` (alias `carddav`).
+    pub dialect: DavDialect,
+    /// Base URL of the standard server (`http://127.0.0.1:5232`); `{base}` in the templates.
+    pub base_url: String,
+    /// Address book of collected contacts; `{base}`, `{user}` (owner address), `{local}`
+    /// (its local part). A trailing `/` is added when missing.
+    pub addressbook_url: String,
+    /// Service account used for every user (Basic auth).
+    pub username: Option<String>,
+    /// Password of the service account.
+    pub password: Option<Secret>,
+    /// Per-user credentials instead of a service account: `user:password` per line, where
+    /// `user` is the owner's address; owners absent from it are not collected for.
+    pub credentials_file: Option<PathBuf>,
+    /// Create a missing address book once (extended MKCOL) instead of failing.
+    pub create_collections: bool,
+    /// Accept any TLS certificate (self-signed test servers only).
+    pub trust_all_certs: bool,
+    /// Seconds before a DAV request is abandoned (and retried later).
+    pub timeout_secs: u64,
+    /// Largest number of (owner, contact) pairs remembered as already collected.
+    pub known_contacts_max: usize,
+}
+
+impl Default for DavSettings {
+    fn default() -> Self {
+        DavSettings {
+            dialect: DavDialect::Esn,
+            base_url: String::new(),
+            addressbook_url: "{base}/{user}/collected/".into(),
+            username: None,
+            password: None,
+            credentials_file: None,
+            create_collections: false,
+            trust_all_certs: false,
+            timeout_secs: 10,
+            known_contacts_max: 200_000,
         }
     }
 }

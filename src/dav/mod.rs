@@ -1,6 +1,10 @@
 //! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
 
+pub mod carddav;
+pub mod contact;
+pub mod esn_contact;
 pub mod esn_itip;
+pub mod known_contacts;
 pub mod openpaas;
 pub mod users;
 

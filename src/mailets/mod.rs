@@ -6,6 +6,7 @@ mod cal_dav_collect;
 pub mod headers;
 mod log_message;
 mod metrics_mailet;
+mod card_dav_collected_contact;
 mod null;
 mod postmaster_alias;
 mod remove_mail_attribute;
@@ -61,6 +62,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ),
     ("StripAttachment", strip_attachment::StripAttachment::build),
     ("CalDavCollect", cal_dav_collect::CalDavCollect::build),
+    (
+        "CardDavCollectedContact",
+        card_dav_collected_contact::CardDavCollectedContact::build,
+    ),
 ];
 
 /// Package prefixes that resolve to the same implementation as the short name.

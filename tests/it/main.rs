@@ -2,6 +2,7 @@
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
 mod calendar_chain;
+mod contacts;
 mod support;
 
 mod esn;

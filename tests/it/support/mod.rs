@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 pub mod esn_double;
+pub mod davhttp;
 pub mod mailetd;
+pub mod radicale;
+pub mod sabredav;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

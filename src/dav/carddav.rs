@@ -1,0 +1,391 @@
+//! Collected contacts on a standard CardDAV server (Radicale, SabreDAV, Nextcloud, Baikal):
+//! one `PUT {book}{uid}.vcf` with `If-None-Match: *` (412 = already there), Basic auth with a
+//! service account or the owner's own credentials, and, when `create_collections` allows it,
+//! one extended MKCOL of a missing address book.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+
+use crate::config::settings::{DavSettings, Secret};
+use crate::config::{ConfigError, Position};
+use crate::dav::contact::{CARDDAV_CONTACT, ContactJob};
+use crate::dav::known_contacts::KnownContacts;
+use crate::outbox::{Delivery, JobHandler, OutboxJob};
+
+/// Extended MKCOL (RFC 5689) body creating an address book.
+const MKCOL_ADDRESSBOOK: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop><D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype><D:displayname>Collected contacts</D:displayname></D:prop></D:set></D:mkcol>"#;
+
+/// Who the handler authenticates as.
+enum Credentials {
+    /// One service account for every owner.
+    Service { username: String, password: Secret },
+    /// Each owner's own account, by lowercased owner address.
+    PerUser(HashMap<String, (String, Secret)>),
+    /// No Authorization header (a server without auth).
+    None,
+}
+
+/// Delivers `carddav-contact` jobs.
+pub struct CardDavContactHandler {
+    client: reqwest::Client,
+    base: String,
+    template: String,
+    credentials: Credentials,
+    create_collections: bool,
+    /// Address books a MKCOL was already made for: "once" per book and process.
+    created: tokio::sync::Mutex<HashSet<String>>,
+    known: KnownContacts,
+    /// HTTP requests sent so far (for metrics and the request-count replay).
+    requests: AtomicU64,
+}
+
+/// Builds the shared HTTP client of the DAV handlers from `[dav]`.
+pub fn http_client(settings: &DavSettings) -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
+        .danger_accept_invalid_certs(settings.trust_all_certs)
+        .build()
+        .map_err(|e| ConfigError::new(format!("cannot build the DAV HTTP client: {e}")))
+}
+
+impl CardDavContactHandler {
+    /// Validates `[dav]` for the standard dialect (base URL, template, credentials) once.
+    pub fn new(settings: &DavSettings, known: KnownContacts) -> Result<Self, ConfigError> {
+        let base = settings.base_url.trim().trim_end_matches('/').to_string();
+        if Url::parse(&base).is_err() {
+            return Err(ConfigError::new(format!(
+                "[dav] base_url {:?} is not a URL: the standard dialect needs one (e.g. http://127.0.0.1:5232)",
+                settings.base_url
+            )));
+        }
+        if !settings.addressbook_url.contains("{user}")
+            && !settings.addressbook_url.contains("{local}")
+        {
+            return Err(ConfigError::new(format!(
+                "[dav] addressbook_url {:?} names no user: use {{user}} or {{local}}",
+                settings.addressbook_url
+            )));
+        }
+        let credentials = match (&settings.credentials_file, &settings.username) {
+            (Some(file), _) => Credentials::PerUser(read_credentials(file)?),
+            (None, Some(username)) => Credentials::Service {
+                username: username.clone(),
+                password: settings.password.clone().unwrap_or_default(),
+            },
+            (None, None) => Credentials::None,
+        };
+        Ok(CardDavContactHandler {
+            client: http_client(settings)?,
+            base,
+            template: settings.addressbook_url.clone(),
+            credentials,
+            create_collections: settings.create_collections,
+            created: tokio::sync::Mutex::new(HashSet::new()),
+            known,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// The owner's address book URL, with a trailing `/`.
+    pub fn book_url(&self, owner: &str) -> String {
+        let local = owner.rsplit_once('@').map_or(owner, |(l, _)| l);
+        let mut url = self
+            .template
+            .replace("{base}", &self.base)
+            .replace("{user}", &segment(owner))
+            .replace("{local}", &segment(local));
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        url
+    }
+
+    fn has_credentials(&self, owner: &str) -> bool {
+        match &self.credentials {
+            Credentials::PerUser(map) => map.contains_key(&owner.to_lowercase()),
+            _ => true,
+        }
+    }
+
+    /// DAV requests sent so far.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn request(&self, method: Method, url: &str, owner: &str) -> Option<reqwest::RequestBuilder> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let builder = self.client.request(method, url);
+        match &self.credentials {
+            Credentials::Service { username, password } => {
+                Some(builder.basic_auth(username, Some(password.expose())))
+            }
+            Credentials::PerUser(map) => map
+                .get(&owner.to_lowercase())
+                .map(|(u, p)| builder.basic_auth(u, Some(p.expose()))),
+            Credentials::None => Some(builder),
+        }
+    }
+
+    async fn put(&self, url: &str, contact: &ContactJob) -> Result<StatusCode, Delivery> {
+        let request = self
+            .request(Method::PUT, url, &contact.owner)
+            .expect("credentials checked before")
+            .header("If-None-Match", "*")
+            .header("Content-Type", "text/vcard; charset=utf-8")
+            .body(contact.vcard.clone());
+        request
+            .send()
+            .await
+            .map(|r| r.status())
+            .map_err(|e| Delivery::Retry(format!("PUT {url}: {}", transport_error(&e))))
+    }
+
+    async fn mkcol(&self, url: &str, owner: &str, extended: bool) -> Result<StatusCode, Delivery> {
+        let mut request = self
+            .request(
+                Method::from_bytes(b"MKCOL").expect("valid method"),
+                url,
+                owner,
+            )
+            .expect("credentials checked before");
+        if extended {
+            request = request
+                .header("Content-Type", "application/xml; charset=utf-8")
+                .body(MKCOL_ADDRESSBOOK);
+        }
+        request
+            .send()
+            .await
+            .map(|r| r.status())
+            .map_err(|e| Delivery::Retry(format!("MKCOL {url}: {}", transport_error(&e))))
+    }
+
+    /// Creates the address book (and its parent, which Radicale does not create for a
+    /// service account). 405 means it exists already.
+    async fn create_book(&self, book: &str, owner: &str) -> Result<(), Delivery> {
+        let status = self.mkcol(book, owner, true).await?;
+        if status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED {
+            return Ok(());
+        }
+        if status == StatusCode::CONFLICT {
+            let parent = parent_url(book);
+            let status = self.mkcol(&parent, owner, false).await?;
+            if !(status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED) {
+                return Err(classify("MKCOL", &parent, status));
+            }
+            let status = self.mkcol(book, owner, true).await?;
+            if status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED {
+                return Ok(());
+            }
+            return Err(classify("MKCOL", book, status));
+        }
+        Err(classify("MKCOL", book, status))
+    }
+
+    async fn done(&self, contact: &ContactJob) -> Delivery {
+        if let Err(e) = self
+            .known
+            .remember(CARDDAV_CONTACT, &contact.owner, &contact.contact)
+            .await
+        {
+            // The contact is stored; forgetting it only costs a 412 next time.
+            tracing::warn!(error = %e, "cannot remember a collected contact");
+        }
+        Delivery::Done
+    }
+}
+
+/// A path segment, percent-encoded (an address may hold `/`, `%`, `?`, `#`).
+fn segment(text: &str) -> String {
+    let mut url = Url::parse("http://x/").expect("valid URL");
+    url.path_segments_mut().expect("base URL").push(text);
+    url.path()[1..].to_string()
+}
+
+fn parent_url(book: &str) -> String {
+    let trimmed = book.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        Some(i) => trimmed[..=i].to_string(),
+        None => book.to_string(),
+    }
+}
+
+/// The reason of a transport failure, without the URL's credentials (there are none in it).
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("cannot connect: {e}")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Transient (5xx, 408, 429) → retry; any other failure → permanent.
+pub fn classify(method: &str, url: &str, status: StatusCode) -> Delivery {
+    let reason = format!("{method} {url}: {status}");
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        Delivery::Retry(reason)
+    } else {
+        Delivery::Permanent(reason)
+    }
+}
+
+/// `user:password` per line; blank lines and `#` comments ignored.
+fn read_credentials(path: &Path) -> Result<HashMap<String, (String, Secret)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Position::file_start(path).error(format!("cannot read the DAV credentials file: {e}"))
+    })?;
+    let file = std::sync::Arc::new(path.to_path_buf());
+    let mut map = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, password)) if !user.trim().is_empty() => {
+                map.insert(
+                    user.trim().to_lowercase(),
+                    (user.trim().to_string(), Secret::new(password)),
+                );
+            }
+            _ => {
+                return Err(Position::new(&file, n as u32 + 1, 1)
+                    .error("expected user:password (the password is not shown)"));
+            }
+        }
+    }
+    Ok(map)
+}
+
+#[async_trait::async_trait]
+impl JobHandler for CardDavContactHandler {
+    fn kinds(&self) -> &[&'static str] {
+        &[CARDDAV_CONTACT]
+    }
+
+    async fn deliver(&self, job: &OutboxJob) -> Delivery {
+        let contact = match ContactJob::from_job(job) {
+            Ok(c) => c,
+            Err(e) => return Delivery::Permanent(e),
+        };
+        if !self.has_credentials(&contact.owner) {
+            tracing::debug!(owner = %contact.owner, "no DAV credentials for this owner: contact not collected");
+            return Delivery::Done;
+        }
+        let book = self.book_url(&contact.owner);
+        let url = format!("{book}{}.vcf", contact.uid);
+        let mut status = match self.put(&url, &contact).await {
+            Ok(s) => s,
+            Err(d) => return d,
+        };
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
+            if !self.create_collections {
+                return Delivery::Permanent(format!(
+                    "PUT {url}: {status}: the address book {book} does not exist \
+                     (create_collections = true in [dav] creates it)"
+                ));
+            }
+            {
+                // Held across the MKCOL: concurrent jobs for the same new book wait for
+                // it instead of failing or creating it twice.
+                let mut created = self.created.lock().await;
+                if !created.contains(&book) {
+                    match self.create_book(&book, &contact.owner).await {
+                        Ok(()) => tracing::info!(%book, "address book created"),
+                        Err(d @ Delivery::Retry(_)) => return d,
+                        Err(d) => {
+                            created.insert(book.clone());
+                            return d;
+                        }
+                    }
+                    created.insert(book.clone());
+                }
+            }
+            status = match self.put(&url, &contact).await {
+                Ok(s) => s,
+                Err(d) => return d,
+            };
+            if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
+                return Delivery::Permanent(format!(
+                    "PUT {url}: {status}: the address book {book} is missing although it was created once"
+                ));
+            }
+        }
+        match status {
+            s if s.is_success() => self.done(&contact).await,
+            StatusCode::PRECONDITION_FAILED => self.done(&contact).await,
+            s => classify("PUT", &url, s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler(template: &str) -> CardDavContactHandler {
+        let settings = DavSettings {
+            base_url: "http://127.0.0.1:1/dav/".into(),
+            addressbook_url: template.into(),
+            username: Some("svc".into()),
+            password: Some(Secret::new("s3cret")),
+            ..DavSettings::default()
+        };
+        CardDavContactHandler::new(&settings, KnownContacts::new(None, 10)).unwrap()
+    }
+
+    #[test]
+    fn templates_expand_user_and_local_part() {
+        assert_eq!(
+            handler("{base}/{user}/collected").book_url("alice@example.org"),
+            "http://127.0.0.1:1/dav/alice@example.org/collected/"
+        );
+        assert_eq!(
+            handler("{base}/addressbooks/{local}/collected/").book_url("a/b#c@example.org"),
+            "http://127.0.0.1:1/dav/addressbooks/a%2Fb%23c/collected/"
+        );
+        assert_eq!(parent_url("http://h/a/b/"), "http://h/a/");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_output() {
+        let settings = DavSettings {
+            password: Some(Secret::new("s3cret")),
+            ..DavSettings::default()
+        };
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        for (code, retry) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (400, false),
+            (403, false),
+        ] {
+            let d = classify("PUT", "u", StatusCode::from_u16(code).unwrap());
+            assert_eq!(matches!(d, Delivery::Retry(_)), retry, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_retried() {
+        let job = ContactJob::new("alice@example.org", "bob@x.org", None).into_job(CARDDAV_CONTACT);
+        assert!(matches!(
+            handler("{base}/{user}/c/").deliver(&job).await,
+            Delivery::Retry(_)
+        ));
+    }
+}
