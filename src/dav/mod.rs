@@ -1,5 +1,6 @@
 //! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
 
+pub mod caldav;
 pub mod carddav;
 pub mod contact;
 pub mod esn_contact;

@@ -3,10 +3,10 @@
 
 mod add_header;
 mod cal_dav_collect;
+mod card_dav_collected_contact;
 pub mod headers;
 mod log_message;
 mod metrics_mailet;
-mod card_dav_collected_contact;
 mod null;
 mod postmaster_alias;
 mod remove_mail_attribute;

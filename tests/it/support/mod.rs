@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-pub mod esn_double;
 pub mod davhttp;
+pub mod esn_double;
 pub mod mailetd;
 pub mod radicale;
 pub mod sabredav;

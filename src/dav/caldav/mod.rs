@@ -1,0 +1,4 @@
+//! The `caldav` dialect: mailetd as the recipients' scheduling agent on a standard CalDAV
+//! server (Radicale, SabreDAV, Nextcloud, Baikal), which has no inbound iTIP of its own.
+
+pub mod apply;
