@@ -31,7 +31,8 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     let container = Arc::new(Container::build(&conf.container, &context)?);
     // The handlers share the context's DavServices with the mailets: one HTTP client pool,
     // one user-lookup cache.
-    let handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
+    let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
+    handlers.extend(crate::dav::standard_handlers(&settings.dav)?);
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

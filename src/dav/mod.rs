@@ -102,6 +102,17 @@ pub fn outbox_handlers(
     Ok(handlers)
 }
 
+/// The outbox handlers of the standard dialect (`[dav] dialect = "caldav"`): none for esn.
+pub fn standard_handlers(
+    settings: &crate::config::settings::DavSettings,
+) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if settings.dialect == crate::config::settings::DavDialect::Caldav {
+        handlers.push(Arc::new(caldav::handler::CalDavItipHandler::new(settings)?));
+    }
+    Ok(handlers)
+}
+
 fn client(trust_all: bool, timeout: Duration) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .timeout(timeout)

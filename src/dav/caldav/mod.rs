@@ -2,3 +2,6 @@
 //! server (Radicale, SabreDAV, Nextcloud, Baikal), which has no inbound iTIP of its own.
 
 pub mod apply;
+pub mod client;
+pub mod handler;
+pub mod locate;
