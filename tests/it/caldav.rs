@@ -384,7 +384,7 @@ fn request_update_older_cancel(radicale: bool) {
         ALICE_EXT,
         &[BOB, CAROL],
         "REQUEST",
-        &ics("REQUEST", &[v0.clone()]),
+        &ics("REQUEST", std::slice::from_ref(&v0)),
     );
     mailetd.wait_applied(2);
     for user in [BOB, CAROL] {
@@ -545,7 +545,7 @@ fn reply_and_client_named_event(radicale: bool) {
     server.put(
         alice,
         "B0A1F2C3-from-her-phone.ics",
-        &ics("", &[organized.clone()]),
+        &ics("", std::slice::from_ref(&organized)),
     );
     // dave (external) accepts
     let reply = format!(
@@ -731,7 +731,7 @@ fn concurrent_edit_is_reapplied(radicale: bool) {
         &[(carol, "NEEDS-ACTION"), (dave, "NEEDS-ACTION")],
         "",
     );
-    server.put(alice, "race.ics", &ics("", &[event.clone()]));
+    server.put(alice, "race.ics", &ics("", std::slice::from_ref(&event)));
     // carol's answer lands (through another path) right after the handler has read
     let raced = Arc::new(AtomicBool::new(false));
     let hook = {

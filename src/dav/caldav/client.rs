@@ -280,13 +280,14 @@ fn with_body(error: DavError, body: &str) -> DavError {
     }
 }
 
-/// `(href, getetag, calendar-data)` of each `DAV:response` of a multistatus body.
-pub fn parse_multistatus(
-    xml: &str,
-) -> Result<Vec<(String, Option<String>, Option<String>)>, String> {
+/// `(href, getetag, calendar-data)` of one `DAV:response`.
+pub type ResponseProps = (String, Option<String>, Option<String>);
+
+/// The [`ResponseProps`] of each `DAV:response` of a multistatus body.
+pub fn parse_multistatus(xml: &str) -> Result<Vec<ResponseProps>, String> {
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
-    let mut current: Option<(String, Option<String>, Option<String>)> = None;
+    let mut current: Option<ResponseProps> = None;
     let mut field: Option<&'static str> = None;
     let mut text = String::new();
     loop {
