@@ -795,3 +795,63 @@ fn radicale_concurrent_edit_412_is_retried_and_both_changes_survive() {
 fn sabredav_concurrent_edit_412_is_retried_and_both_changes_survive() {
     concurrent_edit_is_reapplied(false);
 }
+
+/// Sequential iTIP application rate and HTTP requests per job, per server.
+fn measure(radicale: bool) {
+    let server = Server::start(radicale);
+    server.add_user(BOB);
+    let handler = CalDavItipHandler::new(&server.dav_settings()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n = 100;
+    let job = |i: usize, seq: u32, method: &str| {
+        let e = vevent(
+            &format!("bench-{i}"),
+            seq,
+            &format!("2026110{}T090000Z", seq + 1),
+            ALICE_EXT,
+            &[(BOB, "NEEDS-ACTION")],
+            &format!("LOCATION:Room {seq}\r\n"),
+        );
+        ItipJob {
+            recipient: BOB.into(),
+            ical: ics(method, &[e]),
+            options: Options::default(),
+            calendar_id: None,
+        }
+        .into_job()
+    };
+    for (phase, seq, method) in [
+        ("create", 0, "REQUEST"),
+        ("update", 1, "REQUEST"),
+        ("cancel", 2, "CANCEL"),
+    ] {
+        let before = handler.requests_sent();
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            assert_eq!(
+                rt.block_on(handler.deliver(&job(i, seq, method))),
+                Delivery::Done
+            );
+        }
+        let elapsed = start.elapsed();
+        println!(
+            "{}: {phase}: {n} jobs in {elapsed:?} = {:.0} jobs/s, {:.1} HTTP requests/job",
+            server.name(),
+            n as f64 / elapsed.as_secs_f64(),
+            (handler.requests_sent() - before) as f64 / n as f64
+        );
+    }
+    assert_eq!(server.objects(BOB).len(), n);
+}
+
+#[test]
+#[ignore = "a measurement, not a test: cargo test --test it caldav::measure -- --ignored --nocapture"]
+fn measure_radicale_apply_rate() {
+    measure(true);
+}
+
+#[test]
+#[ignore = "a measurement, not a test: cargo test --test it caldav::measure -- --ignored --nocapture"]
+fn measure_sabredav_apply_rate() {
+    measure(false);
+}

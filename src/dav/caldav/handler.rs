@@ -1,7 +1,7 @@
 //! Outbox handler for `caldav-itip` jobs: applies one iTIP message to one recipient's
-//! calendar on a standard CalDAV server. Finds the recipient's copy by UID with a
-//! calendar-query (their client may have stored it under any name), falls back to the name
-//! mailetd gives events it creates, applies the message ([`super::apply`]) and writes the
+//! calendar on a standard CalDAV server. Finds the recipient's copy under the name mailetd
+//! gives events it creates (one GET), else by UID with a calendar-query (their client may
+//! have stored it under any name), applies the message ([`super::apply`]) and writes the
 //! result with `If-Match` / `If-None-Match: *`. A 412 (someone wrote in between) re-reads
 //! and re-applies, at most [`MAX_CONFLICTS`] times per attempt.
 //!
@@ -148,13 +148,25 @@ impl CalDavItipHandler {
         pick(&PROCESS_COUNTS).fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The recipient's copy: by UID anywhere in the calendar, else under mailetd's name.
+    /// The recipient's copy: under the name mailetd gives events it creates, else by UID
+    /// anywhere in the calendar (the user's client may have stored it under any name).
+    /// `None` when the calendar itself does not exist.
+    ///
+    /// The cheap GET comes first because a calendar-query is linear in the calendar's size
+    /// on some servers (Radicale parses every object: ~3 ms each, measured).
     async fn find(
         &self,
         owner: &str,
         calendar: &str,
         uid: &str,
     ) -> Result<Option<Option<(Fetched, ICalendar)>>, DavError> {
+        let own = format!("{calendar}{}", resource_name(uid));
+        if let Some(fetched) = self.client.get(owner, &own).await?
+            && let Ok(parsed) = crate::ical::parse(&fetched.data)
+            && parsed.uids().any(|u| u == uid)
+        {
+            return Ok(Some(Some((fetched, parsed))));
+        }
         let objects = match self.client.query_uid(owner, calendar, uid).await? {
             Query::NoCalendar => return Ok(None),
             Query::Objects(objects) => objects,
@@ -164,21 +176,15 @@ impl CalDavItipHandler {
             let matches = parsed.uids().any(|u| u == uid);
             matches.then_some((o, parsed))
         });
-        if let Some(copy) = copies.next() {
-            if copies.next().is_some() {
-                tracing::warn!(
-                    owner,
-                    uid,
-                    "several calendar objects carry this UID; the first is updated"
-                );
-            }
-            return Ok(Some(Some(copy)));
+        let copy = copies.next();
+        if copy.is_some() && copies.next().is_some() {
+            tracing::warn!(
+                owner,
+                uid,
+                "several calendar objects carry this UID; the first is updated"
+            );
         }
-        let own = format!("{calendar}{}", resource_name(uid));
-        Ok(Some(match self.client.get(owner, &own).await? {
-            Some(o) => crate::ical::parse(&o.data).ok().map(|p| (o, p)),
-            None => None,
-        }))
+        Ok(Some(copy))
     }
 
     async fn run(
