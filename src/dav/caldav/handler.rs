@@ -111,6 +111,8 @@ pub struct CalDavItipHandler {
 }
 
 enum Outcome {
+    /// The recipient has no calendar here (404 on the collection): not an outcome to report.
+    NotAUser(String),
     NoAction(String),
     Added,
     Updated,
@@ -200,9 +202,7 @@ impl CalDavItipHandler {
             let mut copy = match self.find(owner, &calendar, uid).await? {
                 None => {
                     self.locator.mark_absent(owner);
-                    return Ok(Outcome::NoAction(format!(
-                        "no calendar at {calendar}: not a user of this server"
-                    )));
+                    return Ok(Outcome::NotAUser(calendar));
                 }
                 Some(copy) => copy,
             };
@@ -309,6 +309,16 @@ impl JobHandler for CalDavItipHandler {
             return Delivery::Done;
         }
         match self.run(&itip, &message, &uid).await {
+            Ok(Outcome::NotAUser(calendar)) => {
+                self.count(|c| &c.no_action);
+                tracing::debug!(
+                    job = job.id,
+                    owner,
+                    calendar,
+                    "caldav-itip: no calendar there (404), not a user of this server; remembered"
+                );
+                Delivery::Done
+            }
             Ok(Outcome::NoAction(reason)) => {
                 self.count(|c| &c.no_action);
                 tracing::info!(
