@@ -16,14 +16,24 @@ use crate::support::davhttp::{self, CALENDAR_QUERY_ALL};
 use crate::support::mailetd::Mailetd;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
+use crate::support::xandikos::Xandikos;
 use crate::support::{eventually, python};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Which real server a scenario runs against.
+#[derive(Clone, Copy)]
+enum Kind {
+    Radicale,
+    Sabre,
+    Xandikos,
+}
 
 /// One of the real CalDAV servers, with users made by the service account.
 enum Server {
     Radicale(Radicale),
     Sabre(SabreDav),
+    Xandikos(Xandikos),
 }
 
 /// A calendar object as a client sees it.
@@ -68,11 +78,11 @@ impl Object {
 }
 
 impl Server {
-    fn start(radicale: bool) -> Server {
-        if radicale {
-            Server::Radicale(Radicale::start())
-        } else {
-            Server::Sabre(SabreDav::start())
+    fn start(kind: Kind) -> Server {
+        match kind {
+            Kind::Radicale => Server::Radicale(Radicale::start()),
+            Kind::Sabre => Server::Sabre(SabreDav::start()),
+            Kind::Xandikos => Server::Xandikos(Xandikos::start()),
         }
     }
 
@@ -80,43 +90,45 @@ impl Server {
         match self {
             Server::Radicale(_) => "Radicale",
             Server::Sabre(_) => "SabreDAV",
+            Server::Xandikos(_) => "Xandikos",
         }
     }
 
     fn dav_settings(&self) -> DavSettings {
-        let (base, template, user, password) = match self {
+        let (base, template, account) = match self {
             Server::Radicale(r) => (
                 r.url(),
                 "{base}/{user}/calendar/",
-                radicale::SERVICE_USER,
-                radicale::SERVICE_PASSWORD,
+                Some((radicale::SERVICE_USER, radicale::SERVICE_PASSWORD)),
             ),
             Server::Sabre(s) => (
                 s.url(),
                 "{base}/calendars/{local}/default/",
-                sabredav::SERVICE_USER,
-                sabredav::SERVICE_PASSWORD,
+                Some((sabredav::SERVICE_USER, sabredav::SERVICE_PASSWORD)),
             ),
+            // single-user, no authentication
+            Server::Xandikos(x) => (x.url(), "{base}/{local}/calendar/", None),
         };
         DavSettings {
             dialect: DavDialect::Caldav,
             base_url: base,
             calendar_url: template.into(),
-            username: Some(user.into()),
-            password: Some(Secret::new(password)),
+            username: account.map(|(u, _)| u.to_string()),
+            password: account.map(|(_, p)| Secret::new(p)),
             ..DavSettings::default()
         }
     }
 
     fn toml(&self) -> String {
         let s = self.dav_settings();
-        format!(
-            "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n\n[dav]\ndialect = \"caldav\"\nbase_url = {:?}\ncalendar_url = {:?}\nusername = {:?}\npassword = {:?}\n",
-            s.base_url,
-            s.calendar_url,
-            s.username.unwrap(),
-            s.password.unwrap().expose()
-        )
+        let mut toml = format!(
+            "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n\n[dav]\ndialect = \"caldav\"\nbase_url = {:?}\ncalendar_url = {:?}\n",
+            s.base_url, s.calendar_url,
+        );
+        if let (Some(u), Some(p)) = (s.username, s.password) {
+            toml.push_str(&format!("username = {u:?}\npassword = {:?}\n", p.expose()));
+        }
+        toml
     }
 
     /// Gives `address` an (empty) calendar.
@@ -124,6 +136,7 @@ impl Server {
         let local = address.split('@').next().unwrap();
         match self {
             Server::Radicale(r) => r.create_calendar(address, "calendar"),
+            Server::Xandikos(x) => x.create_calendar(local, "calendar"),
             Server::Sabre(s) => {
                 s.add_user(local, "user-secret");
                 s.create_calendar(local, "default");
@@ -137,6 +150,7 @@ impl Server {
             Server::Sabre(_) => {
                 format!("/calendars/{}/default/", address.split('@').next().unwrap())
             }
+            Server::Xandikos(_) => format!("/{}/calendar/", address.split('@').next().unwrap()),
         }
     }
 
@@ -150,6 +164,7 @@ impl Server {
         match self {
             Server::Radicale(r) => r.request(method, path, headers, body),
             Server::Sabre(s) => s.request(method, path, headers, body),
+            Server::Xandikos(x) => x.request(method, path, headers, body),
         }
     }
 
@@ -366,8 +381,8 @@ const ALICE_EXT: &str = "alice@partner.example";
 const BOB: &str = "bob@example.org";
 const CAROL: &str = "carol@example.org";
 
-fn request_update_older_cancel(radicale: bool) {
-    let server = Server::start(radicale);
+fn request_update_older_cancel(kind: Kind) {
+    let server = Server::start(kind);
     server.add_user(BOB);
     server.add_user(CAROL);
     let mailetd = Collector::start(&server);
@@ -440,16 +455,21 @@ fn request_update_older_cancel(radicale: bool) {
 
 #[test]
 fn radicale_request_update_older_cancel() {
-    request_update_older_cancel(true);
+    request_update_older_cancel(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_request_update_older_cancel() {
-    request_update_older_cancel(false);
+    request_update_older_cancel(Kind::Sabre);
 }
 
-fn instance_moved_then_cancelled(radicale: bool) {
-    let server = Server::start(radicale);
+#[test]
+fn xandikos_request_update_older_cancel() {
+    request_update_older_cancel(Kind::Xandikos);
+}
+
+fn instance_moved_then_cancelled(kind: Kind) {
+    let server = Server::start(kind);
     server.add_user(BOB);
     let mailetd = Collector::start(&server);
     let attendees = [(BOB, "NEEDS-ACTION")];
@@ -518,17 +538,22 @@ fn instance_moved_then_cancelled(radicale: bool) {
 
 #[test]
 fn radicale_instance_moved_then_cancelled() {
-    instance_moved_then_cancelled(true);
+    instance_moved_then_cancelled(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_instance_moved_then_cancelled() {
-    instance_moved_then_cancelled(false);
+    instance_moved_then_cancelled(Kind::Sabre);
+}
+
+#[test]
+fn xandikos_instance_moved_then_cancelled() {
+    instance_moved_then_cancelled(Kind::Xandikos);
 }
 
 /// The organizer is local; her client stored the event under its own name.
-fn reply_and_client_named_event(radicale: bool) {
-    let server = Server::start(radicale);
+fn reply_and_client_named_event(kind: Kind) {
+    let server = Server::start(kind);
     let alice = "alice@example.org";
     let dave = "dave@partner.example";
     server.add_user(alice);
@@ -592,17 +617,22 @@ fn reply_and_client_named_event(radicale: bool) {
 
 #[test]
 fn radicale_reply_updates_organizer_copy_and_client_named_events_in_place() {
-    reply_and_client_named_event(true);
+    reply_and_client_named_event(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_reply_updates_organizer_copy_and_client_named_events_in_place() {
-    reply_and_client_named_event(false);
+    reply_and_client_named_event(Kind::Sabre);
+}
+
+#[test]
+fn xandikos_reply_updates_organizer_copy_and_client_named_events_in_place() {
+    reply_and_client_named_event(Kind::Xandikos);
 }
 
 /// An attendee's own REPLY (mirrored outgoing mail addressed back to them) writes nothing.
-fn own_reply_is_not_applied(radicale: bool) {
-    let server = Server::start(radicale);
+fn own_reply_is_not_applied(kind: Kind) {
+    let server = Server::start(kind);
     server.add_user(BOB);
     let mailetd = Collector::start(&server);
     let invite = vevent(
@@ -644,17 +674,22 @@ fn own_reply_is_not_applied(radicale: bool) {
 
 #[test]
 fn radicale_own_reply_is_not_applied() {
-    own_reply_is_not_applied(true);
+    own_reply_is_not_applied(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_own_reply_is_not_applied() {
-    own_reply_is_not_applied(false);
+    own_reply_is_not_applied(Kind::Sabre);
+}
+
+#[test]
+fn xandikos_own_reply_is_not_applied() {
+    own_reply_is_not_applied(Kind::Xandikos);
 }
 
 /// Google: the invitation inline and again as invite.ics; one event per recipient.
-fn google_invitation_creates_one_event(radicale: bool) {
-    let server = Server::start(radicale);
+fn google_invitation_creates_one_event(kind: Kind) {
+    let server = Server::start(kind);
     server.add_user(BOB);
     server.add_user(CAROL);
     let mailetd = Collector::start(&server);
@@ -680,18 +715,23 @@ fn google_invitation_creates_one_event(radicale: bool) {
 
 #[test]
 fn radicale_google_invitation_creates_exactly_one_event() {
-    google_invitation_creates_one_event(true);
+    google_invitation_creates_one_event(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_google_invitation_creates_exactly_one_event() {
-    google_invitation_creates_one_event(false);
+    google_invitation_creates_one_event(Kind::Sabre);
+}
+
+#[test]
+fn xandikos_google_invitation_creates_exactly_one_event() {
+    google_invitation_creates_one_event(Kind::Xandikos);
 }
 
 /// A local recipient without a calendar costs no dead letter.
 #[test]
 fn radicale_recipient_without_calendar_is_not_an_error() {
-    let server = Server::start(true);
+    let server = Server::start(Kind::Radicale);
     server.add_user(BOB);
     let mailetd = Collector::start(&server);
     let invite = vevent(
@@ -724,8 +764,8 @@ fn radicale_recipient_without_calendar_is_not_an_error() {
 }
 
 /// A concurrent edit between read and write: the 412 is retried and both changes survive.
-fn concurrent_edit_is_reapplied(radicale: bool) {
-    let server = Arc::new(Server::start(radicale));
+fn concurrent_edit_is_reapplied(kind: Kind) {
+    let server = Arc::new(Server::start(kind));
     let alice = "alice@example.org";
     let (carol, dave) = ("carol@partner.example", "dave@partner.example");
     server.add_user(alice);
@@ -794,17 +834,22 @@ fn concurrent_edit_is_reapplied(radicale: bool) {
 
 #[test]
 fn radicale_concurrent_edit_412_is_retried_and_both_changes_survive() {
-    concurrent_edit_is_reapplied(true);
+    concurrent_edit_is_reapplied(Kind::Radicale);
 }
 
 #[test]
 fn sabredav_concurrent_edit_412_is_retried_and_both_changes_survive() {
-    concurrent_edit_is_reapplied(false);
+    concurrent_edit_is_reapplied(Kind::Sabre);
+}
+
+#[test]
+fn xandikos_concurrent_edit_412_is_retried_and_both_changes_survive() {
+    concurrent_edit_is_reapplied(Kind::Xandikos);
 }
 
 /// Sequential iTIP application rate and HTTP requests per job, per server.
-fn measure(radicale: bool) {
-    let server = Server::start(radicale);
+fn measure(kind: Kind) {
+    let server = Server::start(kind);
     server.add_user(BOB);
     let handler = CalDavItipHandler::new(&server.dav_settings()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -853,11 +898,17 @@ fn measure(radicale: bool) {
 #[test]
 #[ignore = "a measurement, not a test: cargo test --test it caldav::measure -- --ignored --nocapture"]
 fn measure_radicale_apply_rate() {
-    measure(true);
+    measure(Kind::Radicale);
 }
 
 #[test]
 #[ignore = "a measurement, not a test: cargo test --test it caldav::measure -- --ignored --nocapture"]
 fn measure_sabredav_apply_rate() {
-    measure(false);
+    measure(Kind::Sabre);
+}
+
+#[test]
+#[ignore = "a measurement, not a test: cargo test --test it caldav::measure -- --ignored --nocapture"]
+fn measure_xandikos_apply_rate() {
+    measure(Kind::Xandikos);
 }
