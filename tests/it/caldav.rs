@@ -763,6 +763,72 @@ fn radicale_recipient_without_calendar_is_not_an_error() {
     );
 }
 
+/// `calendar_url = "discover"` with per-user credentials: current-user-principal →
+/// calendar-home-set → the first calendar that holds VEVENTs (a task list comes first).
+#[test]
+fn radicale_discovery_finds_the_first_event_calendar() {
+    let radicale = Radicale::start();
+    radicale.add_user(BOB, "bob-app-password");
+    radicale.create_home(BOB);
+    let tasks = r#"<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop><D:displayname>Tasks</D:displayname><C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#;
+    let r = radicale.request(
+        "MKCALENDAR",
+        &format!("/{BOB}/aaa-tasks/"),
+        &[("Content-Type", "application/xml")],
+        Some(tasks),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    radicale.create_calendar(BOB, "work");
+    let server = Server::Radicale(radicale);
+    let collector = {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = dir.path().join("dav-users");
+        std::fs::write(&credentials, format!("{BOB}:bob-app-password\n")).unwrap();
+        let toml = format!(
+            "data_dir = \"var\"\n[dav]\ndialect = \"caldav\"\nbase_url = {:?}\ncalendar_url = \"discover\"\ncredentials_file = {:?}\n",
+            server.dav_settings().base_url,
+            credentials.display().to_string()
+        );
+        let mailetd = Mailetd::start(&[
+            ("mailetcontainer.xml", CONTAINER.to_string()),
+            ("domainlist.xml", DOMAINS.to_string()),
+            ("mailetd.toml", toml),
+        ]);
+        (
+            Collector {
+                mailetd,
+                sent: std::cell::Cell::new(0),
+            },
+            dir,
+        )
+    };
+    let mailetd = &collector.0;
+    let invite = vevent(
+        "found-1",
+        0,
+        "20261101T090000Z",
+        ALICE_EXT,
+        &[(BOB, "NEEDS-ACTION")],
+        "",
+    );
+    // carol has no credentials: skipped without a request
+    mailetd.send(
+        ALICE_EXT,
+        &[BOB, CAROL],
+        "REQUEST",
+        &ics("REQUEST", &[invite]),
+    );
+    mailetd.wait_applied(1);
+    let Server::Radicale(radicale) = &server else {
+        unreachable!()
+    };
+    let work = radicale.events(&format!("/{BOB}/work/"));
+    assert_eq!(work.len(), 1, "{}", mailetd.log());
+    assert!(work[0].contains("UID:found-1"));
+    assert!(radicale.events(&format!("/{BOB}/aaa-tasks/")).is_empty());
+    assert!(!mailetd.log().contains("bob-app-password"));
+}
+
 /// A concurrent edit between read and write: the 412 is retried and both changes survive.
 fn concurrent_edit_is_reapplied(kind: Kind) {
     let server = Arc::new(Server::start(kind));

@@ -192,6 +192,30 @@ impl CalDavClient {
         Ok(Query::Objects(objects))
     }
 
+    /// `PROPFIND url` with `Depth` and a `prop` body; the multistatus text, or `None` on 404.
+    pub async fn propfind(
+        &self,
+        owner: &str,
+        url: &str,
+        depth: u8,
+        props: &str,
+    ) -> Result<Option<String>, DavError> {
+        let body = format!(
+            r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop>{props}</D:prop></D:propfind>"#
+        );
+        let request = self
+            .request(Method::from_bytes(b"PROPFIND").expect("valid"), url, owner)
+            .header("Depth", depth.to_string())
+            .header("Content-Type", "application/xml; charset=utf-8")
+            .body(body);
+        let (status, _, text) = self.send("PROPFIND", url, request).await?;
+        match status {
+            StatusCode::MULTI_STATUS => Ok(Some(text)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(classify("PROPFIND", url, s)),
+        }
+    }
+
     /// `GET url`; `None` on 404.
     pub async fn get(&self, owner: &str, url: &str) -> Result<Option<Fetched>, DavError> {
         let request = self.request(Method::GET, url, owner);
@@ -341,9 +365,102 @@ pub fn parse_multistatus(xml: &str) -> Result<Vec<ResponseProps>, String> {
     Ok(out)
 }
 
+/// The first `href` inside an element named `within` (`current-user-principal`,
+/// `calendar-home-set`) of a multistatus body.
+pub fn href_within(xml: &str, within: &str) -> Option<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut inside = false;
+    let mut in_href = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.local_name().as_ref() == within => inside = true,
+            Event::Start(e) if inside && e.local_name().as_ref() == "href" => in_href = true,
+            Event::Text(t) if in_href => text.push_str(&t.xml10_content()),
+            Event::End(e) if in_href && e.local_name().as_ref() == "href" => {
+                return Some(text.trim().to_string()).filter(|t| !t.is_empty());
+            }
+            Event::End(e) if e.local_name().as_ref() == within => inside = false,
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// The hrefs of the calendars that hold VEVENTs in a `Depth: 1` PROPFIND of a calendar
+/// home (`resourcetype` and `supported-calendar-component-set`), in document order. A
+/// calendar that does not say which components it supports supports them all (RFC 4791).
+pub fn event_calendars(xml: &str) -> Vec<String> {
+    let mut reader = Reader::from_str(xml);
+    let mut out = Vec::new();
+    let (mut href, mut is_calendar, mut comps, mut has_set) =
+        (String::new(), false, Vec::<String>::new(), false);
+    let mut in_href = false;
+    loop {
+        let event = match reader.read_event() {
+            Ok(e) => e,
+            Err(_) => return out,
+        };
+        match event {
+            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
+                "response" => {
+                    (href, is_calendar, has_set) = (String::new(), false, false);
+                    comps.clear();
+                }
+                "href" if href.is_empty() => in_href = true,
+                "calendar" => is_calendar = true,
+                "supported-calendar-component-set" => has_set = true,
+                "comp" => {
+                    if let Some(name) = e
+                        .attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == "name")
+                        .map(|a| a.value.to_string())
+                    {
+                        comps.push(name.to_ascii_uppercase());
+                    }
+                }
+                _ => {}
+            },
+            Event::Text(t) if in_href => href.push_str(t.xml10_content().trim()),
+            Event::End(e) => match e.local_name().as_ref() {
+                "href" => in_href = false,
+                "response" if is_calendar && (!has_set || comps.iter().any(|c| c == "VEVENT")) => {
+                    out.push(std::mem::take(&mut href));
+                }
+                _ => {}
+            },
+            Event::Eof => return out,
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_answers_are_read() {
+        let principal = r#"<multistatus xmlns="DAV:"><response><href>/</href><propstat><prop>
+            <current-user-principal><href>/bob%40example.org/</href></current-user-principal>
+            </prop></propstat></response></multistatus>"#;
+        assert_eq!(
+            href_within(principal, "current-user-principal").as_deref(),
+            Some("/bob%40example.org/")
+        );
+        assert_eq!(href_within(principal, "calendar-home-set"), None);
+        let home = r#"<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
+          <d:response><d:href>/home/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop></d:propstat></d:response>
+          <d:response><d:href>/home/book/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><card:addressbook xmlns:card="urn:ietf:params:xml:ns:carddav"/></d:resourcetype></d:prop></d:propstat></d:response>
+          <d:response><d:href>/home/tasks/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><c:calendar/></d:resourcetype>
+            <c:supported-calendar-component-set><c:comp name="VTODO"/></c:supported-calendar-component-set></d:prop></d:propstat></d:response>
+          <d:response><d:href>/home/work/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><c:calendar/></d:resourcetype>
+            <c:supported-calendar-component-set><c:comp name="VEVENT"/><c:comp name="VTODO"/></c:supported-calendar-component-set></d:prop></d:propstat></d:response>
+          <d:response><d:href>/home/any/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><c:calendar/></d:resourcetype></d:prop></d:propstat></d:response>
+        </d:multistatus>"#;
+        assert_eq!(event_calendars(home), ["/home/work/", "/home/any/"]);
+    }
 
     #[test]
     fn multistatus_with_entities_and_cdata() {

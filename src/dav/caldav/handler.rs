@@ -196,8 +196,14 @@ impl CalDavItipHandler {
         uid: &str,
     ) -> Result<Outcome, DavError> {
         let owner = job.recipient.as_str();
-        let calendar = self.locator.calendar_url(owner, None);
-        let target = self.locator.calendar_url(owner, job.calendar_id.as_deref());
+        let Some((calendar, target)) = self
+            .locator
+            .resolve(&self.client, owner, job.calendar_id.as_deref())
+            .await?
+        else {
+            self.locator.mark_absent(owner);
+            return Ok(Outcome::NotAUser("(none discovered)".into()));
+        };
         for _ in 0..MAX_CONFLICTS {
             let mut copy = match self.find(owner, &calendar, uid).await? {
                 None => {
