@@ -222,6 +222,9 @@ impl CalDavCollect {
         };
         let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
         if ctx.settings.dav.dialect == DavDialect::Caldav {
+            // `mailetd check` builds the mailets, not the outbox handlers: [dav] is
+            // validated here too so that check reports a bad base_url or template.
+            crate::dav::caldav::locate::Locator::new(&ctx.settings.dav)?;
             return Ok(Box::new(CalDavCollect {
                 source,
                 alignment,
@@ -737,6 +740,12 @@ mod tests {
         assert!(err(&[("organizers", " , ")]).contains("organizers is empty"));
         assert!(err(&[("calendarId", "a/b")]).contains("calendarId"));
         assert!(err(&[("allowPublic", "yes please")]).contains("allowPublic"));
+        let mut no_base = caldav_ctx();
+        no_base.settings.dav.base_url.clear();
+        let e = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[]), &no_base)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("base_url"), "{e}");
         // the esn dialect refuses them rather than ignoring them
         let mut esn = MailetContext::for_tests(std::env::temp_dir());
         esn.dry_run = true;
