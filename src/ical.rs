@@ -128,7 +128,7 @@ fn value_text(value: &ICalendarValue) -> Option<String> {
 
 /// A DATE or DATE-TIME value as iCalendar writes it (`20240115`, `20240115T100000`,
 /// `20240115T090000Z`); text that calcard could not read as a date is no date.
-fn date_time_text(value: &ICalendarValue) -> Option<String> {
+pub fn date_time_text(value: &ICalendarValue) -> Option<String> {
     let ICalendarValue::PartialDateTime(dt) = value else {
         return None;
     };

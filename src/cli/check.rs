@@ -17,6 +17,7 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
     // Building the handlers validates openpaas.properties and the [dav] settings too.
     crate::dav::outbox_handlers(&conf.context.properties, &conf.context.dav)?;
     crate::dav::contact_handlers(&conf.context)?;
+    crate::dav::standard_handlers(&conf.context.settings.dav)?;
     crate::repository::Repository::locate(&conf.container.error_repository, &conf.context.data_dir)
         .map_err(|e| {
             conf.container

@@ -93,6 +93,9 @@ pub struct DavSettings {
     /// Address book of collected contacts; `{base}`, `{user}` (owner address), `{local}`
     /// (its local part). A trailing `/` is added when missing.
     pub addressbook_url: String,
+    /// Calendar collection of each user for the caldav dialect's iTIP application; same
+    /// placeholders as `addressbook_url`.
+    pub calendar_url: String,
     /// Service account used for every user (Basic auth).
     pub username: Option<String>,
     /// Password of the service account.
@@ -116,6 +119,7 @@ impl Default for DavSettings {
             dialect: DavDialect::Esn,
             base_url: String::new(),
             addressbook_url: "{base}/{user}/collected/".into(),
+            calendar_url: "{base}/{user}/calendar/".into(),
             username: None,
             password: None,
             credentials_file: None,

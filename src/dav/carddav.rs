@@ -201,7 +201,7 @@ impl CardDavContactHandler {
 }
 
 /// A path segment, percent-encoded (an address may hold `/`, `%`, `?`, `#`).
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     let mut url = Url::parse("http://x/").expect("valid URL");
     url.path_segments_mut().expect("base URL").push(text);
     url.path()[1..].to_string()
@@ -216,7 +216,7 @@ fn parent_url(book: &str) -> String {
 }
 
 /// The reason of a transport failure, without the URL's credentials (there are none in it).
-fn transport_error(e: &reqwest::Error) -> String {
+pub(crate) fn transport_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
@@ -240,7 +240,9 @@ pub fn classify(method: &str, url: &str, status: StatusCode) -> Delivery {
 }
 
 /// `user:password` per line; blank lines and `#` comments ignored.
-fn read_credentials(path: &Path) -> Result<HashMap<String, (String, Secret)>, ConfigError> {
+pub(crate) fn read_credentials(
+    path: &Path,
+) -> Result<HashMap<String, (String, Secret)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Position::file_start(path).error(format!("cannot read the DAV credentials file: {e}"))
     })?;

@@ -1,5 +1,6 @@
 //! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
 
+pub mod caldav;
 pub mod carddav;
 pub mod contact;
 pub mod esn_contact;
@@ -97,6 +98,17 @@ pub fn outbox_handlers(
         && services.dav().is_some()
     {
         handlers.push(Arc::new(esn_itip::EsnItipHandler::new(services)));
+    }
+    Ok(handlers)
+}
+
+/// The outbox handlers of the standard dialect (`[dav] dialect = "caldav"`): none for esn.
+pub fn standard_handlers(
+    settings: &crate::config::settings::DavSettings,
+) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+    let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if settings.dialect == crate::config::settings::DavDialect::Caldav {
+        handlers.push(Arc::new(caldav::handler::CalDavItipHandler::new(settings)?));
     }
     Ok(handlers)
 }

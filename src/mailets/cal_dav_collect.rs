@@ -18,6 +18,27 @@
 //! own copy and is skipped. The user lookup and the `ITIP` request are the outbox
 //! handler's ([`crate::dav::esn_itip`]). With `skipNonLocalRecipients=true`, recipients
 //! outside the local domains are skipped before any call.
+//!
+//! With `[dav] dialect = "caldav"` in `mailetd.toml`, the same decision queues
+//! `caldav-itip` jobs instead (one per recipient per iTIP message) and mailetd applies the
+//! message to the recipient's calendar itself ([`crate::dav::caldav`]). Only recipients
+//! in the local domains are considered. Parameters after RFC 9671 (`processcalendar`):
+//!
+//! ```xml
+//! <mailet match="All" class="CalDavCollect">
+//!     <source>icalendarAsJson2</source>
+//!     <alignmentMode>strict</alignmentMode>
+//!     <updatesOnly>false</updatesOnly>          <!-- only events the recipient already has -->
+//!     <deleteCanceled>false</deleteCanceled>    <!-- CANCEL deletes instead of STATUS:CANCELLED -->
+//!     <organizers>partner.example, boss@corp.example</organizers> <!-- who may create events -->
+//!     <calendarId>work</calendarId>             <!-- the calendar new events go to -->
+//!     <allowPublic>false</allowPublic>          <!-- apply METHOD:PUBLISH too -->
+//! </mailet>
+//! ```
+//!
+//! The outcome (`no_action`, `added`, `updated`, `error`) is known only when the outbox
+//! delivers the job, after the mail has left the pipeline: it is logged and counted there
+//! ([`crate::dav::caldav::handler::outcome_counts`]), not set as a mail attribute.
 
 use std::sync::Arc;
 
@@ -27,7 +48,10 @@ use calcard::icalendar::{
 };
 
 use crate::config::ConfigError;
+use crate::config::settings::DavDialect;
 use crate::dav::DavServices;
+use crate::dav::caldav::apply::Options;
+use crate::dav::caldav::handler::ItipJob;
 use crate::dav::esn_itip;
 use crate::mail::{AttributeValue, Mail, MailAddress};
 use crate::outbox::OutboxJob;
@@ -74,6 +98,82 @@ pub struct CalDavCollect {
     /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
     /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
     services: Option<Arc<DavServices>>,
+    /// The caldav dialect's settings; `None` for esn.
+    caldav: Option<CalDavParams>,
+}
+
+/// The caldav dialect's parameters (RFC 9671 tagged arguments).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CalDavParams {
+    /// How the handler applies the message.
+    pub options: Options,
+    /// The calendar new events go to.
+    pub calendar_id: Option<String>,
+}
+
+/// Parameters that exist only for the caldav dialect.
+const CALDAV_PARAMETERS: &[&str] = &[
+    "updatesOnly",
+    "deleteCanceled",
+    "organizers",
+    "calendarId",
+    "allowPublic",
+];
+
+impl CalDavParams {
+    /// Reads and validates the caldav parameters.
+    pub fn from_config(config: &MailetConfig) -> Result<CalDavParams, ConfigError> {
+        let mut organizers = Vec::new();
+        if let Some(p) = config.parameter("organizers") {
+            for item in p.value.split([',', ' ', '\n', '\t']).map(str::trim) {
+                if item.is_empty() {
+                    continue;
+                }
+                let item = item.trim_start_matches("mailto:").to_ascii_lowercase();
+                let valid = match item.split_once('@') {
+                    Some((local, domain)) => {
+                        !local.is_empty()
+                            && MailAddress::parse(&item).is_ok()
+                            && domain.contains('.')
+                    }
+                    None => item.contains('.') && !item.contains(['/', ':', '<', '>']),
+                };
+                if !valid {
+                    return Err(p.position.error(format!(
+                        "organizers: {item:?} is neither an address nor a domain"
+                    )));
+                }
+                organizers.push(item);
+            }
+            if organizers.is_empty() {
+                return Err(p.position.error(
+                    "organizers is empty: leave it out to let any organizer create events",
+                ));
+            }
+        }
+        let calendar_id = match config.parameter("calendarId") {
+            None => None,
+            Some(p) => {
+                let id = p.value.trim();
+                if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+                    return Err(p.position.error(format!(
+                        "calendarId {:?} is not a calendar collection name",
+                        p.value
+                    )));
+                }
+                Some(id.to_string())
+            }
+        };
+        Ok(CalDavParams {
+            options: Options {
+                updates_only: config.get_bool("updatesOnly", false)?,
+                delete_canceled: config.get_bool("deleteCanceled", false)?,
+                organizers,
+                allow_public: config.get_bool("allowPublic", false)?,
+            },
+            calendar_id,
+        })
+    }
 }
 
 /// Why a JSON is not sent.
@@ -121,6 +221,27 @@ impl CalDavCollect {
             })?,
         };
         let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
+        if ctx.settings.dav.dialect == DavDialect::Caldav {
+            // `mailetd check` builds the mailets, not the outbox handlers: [dav] is
+            // validated here too so that check reports a bad base_url or template.
+            crate::dav::caldav::locate::Locator::new(&ctx.settings.dav)?;
+            return Ok(Box::new(CalDavCollect {
+                source,
+                alignment,
+                skip_non_local: true,
+                dav_uri: None,
+                services: None,
+                caldav: Some(CalDavParams::from_config(config)?),
+            }));
+        }
+        if let Some(name) = CALDAV_PARAMETERS
+            .iter()
+            .find(|n| config.parameter(n).is_some())
+        {
+            return Err(config.error(format!(
+                "parameter <{name}> of CalDavCollect applies to [dav] dialect = \"caldav\" only (mailetd.toml)"
+            )));
+        }
         let services = DavServices::get(ctx)?;
         let dav_uri = services
             .as_ref()
@@ -137,6 +258,7 @@ impl CalDavCollect {
             skip_non_local,
             dav_uri,
             services,
+            caldav: None,
         }))
     }
 
@@ -281,6 +403,26 @@ impl Mailet for CalDavCollect {
                 continue;
             }
             let recipient = accepted.recipient.to_string();
+            if let Some(params) = &self.caldav {
+                let ical = json
+                    .get("ical")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                if ctx.dry_run {
+                    println!("caldav-itip for {recipient}: apply to their calendar\n\n{ical}\n");
+                    continue;
+                }
+                let mut job = ItipJob {
+                    recipient,
+                    ical: ical.to_string(),
+                    options: params.options.clone(),
+                    calendar_id: params.calendar_id.clone(),
+                }
+                .into_job();
+                job.mail_name = mail.name.clone();
+                jobs.push(job);
+                continue;
+            }
             if let Some(services) = &self.services
                 && services.users.cached(&recipient) == Some(None)
             {
@@ -522,5 +664,97 @@ mod tests {
         );
         mailet.service(&mut again, &ctx).await.unwrap();
         assert!(again.jobs.is_empty());
+    }
+
+    fn caldav_ctx() -> MailetContext {
+        let mut ctx = MailetContext::for_tests(std::env::temp_dir());
+        ctx.settings.dav.dialect = DavDialect::Caldav;
+        ctx.settings.dav.base_url = "http://127.0.0.1:1".into();
+        ctx
+    }
+
+    #[tokio::test]
+    async fn caldav_dialect_queues_one_caldav_itip_job_per_local_recipient() {
+        let ctx = caldav_ctx();
+        let mailet = CalDavCollect::build(
+            &MailetConfig::inline(
+                "CalDavCollect",
+                &[
+                    ("source", "json"),
+                    ("updatesOnly", "true"),
+                    ("deleteCanceled", "true"),
+                    ("organizers", "Org.example, boss@corp.example"),
+                    ("calendarId", "work"),
+                    ("allowPublic", "true"),
+                ],
+            ),
+            &ctx,
+        )
+        .expect("no openpaas.properties needed for caldav");
+        let request = ics("REQUEST", "alice@org.example", &["bob@example.org"]);
+        let mut map = std::collections::BTreeMap::new();
+        for (k, rcpt) in [("k1", "Bob@example.org"), ("k2", "x@elsewhere.example")] {
+            let text = serde_json::to_string(&doc(&request, "alice@org.example", rcpt)).unwrap();
+            map.insert(k.to_string(), AttributeValue::Bytes(text.into_bytes()));
+        }
+        let mut mail = Mail::new(None, vec![], b"\r\n".to_vec());
+        mail.name = "m2".into();
+        mail.set_attribute("json", AttributeValue::Map(map));
+        mailet.service(&mut mail, &ctx).await.unwrap();
+        assert_eq!(
+            mail.jobs.len(),
+            1,
+            "the external recipient has no calendar here"
+        );
+        let job = &mail.jobs[0];
+        assert_eq!(job.kind, "caldav-itip");
+        assert_eq!(job.target, "bob@example.org");
+        assert_eq!(job.mail_name, "m2");
+        let itip: ItipJob = serde_json::from_value(job.payload.clone()).unwrap();
+        assert_eq!(itip.ical, request);
+        assert_eq!(itip.calendar_id.as_deref(), Some("work"));
+        assert_eq!(
+            itip.options,
+            Options {
+                updates_only: true,
+                delete_canceled: true,
+                organizers: vec!["org.example".into(), "boss@corp.example".into()],
+                allow_public: true,
+            }
+        );
+    }
+
+    #[test]
+    fn caldav_parameters_are_validated_at_construction() {
+        let ctx = caldav_ctx();
+        let err = |params: &[(&str, &str)]| {
+            CalDavCollect::build(&MailetConfig::inline("CalDavCollect", params), &ctx)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(&[("updatesOnly", "maybe")]).contains("updatesOnly"));
+        assert!(
+            err(&[("organizers", "not an address@")]).contains("neither an address nor a domain")
+        );
+        assert!(err(&[("organizers", " , ")]).contains("organizers is empty"));
+        assert!(err(&[("calendarId", "a/b")]).contains("calendarId"));
+        assert!(err(&[("allowPublic", "yes please")]).contains("allowPublic"));
+        let mut no_base = caldav_ctx();
+        no_base.settings.dav.base_url.clear();
+        let e = CalDavCollect::build(&MailetConfig::inline("CalDavCollect", &[]), &no_base)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("base_url"), "{e}");
+        // the esn dialect refuses them rather than ignoring them
+        let mut esn = MailetContext::for_tests(std::env::temp_dir());
+        esn.dry_run = true;
+        let e = CalDavCollect::build(
+            &MailetConfig::inline("CalDavCollect", &[("deleteCanceled", "true")]),
+            &esn,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("caldav"), "{e}");
     }
 }

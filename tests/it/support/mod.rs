@@ -7,6 +7,7 @@ pub mod esn_double;
 pub mod mailetd;
 pub mod radicale;
 pub mod sabredav;
+pub mod xandikos;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
