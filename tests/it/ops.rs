@@ -1076,3 +1076,92 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
     files.sort();
     files
 }
+
+#[test]
+fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    double.add_user("carol@linagora.local");
+    let env = double.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let m = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+            (
+                "mailetd.toml",
+                "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n".into(),
+            ),
+        ],
+        &env,
+    );
+    wait_for_port(m.http_port, WAIT);
+    let ready = json_of(m.http_port, "/health/ready");
+    let checks: Vec<_> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["ok"] == true))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("spool".to_string(), true),
+            ("outbox".to_string(), true),
+            ("openpaas".to_string(), true),
+            ("dav".to_string(), true)
+        ],
+        "{ready}"
+    );
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    eventually("the REQUEST delivered", WAIT, || {
+        double.delivered_itips().pop()
+    });
+    // esn down: the REPLY is retried, then delivered
+    double.set_down(true);
+    send_file(
+        m.smtp_port,
+        "dan@partner.example",
+        &["carol@linagora.local"],
+        &fixture("esn/reply.eml"),
+    );
+    metric_reaches(
+        m.http_port,
+        "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REPLY\",outcome=\"retry\"}",
+        1.0,
+    );
+    let pending = metric(&metrics(m.http_port), "mailetd_outbox_pending").unwrap();
+    assert!(pending >= 1.0);
+    double.set_down(false);
+    metric_reaches(
+        m.http_port,
+        "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REPLY\",outcome=\"done\"}",
+        1.0,
+    );
+    metric_reaches(m.http_port, "mailetd_outbox_pending", 0.0);
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REQUEST\",outcome=\"done\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let hits = metric(&text, "mailetd_user_lookup_cache_hits_total").unwrap();
+    let misses = metric(&text, "mailetd_user_lookup_cache_misses_total").unwrap();
+    assert!(misses >= 2.0, "bob and carol were looked up: {text}");
+    assert_eq!(
+        metric(&text, "mailetd_user_lookup_duration_seconds_count"),
+        Some(misses)
+    );
+    let ratio = metric(&text, "mailetd_user_lookup_cache_hit_ratio").unwrap();
+    assert!((ratio - hits / (hits + misses)).abs() < 1e-9);
+    assert_eq!(metric(&text, "mailetd_outbox_dead_letters"), Some(0.0));
+}
