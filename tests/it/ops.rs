@@ -445,23 +445,20 @@ fn clients_outside_authorized_addresses_get_554_and_nothing_is_spooled() {
     assert_eq!(metric(&text, "mailetd_smtp_connections_current"), Some(0.0));
 }
 
-#[test]
-fn per_ip_connection_limit_holds_under_a_flood_of_200() {
+/// Opens 200 connections from 127.0.0.1 and holds them; `limits` allow `allowed` sessions,
+/// the others must be turned away with 421 naming `reason`.
+fn flood(limits: &str, reason: &str, allowed: usize) {
     let port = free_port();
     let m = Mailetd::start_with(
         port,
-        &[(
-            "smtpserver.xml",
-            smtpserver_xml(
-                port,
-                "<connectionLimit>100</connectionLimit><connectionLimitPerIP>10</connectionLimitPerIP>",
-            ),
-        )],
+        &[("smtpserver.xml", smtpserver_xml(port, limits))],
         &[],
     );
     wait_for_port(m.http_port, WAIT);
-    let refused = "mailetd_smtp_connections_refused_total{reason=\"connectionLimitPerIP\"}";
-    let before = metric(&metrics(m.http_port), refused).unwrap_or(0.0);
+    // the harness's wait for the SMTP port is over before the flood starts
+    metric_reaches(m.http_port, "mailetd_smtp_connections_current", 0.0);
+    let refused = format!("mailetd_smtp_connections_refused_total{{reason=\"{reason}\"}}");
+    let before = metric(&metrics(m.http_port), &refused).unwrap_or(0.0);
     // all 200 opened before any is read, and held open
     let streams: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
@@ -476,18 +473,22 @@ fn per_ip_connection_limit_holds_under_a_flood_of_200() {
             served.push(stream);
         } else {
             assert!(
-                greeting.starts_with("421 4.7.0") && greeting.contains("connectionLimitPerIP"),
+                greeting.starts_with("421 4.7.0") && greeting.contains(reason),
                 "{greeting}"
             );
             turned_away += 1;
         }
     }
-    assert_eq!((served.len(), turned_away), (10, 190));
+    assert_eq!((served.len(), turned_away), (allowed, 200 - allowed));
     let text = metrics(m.http_port);
-    assert_eq!(metric(&text, refused), Some(before + 190.0), "{text}");
+    assert_eq!(
+        metric(&text, &refused),
+        Some(before + (200 - allowed) as f64),
+        "{text}"
+    );
     assert_eq!(
         metric(&text, "mailetd_smtp_connections_current"),
-        Some(10.0)
+        Some(allowed as f64)
     );
     // the served sessions work, and once they are gone a new client is served again
     let mut first = BufReader::new(served[0].try_clone().unwrap());
@@ -499,6 +500,20 @@ fn per_ip_connection_limit_holds_under_a_flood_of_200() {
     drop(served);
     metric_reaches(m.http_port, "mailetd_smtp_connections_current", 0.0);
     assert_eq!(send_n(port, 1, 10, "bob@example.org"), "250");
+}
+
+#[test]
+fn per_ip_connection_limit_holds_under_a_flood_of_200() {
+    flood(
+        "<connectionLimit>100</connectionLimit><connectionLimitPerIP>10</connectionLimitPerIP>",
+        "connectionLimitPerIP",
+        10,
+    );
+}
+
+#[test]
+fn connection_limit_holds_under_a_flood_of_200() {
+    flood("<connectionLimit>7</connectionLimit>", "connectionLimit", 7);
 }
 
 #[test]
@@ -786,6 +801,7 @@ fn secrets_never_show_in_logs_check_output_status_or_errors() {
         let impersonation = format!("{}&{user}:{}", DAV_ADMIN.0, DAV_ADMIN.1);
         secrets.push(b64(&impersonation));
         secrets.push(impersonation);
+        secrets.push(format!("{}&{user}", DAV_ADMIN.0));
     }
     for secret in &secrets {
         assert!(
