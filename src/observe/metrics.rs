@@ -108,6 +108,17 @@ impl Family<Counter> {
     }
 }
 
+/// What is counted per mailet (one map lookup per run for all three).
+#[derive(Default)]
+pub struct MailetStats {
+    /// Runs.
+    pub runs: Counter,
+    /// Runs that returned an error.
+    pub errors: Counter,
+    /// Run time.
+    pub duration: Histogram,
+}
+
 /// Every metric mailetd keeps.
 pub struct Metrics {
     /// SMTP connections open now.
@@ -122,12 +133,8 @@ pub struct Metrics {
     pub smtp_rejections: Family<Counter>,
     /// Mails released by the spooler, by outcome.
     pub mails_processed: Family<Counter>,
-    /// Mailet runs, by processor and mailet.
-    pub mailet_runs: Family<Counter>,
-    /// Mailet runs that failed, by processor and mailet.
-    pub mailet_errors: Family<Counter>,
-    /// Mailet run time, by processor and mailet.
-    pub mailet_duration: Family<Histogram>,
+    /// Mailet runs, failures and run time, by processor and mailet.
+    pub mailets: Family<MailetStats>,
     /// Outbox delivery attempts, by kind, iTIP method and outcome.
     pub outbox_attempts: Family<Counter>,
     /// Outbox attempt time, by kind.
@@ -149,9 +156,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     mails_accepted: Counter::default(),
     smtp_rejections: Family::new(&["code"]),
     mails_processed: Family::new(&["outcome"]),
-    mailet_runs: Family::new(&["processor", "mailet"]),
-    mailet_errors: Family::new(&["processor", "mailet"]),
-    mailet_duration: Family::new(&["processor", "mailet"]),
+    mailets: Family::new(&["processor", "mailet"]),
     outbox_attempts: Family::new(&["kind", "method", "outcome"]),
     outbox_duration: Family::new(&["kind"]),
     contacts_collected: Counter::default(),
@@ -167,13 +172,11 @@ pub fn metrics() -> &'static Metrics {
 
 /// One mailet run finished.
 pub fn mailet_run(processor: &str, mailet: &str, elapsed: Duration, failed: bool) {
-    let m = metrics();
-    m.mailet_runs.with(&[processor, mailet]).inc();
-    m.mailet_duration
-        .with(&[processor, mailet])
-        .observe(elapsed);
+    let stats = metrics().mailets.with(&[processor, mailet]);
+    stats.runs.inc();
+    stats.duration.observe(elapsed);
     if failed {
-        m.mailet_errors.with(&[processor, mailet]).inc();
+        stats.errors.inc();
     }
 }
 
@@ -296,24 +299,47 @@ pub fn render(sampled: &Sampled) -> String {
         "Mails released by the spooler, by outcome (done, retry, error_repository).",
         &m.mails_processed,
     );
-    counters(
+    let mailets = m.mailets.snapshot();
+    header(
         &mut out,
         "mailetd_mailet_runs_total",
+        "counter",
         "Mailet runs, by processor and mailet.",
-        &m.mailet_runs,
     );
-    counters(
+    for (labels, s) in &mailets {
+        let _ = writeln!(
+            out,
+            "mailetd_mailet_runs_total{{{labels}}} {}",
+            s.runs.get()
+        );
+    }
+    header(
         &mut out,
         "mailetd_mailet_errors_total",
+        "counter",
         "Mailet runs that failed, by processor and mailet.",
-        &m.mailet_errors,
     );
-    histograms(
+    for (labels, s) in &mailets {
+        let _ = writeln!(
+            out,
+            "mailetd_mailet_errors_total{{{labels}}} {}",
+            s.errors.get()
+        );
+    }
+    header(
         &mut out,
         "mailetd_mailet_duration_seconds",
+        "histogram",
         "Mailet run time, by processor and mailet.",
-        &m.mailet_duration,
     );
+    for (labels, s) in &mailets {
+        histogram_lines(
+            &mut out,
+            "mailetd_mailet_duration_seconds",
+            labels,
+            &s.duration,
+        );
+    }
     counters(
         &mut out,
         "mailetd_outbox_attempts_total",
