@@ -139,8 +139,12 @@ pub struct Metrics {
     pub outbox_attempts: Family<Counter>,
     /// Outbox attempt time, by kind.
     pub outbox_duration: Family<Histogram>,
-    /// Contacts written to an address book.
+    /// Contacts confirmed in an address book (written, or found there already).
     pub contacts_collected: Counter,
+    /// "Contact already collected" answers found in the known-contacts cache.
+    pub contact_cache_hits: Counter,
+    /// Contacts not in the known-contacts cache (the DAV server is asked).
+    pub contact_cache_misses: Counter,
     /// User lookups answered from the cache.
     pub user_cache_hits: Counter,
     /// User lookups that asked the OpenPaaS API.
@@ -160,6 +164,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     outbox_attempts: Family::new(&["kind", "method", "outcome"]),
     outbox_duration: Family::new(&["kind"]),
     contacts_collected: Counter::default(),
+    contact_cache_hits: Counter::default(),
+    contact_cache_misses: Counter::default(),
     user_cache_hits: Counter::default(),
     user_cache_misses: Counter::default(),
     user_lookup_duration: Histogram::default(),
@@ -180,6 +186,18 @@ pub fn mailet_run(processor: &str, mailet: &str, elapsed: Duration, failed: bool
     }
 }
 
+/// Answers of the known-contacts cache (true: already collected).
+pub fn known_contacts(answers: &[bool]) {
+    let m = metrics();
+    for known in answers {
+        if *known {
+            m.contact_cache_hits.inc();
+        } else {
+            m.contact_cache_misses.inc();
+        }
+    }
+}
+
 /// One outbox attempt finished: counts it by kind, iTIP method (`-` for other jobs) and
 /// outcome (`done`, `retry`, `dead`).
 pub fn outbox_attempt(job: &crate::outbox::OutboxJob, outcome: &str, elapsed: Duration) {
@@ -187,9 +205,6 @@ pub fn outbox_attempt(job: &crate::outbox::OutboxJob, outcome: &str, elapsed: Du
     let m = metrics();
     m.outbox_attempts.with(&[&job.kind, &method, outcome]).inc();
     m.outbox_duration.with(&[&job.kind]).observe(elapsed);
-    if outcome == "done" && job.kind.ends_with("contact") {
-        m.contacts_collected.inc();
-    }
 }
 
 /// The iTIP method of a job payload: `method`, or inside the esn `body` JSON.
@@ -372,9 +387,25 @@ pub fn render(sampled: &Sampled) -> String {
         &mut out,
         "mailetd_contacts_collected_total",
         "counter",
-        "Contacts written to an address book.",
+        "Contacts confirmed in an address book (written, or found there already).",
         "",
         m.contacts_collected.get(),
+    );
+    single(
+        &mut out,
+        "mailetd_contact_cache_hits_total",
+        "counter",
+        "Contacts found in the known-contacts cache (already collected: nothing sent).",
+        "",
+        m.contact_cache_hits.get(),
+    );
+    single(
+        &mut out,
+        "mailetd_contact_cache_misses_total",
+        "counter",
+        "Contacts not in the known-contacts cache (the DAV server is asked).",
+        "",
+        m.contact_cache_misses.get(),
     );
     let (hits, misses) = (m.user_cache_hits.get(), m.user_cache_misses.get());
     single(

@@ -1180,4 +1180,50 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
     let ratio = metric(&text, "mailetd_user_lookup_cache_hit_ratio").unwrap();
     assert!((ratio - hits / (hits + misses)).abs() < 1e-9);
     assert_eq!(metric(&text, "mailetd_outbox_dead_letters"), Some(0.0));
+
+    // bob writes to a new correspondent: one contact collected; the second mail to the
+    // same correspondent is answered by the known-contacts cache
+    let note = m.dir.path().join("note.eml");
+    std::fs::write(
+        &note,
+        "From: bob@linagora.local\r\nTo: Zoe <zoe@partner.example>\r\nSubject: hi\r\n\r\nhello\r\n",
+    )
+    .unwrap();
+    send_file(
+        m.smtp_port,
+        "bob@linagora.local",
+        &["zoe@partner.example"],
+        &note,
+    );
+    metric_reaches(m.http_port, "mailetd_contacts_collected_total", 1.0);
+    let misses = metric(&metrics(m.http_port), "mailetd_contact_cache_misses_total").unwrap();
+    assert!(misses >= 1.0);
+    send_file(
+        m.smtp_port,
+        "bob@linagora.local",
+        &["zoe@partner.example"],
+        &note,
+    );
+    metric_reaches(m.http_port, "mailetd_contact_cache_hits_total", 1.0);
+    metric_reaches(
+        m.http_port,
+        "mailetd_mails_processed_total{outcome=\"done\"}",
+        4.0,
+    );
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(&text, "mailetd_contacts_collected_total"),
+        Some(1.0),
+        "{text}"
+    );
+    // two contact jobs finished: bob's, and dan's (an owner unknown to OpenPaaS: done
+    // without writing, so not counted as collected)
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_outbox_attempts_total{kind=\"esn-contact\",method=\"-\",outcome=\"done\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
 }
