@@ -1227,3 +1227,84 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
         "{text}"
     );
 }
+
+#[test]
+fn readiness_reports_a_stuck_outbox_and_an_unresponsive_dav() {
+    // esn-sabre accepts connections and never answers: the single outbox worker hangs on
+    // the first job, and the second one waits past stuck_after_secs
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dav = format!(
+        "http://127.0.0.1:{}",
+        blackhole.local_addr().unwrap().port()
+    );
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in blackhole.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    double.add_user("carol@linagora.local");
+    let mut env = double.env();
+    env.retain(|(k, _)| *k != "DAV_API_URI" && *k != "DAV_RESPONSE_TIMEOUT");
+    env.push(("DAV_API_URI", dav.clone()));
+    env.push(("DAV_RESPONSE_TIMEOUT", "60s".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let m = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+            (
+                "mailetd.toml",
+                "data_dir = \"var\"\n[outbox]\nworkers = 1\n[http]\nstuck_after_secs = 1\n".into(),
+            ),
+        ],
+        &env,
+    );
+    wait_for_port(m.http_port, WAIT);
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local", "carol@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    let ready = eventually("the outbox reported stuck", WAIT, || {
+        let (status, body) = http_get(m.http_port, "/health/ready", None);
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let outbox = ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "outbox")
+            .unwrap()
+            .clone();
+        (outbox["ok"] == false).then_some((status, ready))
+    });
+    assert_eq!(ready.0, 503);
+    let checks = ready.1["checks"].as_array().unwrap();
+    let by_name = |name: &str| checks.iter().find(|c| c["name"] == name).unwrap().clone();
+    assert!(
+        by_name("outbox")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stuck (limit 1 s): 2 pending"),
+        "{}",
+        ready.1
+    );
+    assert_eq!(by_name("spool")["ok"], true);
+    assert_eq!(by_name("openpaas")["ok"], true, "{}", ready.1);
+    assert_eq!(by_name("dav")["ok"], false, "{}", ready.1);
+    assert!(
+        by_name("dav")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{}",
+        ready.1
+    );
+    let text = metrics(m.http_port);
+    assert_eq!(metric(&text, "mailetd_outbox_pending"), Some(2.0), "{text}");
+}
