@@ -631,6 +631,37 @@ fn mailetd_never_relays_nor_sends_mail() {
     write_files(&conf, &[("mailetcontainer.xml", relay)]);
     let stderr = serve_refused(&conf, &[("MAILETD_HTTP__BIND", "")], smtp_port);
     assert!(stderr.contains("RemoteDelivery"), "{stderr}");
+    // nor any other James mailet that sends mail
+    for sender in [
+        "RemoteDelivery",
+        "org.apache.james.transport.mailets.RemoteDelivery",
+        "Bounce",
+        "DSNBounce",
+        "Forward",
+        "Redirect",
+        "Resend",
+        "NotifySender",
+        "NotifyPostmaster",
+        "ToSenderDomainRepository",
+        "LocalDelivery",
+    ] {
+        let xml = format!(
+            r#"<mailetcontainer><processors><processor state="root"><mailet match="All" class="{sender}"><forwardto>x@remote.example</forwardto></mailet></processor>
+<processor state="error"><mailet match="All" class="Null"/></processor></processors></mailetcontainer>"#
+        );
+        write_files(&conf, &[("mailetcontainer.xml", xml)]);
+        let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(&conf)
+            .arg("check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("unknown mailet class"),
+            "{sender}: {stderr}"
+        );
+    }
 
     // the default conf and the Twake example take mail to remote recipients and send none
     let m = Mailetd::start(&[]);
