@@ -7,12 +7,14 @@
 pub mod cli;
 pub mod config;
 pub mod dav;
+pub mod http;
 pub mod ical;
 pub mod ingest;
 pub mod logging;
 pub mod mail;
 pub mod mailets;
 pub mod matchers;
+pub mod observe;
 pub mod outbox;
 pub mod pipeline;
 pub mod repository;

@@ -19,6 +19,8 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     let conf = ConfDir::load(conf_dir)?;
     let settings = conf.context.settings.clone();
     let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    crate::http::listen_address(&settings.http).map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
     let data_dir = conf.context.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -70,11 +72,26 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         settings.outbox.clone(),
         processing.clone(),
     ));
+    // The admin endpoint answers until processing stops, so the drain can be watched.
+    let admin = crate::http::Admin {
+        started,
+        spool: spool.clone(),
+        store: store.clone(),
+        data_dir: data_dir.clone(),
+        config_summary: crate::http::config_summary(&conf, &smtp_servers),
+        probes: crate::http::probes(&conf),
+        stuck_after: Duration::from_secs(settings.http.stuck_after_secs),
+        probe_ttl: Duration::from_secs(settings.http.probe_ttl_secs),
+    };
+    let http = crate::http::start(&settings.http, admin, processing.clone()).await?;
     let ingest = crate::ingest::run(smtp_servers, spool.clone(), shutdown.clone()).await;
     processing.cancel();
     spool.close();
     let _ = spooler.await;
     let _ = outbox.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     ingest?;
     tracing::info!("stopped");
     Ok(())

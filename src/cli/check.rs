@@ -13,6 +13,8 @@ use crate::pipeline::processor::ExceptionRoute;
 pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
     let conf = ConfDir::load(conf_dir)?;
     let smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    let http =
+        crate::http::listen_address(&conf.context.settings.http).map_err(anyhow::Error::msg)?;
     let container = Container::build(&conf.container, &conf.context)?;
     // Building the handlers validates openpaas.properties and the [dav] settings too.
     crate::dav::outbox_handlers(&conf.context.properties, &conf.context.dav)?;
@@ -24,7 +26,14 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
                 .error_repository_position
                 .error(format!("<errorRepository>: {e}"))
         })?;
-    Ok(report(&conf, &container, &smtp_servers))
+    let http = match http {
+        Some(l) if conf.context.settings.http.username.is_some() => {
+            format!("{} (Basic auth)", l.addr)
+        }
+        Some(l) => l.addr.to_string(),
+        None => "disabled".into(),
+    };
+    Ok(report(&conf, &container, &smtp_servers, &http))
 }
 
 /// Whether a property must not be printed.
@@ -33,7 +42,12 @@ pub fn is_secret_key(key: &str) -> bool {
     k.contains("password") || k.contains("secret")
 }
 
-fn report(conf: &ConfDir, container: &Container, smtp_servers: &[SmtpServerConfig]) -> String {
+fn report(
+    conf: &ConfDir,
+    container: &Container,
+    smtp_servers: &[SmtpServerConfig],
+    http: &str,
+) -> String {
     let ctx = &conf.context;
     let mut out = String::new();
     let _ = writeln!(out, "configuration: {}", conf.dir.display());
@@ -51,6 +65,7 @@ fn report(conf: &ConfDir, container: &Container, smtp_servers: &[SmtpServerConfi
         conf.container.error_repository
     );
     let _ = writeln!(out, "data directory: {}", ctx.data_dir.display());
+    let _ = writeln!(out, "http admin endpoint: {http}");
     let keys: Vec<&str> = ctx.properties.keys().collect();
     if !keys.is_empty() {
         let _ = writeln!(out, "properties:");

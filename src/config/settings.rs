@@ -28,6 +28,37 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// DAV dialect and standard CalDAV/CardDAV endpoints (`[dav]`).
     pub dav: DavSettings,
+    /// The HTTP admin endpoint (`[http]`).
+    pub http: HttpSettings,
+}
+
+/// `[http]`: the admin endpoint (`/health`, `/metrics`, `/api/status`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// `host:port` to listen on; `""` disables the endpoint. Absent: `127.0.0.1:8025`, and a
+    /// busy port then only disables the endpoint (with a warning) instead of stopping mailetd.
+    pub bind: Option<String>,
+    /// Basic auth user; required (with `password`) to bind a non-loopback address.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<Secret>,
+    /// `/health/ready` reports the outbox stuck when its oldest due job waits longer than this.
+    pub stuck_after_secs: u64,
+    /// How long a DAV / OpenPaaS reachability probe answer is reused.
+    pub probe_ttl_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            bind: None,
+            username: None,
+            password: None,
+            stuck_after_secs: 300,
+            probe_ttl_secs: 30,
+        }
+    }
 }
 
 /// Outbox settings (`[outbox]`).
@@ -54,6 +85,7 @@ impl Default for Settings {
             retry_base_secs: 5,
             outbox: OutboxSettings::default(),
             dav: DavSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }

@@ -188,6 +188,7 @@ impl CardDavContactHandler {
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
+        crate::observe::metrics().contacts_collected.inc();
         if let Err(e) = self
             .known
             .remember(CARDDAV_CONTACT, &contact.owner, &contact.contact)

@@ -60,6 +60,7 @@ impl EsnContactHandler {
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
+        crate::observe::metrics().contacts_collected.inc();
         if let Err(e) = self
             .known
             .remember(ESN_CONTACT, &contact.owner, &contact.contact)

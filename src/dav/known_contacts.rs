@@ -58,6 +58,12 @@ impl KnownContacts {
     /// For each of `contacts`, whether (owner, contact) is known for job kind `kind`.
     /// A store that cannot be read counts as "not known": the DAV server is then asked.
     pub fn known(&self, kind: &str, owner: &str, contacts: &[&str]) -> Vec<bool> {
+        let answers = self.lookup(kind, owner, contacts);
+        crate::observe::metrics::known_contacts(&answers);
+        answers
+    }
+
+    fn lookup(&self, kind: &str, owner: &str, contacts: &[&str]) -> Vec<bool> {
         let none = || vec![false; contacts.len()];
         let Some(store) = &self.store else {
             return none();

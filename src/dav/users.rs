@@ -92,14 +92,21 @@ impl UserLookup {
         email: &str,
         provision: Option<(&Client, &DavConfig)>,
     ) -> Result<Option<String>, LookupError> {
+        let metrics = crate::observe::metrics();
         if let Some(answer) = self.cached(email) {
+            metrics.user_cache_hits.inc();
             return Ok(answer);
         }
         let _turn = self.in_flight[stripe(email)].lock().await;
         if let Some(answer) = self.cached(email) {
+            metrics.user_cache_hits.inc();
             return Ok(answer);
         }
-        let (mut found, mut ttl) = self.fetch(email).await?;
+        metrics.user_cache_misses.inc();
+        let started = std::time::Instant::now();
+        let fetched = self.fetch(email).await;
+        metrics.user_lookup_duration.observe(started.elapsed());
+        let (mut found, mut ttl) = fetched?;
         if found.is_none()
             && let Some((client, dav)) = provision
         {

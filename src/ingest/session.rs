@@ -256,6 +256,12 @@ impl Session {
 
     /// Queues a reply; it is sent before the next read.
     pub fn reply(&mut self, code: u16, esc: [u8; 3], message: impl Display) {
+        if code >= 400 {
+            crate::observe::metrics()
+                .smtp_rejections
+                .with(&[&code.to_string()])
+                .inc();
+        }
         let _ = Response { code, esc, message }.write(&mut self.out);
     }
 

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::session;
+use crate::observe::metrics;
 
 /// Binds `addr` with `SO_REUSEADDR` (quick restarts) and the configured backlog.
 pub(super) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
@@ -45,6 +46,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
         let ip = canonical(peer.ip());
         if !shared.config.authorized.iter().any(|n| n.contains(&ip)) {
             tracing::info!(client = %ip, "SMTP: refused a client outside authorizedAddresses");
+            metrics().connections_refused.with(&["unauthorized"]).inc();
             let line = format!(
                 "554 5.7.1 {} Client {ip} is not allowed to connect\r\n",
                 shared.config.hello_name
@@ -58,6 +60,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
             }
             Err(which) => {
                 tracing::debug!(client = %ip, "SMTP: {which} reached; connection refused");
+                metrics().connections_refused.with(&[which]).inc();
                 let line = format!(
                     "421 4.7.0 {} Too many connections ({which}), try again later\r\n",
                     shared.config.hello_name
@@ -117,6 +120,8 @@ impl Limits {
         }
         counts.0 += 1;
         *counts.1.entry(ip).or_insert(0) += 1;
+        metrics().connections_total.inc();
+        metrics().connections_current.add(1);
         Ok(ConnectionGuard { shared, ip })
     }
 }
@@ -125,6 +130,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut counts = self.shared.limits.counts.lock().unwrap();
         counts.0 -= 1;
+        metrics().connections_current.add(-1);
         if let Some(n) = counts.1.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

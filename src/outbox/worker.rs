@@ -135,6 +135,7 @@ async fn attempt(
             return Outcome::Again(now_ms() + 5000);
         }
     };
+    let started = std::time::Instant::now();
     let delivery = match handlers.get(job.kind.as_str()) {
         Some(handler) => handler.deliver(&job).await,
         None => Delivery::Retry(format!(
@@ -144,6 +145,12 @@ async fn attempt(
     };
     let mut job = job;
     job.attempts += 1;
+    let outcome = match &delivery {
+        Delivery::Done => "done",
+        Delivery::Retry(_) => "retry",
+        Delivery::Permanent(_) => "dead",
+    };
+    crate::observe::metrics::outbox_attempt(&job, outcome, started.elapsed());
     let result = record(store, settings, job, delivery).await;
     match result {
         Ok(outcome) => outcome,
@@ -175,6 +182,11 @@ async fn record(
                 reason,
                 "outbox: permanent failure, moved to the dead letters"
             );
+            crate::observe::status::record_error(
+                "outbox",
+                job.mail_name.clone(),
+                format!("{kind} for {target}: {reason}"),
+            );
             store::dead_letter(store, job, reason).await?;
             Ok(Outcome::Finished)
         }
@@ -194,6 +206,11 @@ async fn record(
                     target,
                     reason,
                     "outbox: job too old, moved to the dead letters"
+                );
+                crate::observe::status::record_error(
+                    "outbox",
+                    job.mail_name.clone(),
+                    format!("{kind} for {target}: {reason}"),
                 );
                 store::dead_letter(store, job, reason).await?;
                 return Ok(Outcome::Finished);

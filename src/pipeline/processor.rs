@@ -67,6 +67,7 @@ pub struct Processor {
 pub fn route_to_error(mail: &mut Mail, offender: &str, error: &anyhow::Error, state: &str) {
     let message = format!("Exception calling {offender}: {error:#}");
     tracing::error!(mail = %mail.name, next_state = state, "{message}");
+    crate::observe::status::record_error("pipeline", mail.name.clone(), message.clone());
     mail.error_message = Some(message);
     mail.set_attribute(
         attributes::MAILET_ERROR,
@@ -143,7 +144,15 @@ impl Processor {
                     .tracing()
                     .then(|| (target.attributes.clone(), target.message.clone()));
                 let mut error_text = None;
-                if let Err(e) = step.mailet.service(&mut target, ctx).await {
+                let started = std::time::Instant::now();
+                let result = step.mailet.service(&mut target, ctx).await;
+                crate::observe::metrics::mailet_run(
+                    &self.state,
+                    &step.config.name,
+                    started.elapsed(),
+                    result.is_err(),
+                );
+                if let Err(e) = result {
                     error_text = Some(format!("{e:#}"));
                     match &step.on_mailet_exception {
                         ExceptionRoute::Ignore

@@ -103,6 +103,10 @@ pub async fn handle(
                 jobs = run.jobs.len(),
                 "mail processed"
             );
+            crate::observe::metrics()
+                .mails_processed
+                .with(&["done"])
+                .inc();
             spool.complete(id, run.jobs).await
         }
         Err(e) => {
@@ -115,7 +119,16 @@ pub async fn handle(
                 attributes::PROCESSING_ERROR_COUNT,
                 AttributeValue::Long(count),
             );
+            crate::observe::status::record_error(
+                "spooler",
+                mail.name.clone(),
+                format!("processing failed ({count} times): {e:#}"),
+            );
             if count >= MAX_FAILURES {
+                crate::observe::metrics()
+                    .mails_processed
+                    .with(&["error_repository"])
+                    .inc();
                 tracing::error!(mail = %mail.name, failures = count, "processing failed {count} times, storing it in {}: {e:#}", settings.error_repository.url);
                 mail.error_message = Some(format!("{e:#}"));
                 match settings.error_repository.store(&mail) {
@@ -128,6 +141,10 @@ pub async fn handle(
                     }
                 }
             } else {
+                crate::observe::metrics()
+                    .mails_processed
+                    .with(&["retry"])
+                    .inc();
                 let delay = backoff_ms(settings, count);
                 tracing::warn!(mail = %mail.name, failures = count, "processing failed, retrying in {} s: {e:#}", delay / 1000);
                 spool.retry_at(&mail, now_ms() + delay).await

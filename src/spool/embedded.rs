@@ -179,7 +179,16 @@ fn redb_err(e: impl std::fmt::Display) -> SpoolError {
 #[async_trait]
 impl Spool for EmbeddedSpool {
     async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // ids follow the clock (ms · 1000, then +1 per mail within a ms), so the oldest id
+        // tells the age of the oldest mail
+        let now = now_ms() * 1000;
+        let previous = self
+            .next_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                Some(cur.max(now) + 1)
+            })
+            .expect("the closure always returns Some");
+        let id = previous.max(now);
         let mut mail = mail.clone();
         mail.id = id;
         if mail.name.is_empty() {
@@ -301,6 +310,11 @@ impl Spool for EmbeddedSpool {
 
     fn depth(&self) -> usize {
         self.queue.lock().unwrap().stored
+    }
+
+    fn oldest_received_ms(&self) -> Option<u64> {
+        // ids start at the enqueue time in µs-like units (ms · 1000 + sequence)
+        self.oldest_id().map(|id| id / 1000)
     }
 
     fn close(&self) {

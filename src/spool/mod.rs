@@ -42,6 +42,11 @@ pub trait Spool: Send + Sync {
     /// Mails stored and not yet completed.
     fn depth(&self) -> usize;
 
+    /// When the oldest stored mail was enqueued (ms since epoch), when the spool knows.
+    fn oldest_received_ms(&self) -> Option<u64> {
+        None
+    }
+
     /// Wakes every waiting `dequeue` with `None`; used at shutdown.
     fn close(&self);
 }

@@ -7,5 +7,6 @@ mod contacts;
 mod container;
 mod default_conf;
 mod esn;
+mod ops;
 mod smtp;
 mod support;

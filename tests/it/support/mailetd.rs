@@ -14,6 +14,8 @@ pub struct Mailetd {
     pub dir: tempfile::TempDir,
     /// The SMTP port of the first listener.
     pub smtp_port: u16,
+    /// The port of the HTTP admin endpoint (`MAILETD_HTTP__BIND`, unless `env` overrides it).
+    pub http_port: u16,
     extra_env: Vec<(String, String)>,
 }
 
@@ -48,6 +50,7 @@ impl Mailetd {
             child: None,
             dir,
             smtp_port: port,
+            http_port: free_port(),
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -90,6 +93,10 @@ impl Mailetd {
             .arg("serve")
             .current_dir(self.dir.path())
             .env("MAILETD_LOG", "info,mailetd=debug")
+            .env(
+                "MAILETD_HTTP__BIND",
+                format!("127.0.0.1:{}", self.http_port),
+            )
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

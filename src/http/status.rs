@@ -1,0 +1,123 @@
+//! `GET /metrics` (Prometheus text) and `GET /api/status` (JSON for humans and scripts).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redb::ReadableTableMetadata;
+use serde_json::json;
+
+use super::Admin;
+use crate::mail::now_ms;
+use crate::observe::{Sampled, status};
+use crate::outbox::store::{DEAD, JOBS, pending_since};
+use crate::spool::{Store, StoreError};
+
+/// Outbox sizes, read from the store.
+pub(super) struct OutboxCounts {
+    pub pending: u64,
+    pub dead: u64,
+    /// The earliest due time of a pending job (readiness only: it reads every job).
+    pub oldest_due_ms: Option<u64>,
+}
+
+fn table_len(store: &Store, table: redb::TableDefinition<u64, &[u8]>) -> Result<u64, StoreError> {
+    let read = store.read()?;
+    match read.open_table(table) {
+        Ok(t) => t.len().map_err(|e| StoreError(e.to_string())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(StoreError(e.to_string())),
+    }
+}
+
+/// Pending and dead job counts, plus the oldest due time.
+pub(super) fn outbox_counts(store: &Store) -> Result<OutboxCounts, StoreError> {
+    Ok(OutboxCounts {
+        pending: table_len(store, JOBS)?,
+        dead: table_len(store, DEAD)?,
+        oldest_due_ms: pending_since(store, 0)?.into_iter().map(|(_, at)| at).min(),
+    })
+}
+
+fn sample(admin: &Admin) -> Sampled {
+    let now = now_ms();
+    Sampled {
+        spool_depth: admin.spool.depth() as u64,
+        spool_oldest_age_secs: admin
+            .spool
+            .oldest_received_ms()
+            .map_or(0, |at| now.saturating_sub(at) / 1000),
+        outbox_pending: table_len(&admin.store, JOBS).unwrap_or(0),
+        outbox_dead: table_len(&admin.store, DEAD).unwrap_or(0),
+        uptime_secs: admin.started.elapsed().as_secs(),
+    }
+}
+
+/// The Prometheus exposition.
+pub(super) async fn prometheus(State(admin): State<Arc<Admin>>) -> Response {
+    let body = crate::observe::metrics::render(&sample(&admin));
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// RFC 3339 (UTC) of a time in ms since epoch.
+fn rfc3339(ms: u64) -> String {
+    mail_parser::DateTime::from_timestamp((ms / 1000) as i64).to_rfc3339()
+}
+
+/// Uptime, version, configuration summary, queues, counters, recent errors and clients.
+pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    let sampled = sample(&admin);
+    let m = crate::observe::metrics();
+    let errors: Vec<_> = status::recent_errors()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "at": rfc3339(e.at_ms), "at_ms": e.at_ms, "source": e.source,
+                "mail": e.mail, "reason": e.reason,
+            })
+        })
+        .collect();
+    let clients: Vec<_> = status::clients()
+        .into_iter()
+        .map(|c| {
+            json!({
+                "ip": c.ip.to_string(), "mails": c.mails,
+                "last_seen": rfc3339(c.last_seen_ms), "last_seen_ms": c.last_seen_ms,
+            })
+        })
+        .collect();
+    let started_ms = now_ms().saturating_sub(admin.started.elapsed().as_millis() as u64);
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(started_ms),
+        "uptime_secs": sampled.uptime_secs,
+        "config": admin.config_summary,
+        "queues": {
+            "spool": sampled.spool_depth,
+            "spool_oldest_age_secs": sampled.spool_oldest_age_secs,
+            "outbox_pending": sampled.outbox_pending,
+            "outbox_dead": sampled.outbox_dead,
+        },
+        "counters": {
+            "connections_current": m.connections_current.get().max(0),
+            "connections_total": m.connections_total.get(),
+            "connections_refused": m.connections_refused.total(),
+            "mails_accepted": m.mails_accepted.get(),
+            "smtp_rejections": m.smtp_rejections.total(),
+            "mails_processed": m.mails_processed.with(&["done"]).get(),
+            "contacts_collected": m.contacts_collected.get(),
+        },
+        "errors": errors,
+        "clients": clients,
+    }))
+}

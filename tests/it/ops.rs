@@ -1,0 +1,1341 @@
+//! Operating mailetd: the HTTP admin endpoint (`/health`, `/health/ready`, `/metrics`,
+//! `/api/status`, Basic auth) and the security checks of issue 8, against the real
+//! `mailetd serve` fed by real SMTP clients (Python smtplib, raw TCP for floods and
+//! slowloris, Postfix's smtp-sink as the would-be relay target).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
+use crate::support::mailetd::{Mailetd, smtpserver_xml};
+use crate::support::{eventually, free_port, python, wait_for_port, write_files};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One `GET` over a fresh connection: (status, body).
+fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint reachable");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some((user, password)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn json_of(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(port, path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// The value of the series `series` (name with its labels, as rendered) in `/metrics`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn metrics(port: u16) -> String {
+    let (status, body) = http_get(port, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits until `series` has `value` in `/metrics`.
+fn metric_reaches(port: u16, series: &str, value: f64) {
+    eventually(&format!("{series} = {value}"), WAIT, || {
+        (metric(&metrics(port), series) == Some(value)).then_some(())
+    });
+}
+
+/// Sends `n` mails of `size` body bytes in one session; prints the final DATA codes.
+const SEND_N: &str = r#"
+import smtplib, sys
+port, n, size, rcpt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+codes = []
+with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+    s.ehlo('feeder.ops.test')
+    for i in range(n):
+        s.mail('alice@partner.example')
+        s.rcpt(rcpt)
+        body = 'Subject: ops %d\r\nMessage-ID: <ops-%d@partner.example>\r\n\r\n%s\r\n' % (i, i, 'x' * size)
+        code, _ = s.data(body.encode())
+        codes.append(str(code))
+print(' '.join(codes))
+"#;
+
+fn send_n(port: u16, n: usize, size: usize, rcpt: &str) -> String {
+    python(
+        SEND_N,
+        &[&port.to_string(), &n.to_string(), &size.to_string(), rcpt],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Sends the file at `path` as is.
+const SEND_FILE: &str = r#"
+import smtplib, sys
+port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
+with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
+    s.sendmail(sender, rcpts, open(path, 'rb').read())
+"#;
+
+fn send_file(port: u16, from: &str, rcpts: &[&str], path: &Path) {
+    python(
+        SEND_FILE,
+        &[
+            &port.to_string(),
+            from,
+            &rcpts.join(","),
+            &path.display().to_string(),
+        ],
+    );
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn example_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/standalone-email/conf")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn health_ready_metrics_and_status_follow_smtp_traffic() {
+    let port = free_port();
+    let m = Mailetd::start_with(
+        port,
+        &[(
+            "smtpserver.xml",
+            smtpserver_xml(port, "<maxmessagesize>2K</maxmessagesize>"),
+        )],
+        &[],
+    );
+    wait_for_port(m.http_port, WAIT);
+    let (status, body) = http_get(m.http_port, "/health", None);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    let ready = json_of(m.http_port, "/health/ready");
+    assert_eq!(ready["ready"], true, "{ready}");
+    let names: Vec<_> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["ok"].clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("spool".to_string(), serde_json::json!(true)),
+            ("outbox".to_string(), serde_json::json!(true))
+        ],
+        "no DAV configured: no DAV check; {ready}"
+    );
+
+    let before = metrics(m.http_port);
+    let connections_before = metric(&before, "mailetd_smtp_connections_total").unwrap();
+    assert_eq!(
+        metric(&before, "mailetd_smtp_mails_accepted_total"),
+        Some(0.0)
+    );
+
+    assert_eq!(send_n(port, 3, 100, "bob@example.org"), "250 250 250");
+    assert_eq!(send_n(port, 1, 5000, "bob@example.org"), "552");
+
+    metric_reaches(
+        m.http_port,
+        "mailetd_mails_processed_total{outcome=\"done\"}",
+        3.0,
+    );
+    let after = metrics(m.http_port);
+    assert_eq!(
+        metric(&after, "mailetd_smtp_mails_accepted_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&after, "mailetd_smtp_rejections_total{code=\"552\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "mailetd_smtp_connections_total").unwrap() - connections_before,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "mailetd_mailet_runs_total{processor=\"root\",mailet=\"PostmasterAlias\"}"
+        ),
+        Some(3.0),
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "mailetd_mailet_duration_seconds_count{processor=\"root\",mailet=\"PostmasterAlias\"}"
+        ),
+        Some(3.0)
+    );
+    assert_eq!(metric(&after, "mailetd_spool_depth"), Some(0.0));
+    assert_eq!(metric(&after, "mailetd_outbox_pending"), Some(0.0));
+    assert!(after.contains("# TYPE mailetd_mailet_duration_seconds histogram"));
+
+    let status = json_of(m.http_port, "/api/status");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["uptime_secs"].as_u64().is_some());
+    assert_eq!(status["queues"]["spool"], 0);
+    assert_eq!(status["queues"]["outbox_pending"], 0);
+    assert_eq!(
+        status["config"]["smtp"][0]["bind"][0],
+        format!("127.0.0.1:{port}")
+    );
+    assert_eq!(status["config"]["smtp"][0]["max_message_size"], 2048);
+    assert_eq!(status["counters"]["mails_accepted"], 3);
+    let clients = status["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{status}");
+    assert_eq!(clients[0]["ip"], "127.0.0.1");
+    assert_eq!(clients[0]["mails"], 3);
+    assert!(clients[0]["last_seen"].as_str().unwrap().starts_with("20"));
+    assert_eq!(status["errors"].as_array().unwrap().len(), 0, "{status}");
+}
+
+#[test]
+fn status_lists_the_error_of_a_mail_routed_to_the_error_processor() {
+    let container = r#"<?xml version="1.0"?>
+<mailetcontainer enableJmx="false">
+  <context><postmaster>postmaster</postmaster></context>
+  <spooler><threads>2</threads><errorRepository>file://mail/error/</errorRepository></spooler>
+  <processors>
+    <processor state="root" enableJmx="false">
+      <mailet match="HasHeader=X-Break" class="ToRepository">
+        <repositoryPath>file:///dev/null/broken/</repositoryPath>
+      </mailet>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor state="error" enableJmx="false">
+      <mailet match="All" class="MetricsMailet"><metricName>opsTestErrors</metricName></mailet>
+      <mailet match="All" class="ToRepository"><repositoryPath>file://mail/error/</repositoryPath></mailet>
+    </processor>
+  </processors>
+</mailetcontainer>
+"#;
+    let m = Mailetd::start(&[("mailetcontainer.xml", container.to_string())]);
+    wait_for_port(m.http_port, WAIT);
+    let broken = m.dir.path().join("broken.eml");
+    std::fs::write(
+        &broken,
+        "X-Break: yes\r\nSubject: broken\r\nMessage-ID: <broken@partner.example>\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    send_n(m.smtp_port, 2, 10, "bob@example.org");
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@example.org"],
+        &broken,
+    );
+    metric_reaches(
+        m.http_port,
+        "mailetd_metrics_mailet_total{metric=\"opsTestErrors\"}",
+        1.0,
+    );
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_mailet_errors_total{processor=\"root\",mailet=\"ToRepository\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_mailet_runs_total{processor=\"root\",mailet=\"Null\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    let status = json_of(m.http_port, "/api/status");
+    let errors = status["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{status}");
+    assert_eq!(errors[0]["source"], "pipeline");
+    let mail = errors[0]["mail"].as_str().unwrap();
+    assert!(mail.starts_with("mail-"), "{status}");
+    let reason = errors[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ToRepository") && reason.contains("/dev/null/broken"),
+        "{reason}"
+    );
+    // and the error processor kept it
+    assert!(!walk(&m.data_dir().join("mail/error")).is_empty());
+}
+
+#[test]
+fn basic_auth_guards_every_admin_route() {
+    let m = Mailetd::start(&[(
+        "mailetd.toml",
+        "data_dir = \"var\"\n[http]\nusername = \"ops\"\npassword = \"adm1n-Pa55\"\n".into(),
+    )]);
+    wait_for_port(m.http_port, WAIT);
+    for path in ["/health", "/health/ready", "/metrics", "/api/status"] {
+        let (status, _) = http_get(m.http_port, path, None);
+        assert_eq!(status, 401, "{path} without credentials");
+        let (status, _) = http_get(m.http_port, path, Some(("ops", "wrong")));
+        assert_eq!(status, 401, "{path} with a wrong password");
+        let (status, body) = http_get(m.http_port, path, Some(("ops", "adm1n-Pa55")));
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(!body.contains("adm1n-Pa55"), "{path} shows the password");
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", m.http_port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    stream.read_to_string(&mut head).unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic realm=\"mailetd\""),
+        "{head}"
+    );
+    assert!(!m.log().contains("adm1n-Pa55"));
+}
+
+/// Runs `mailetd serve` on `conf` expecting it to refuse to start; returns its stderr.
+fn serve_refused(conf: &Path, env: &[(&str, &str)], smtp_port: u16) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        .arg("--conf")
+        .arg(conf)
+        .arg("serve")
+        .current_dir(conf.parent().unwrap())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually("mailetd exits", WAIT, || child.try_wait().unwrap());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "mailetd started: {stderr}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", smtp_port)).is_err(),
+        "SMTP was served"
+    );
+    stderr
+}
+
+fn default_conf_in(dir: &Path, smtp_port: u16) -> PathBuf {
+    let conf = dir.join("conf");
+    for name in ["mailetcontainer.xml", "domainlist.xml"] {
+        write_files(
+            &conf,
+            &[(
+                name,
+                std::fs::read_to_string(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("conf")
+                        .join(name),
+                )
+                .unwrap(),
+            )],
+        );
+    }
+    write_files(
+        &conf,
+        &[
+            ("smtpserver.xml", smtpserver_xml(smtp_port, "")),
+            ("mailetd.toml", "data_dir = \"var\"\n".into()),
+        ],
+    );
+    conf
+}
+
+#[test]
+fn admin_endpoint_on_a_non_loopback_address_without_auth_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let conf = default_conf_in(dir.path(), smtp_port);
+    // refused before anything binds: nothing listens on a non-loopback address
+    let bind = format!("0.0.0.0:{}", free_port());
+    let stderr = serve_refused(&conf, &[("MAILETD_HTTP__BIND", &bind)], smtp_port);
+    assert!(
+        stderr.contains(&format!(
+            "[http] bind = \"{bind}\" is not a loopback address"
+        )) && stderr.contains("username and password"),
+        "{stderr}"
+    );
+    // half the credentials is refused too, naming the settings
+    let stderr = serve_refused(
+        &conf,
+        &[
+            ("MAILETD_HTTP__USERNAME", "ops"),
+            ("MAILETD_HTTP__BIND", &bind),
+        ],
+        smtp_port,
+    );
+    assert!(stderr.contains("both username and password"), "{stderr}");
+}
+
+#[test]
+fn clients_outside_authorized_addresses_get_554_and_nothing_is_spooled() {
+    let port = free_port();
+    let xml = smtpserver_xml(port, "").replace("127.0.0.0/8", "192.0.2.0/24, 10.0.0.0/8");
+    let m = Mailetd::start_with(port, &[("smtpserver.xml", xml)], &[]);
+    wait_for_port(m.http_port, WAIT);
+    let refused = "mailetd_smtp_connections_refused_total{reason=\"unauthorized\"}";
+    // the harness's own wait for the SMTP port was one refused connection
+    metric_reaches(m.http_port, refused, 1.0);
+    let before = 1.0;
+    for _ in 0..3 {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut greeting = String::new();
+        BufReader::new(&stream).read_line(&mut greeting).unwrap();
+        assert!(
+            greeting.starts_with("554 5.7.1") && greeting.contains("127.0.0.1"),
+            "{greeting}"
+        );
+        // and the connection is closed: no command gets through
+        let mut rest = Vec::new();
+        let _ = (&stream).write_all(b"EHLO x\r\nMAIL FROM:<a@b.c>\r\n");
+        let _ = (&stream).read_to_end(&mut rest);
+        assert!(!String::from_utf8_lossy(&rest).contains("250"), "{rest:?}");
+    }
+    let text = metrics(m.http_port);
+    assert_eq!(metric(&text, refused), Some(before + 3.0), "{text}");
+    assert_eq!(
+        metric(&text, "mailetd_smtp_mails_accepted_total"),
+        Some(0.0)
+    );
+    assert_eq!(metric(&text, "mailetd_smtp_connections_current"), Some(0.0));
+}
+
+/// Opens 200 connections from 127.0.0.1 and holds them; `limits` allow `allowed` sessions,
+/// the others must be turned away with 421 naming `reason`.
+fn flood(limits: &str, reason: &str, allowed: usize) {
+    let port = free_port();
+    let m = Mailetd::start_with(
+        port,
+        &[("smtpserver.xml", smtpserver_xml(port, limits))],
+        &[],
+    );
+    wait_for_port(m.http_port, WAIT);
+    // the harness's wait for the SMTP port is over before the flood starts
+    metric_reaches(m.http_port, "mailetd_smtp_connections_current", 0.0);
+    let refused = format!("mailetd_smtp_connections_refused_total{{reason=\"{reason}\"}}");
+    let before = metric(&metrics(m.http_port), &refused).unwrap_or(0.0);
+    // all 200 opened before any is read, and held open
+    let streams: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut served = Vec::new();
+    let mut turned_away = 0;
+    for stream in streams {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut greeting = String::new();
+        BufReader::new(&stream).read_line(&mut greeting).unwrap();
+        if greeting.starts_with("220 ") {
+            served.push(stream);
+        } else {
+            assert!(
+                greeting.starts_with("421 4.7.0") && greeting.contains(reason),
+                "{greeting}"
+            );
+            turned_away += 1;
+        }
+    }
+    assert_eq!((served.len(), turned_away), (allowed, 200 - allowed));
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(&text, &refused),
+        Some(before + (200 - allowed) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "mailetd_smtp_connections_current"),
+        Some(allowed as f64)
+    );
+    // the served sessions work, and once they are gone a new client is served again
+    let mut first = BufReader::new(served[0].try_clone().unwrap());
+    served[0].write_all(b"NOOP\r\n").unwrap();
+    let mut line = String::new();
+    first.read_line(&mut line).unwrap();
+    assert!(line.starts_with("250"), "{line}");
+    drop(first);
+    drop(served);
+    metric_reaches(m.http_port, "mailetd_smtp_connections_current", 0.0);
+    assert_eq!(send_n(port, 1, 10, "bob@example.org"), "250");
+}
+
+#[test]
+fn per_ip_connection_limit_holds_under_a_flood_of_200() {
+    flood(
+        "<connectionLimit>100</connectionLimit><connectionLimitPerIP>10</connectionLimitPerIP>",
+        "connectionLimitPerIP",
+        10,
+    );
+}
+
+#[test]
+fn connection_limit_holds_under_a_flood_of_200() {
+    flood("<connectionLimit>7</connectionLimit>", "connectionLimit", 7);
+}
+
+#[test]
+fn slowloris_client_is_dropped_at_the_timeout() {
+    let port = free_port();
+    let m = Mailetd::start_with(
+        port,
+        &[(
+            "smtpserver.xml",
+            smtpserver_xml(port, "<connectiontimeout>2</connectiontimeout>"),
+        )],
+        &[],
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // one byte every 200 ms, never a full line: each read is quick, the line never ends
+    let trickle = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        for byte in b"EHLO slow.example".iter().cycle() {
+            if writer.write_all(&[*byte]).is_err() {
+                break;
+            }
+            sent += 1;
+            if sent > 600 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sent
+    });
+    let mut all = String::new();
+    let read = (&stream).read_to_string(&mut all);
+    assert!(read.is_ok(), "the session was not closed: {read:?} {all}");
+    assert!(all.starts_with("220 "), "{all}");
+    assert!(all.contains("421 4.4.2"), "{all}");
+    let sent = trickle.join().unwrap();
+    assert!(sent < 600, "the server kept reading a line that never ends");
+    drop(m);
+}
+
+/// Postfix's smtp-sink on a free port, dumping every message it receives into `dir`.
+struct SmtpSink {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl SmtpSink {
+    fn start() -> SmtpSink {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // smtp-sink drops privileges to -u: that user must be able to write the dumps
+        let _ = Command::new("chmod").arg("777").arg(dir.path()).status();
+        let child = Command::new("smtp-sink")
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/%M.", dir.path().display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("10")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (postfix) runs");
+        wait_for_port(port, WAIT);
+        SmtpSink { port, dir, child }
+    }
+
+    fn received(&self) -> usize {
+        walk(self.dir.path()).len()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn mailetd_never_relays_nor_sends_mail() {
+    let sink = SmtpSink::start();
+    // the sink does record what it receives (this test can fail)
+    let probe = SmtpSink::start();
+    assert_eq!(send_n(probe.port, 1, 10, "x@remote.example"), "250");
+    eventually("the probe sink keeps the mail", WAIT, || {
+        (probe.received() == 1).then_some(())
+    });
+    drop(probe);
+
+    // a James transport that would deliver remotely through the sink is not loadable
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let conf = default_conf_in(dir.path(), smtp_port);
+    let relay = format!(
+        r#"<mailetcontainer><context><postmaster>postmaster</postmaster></context>
+<spooler><threads>1</threads><errorRepository>file://mail/error/</errorRepository></spooler>
+<processors><processor state="root"><mailet match="All" class="RemoteDelivery">
+<gateway>127.0.0.1</gateway><gatewayPort>{}</gatewayPort></mailet></processor>
+<processor state="error"><mailet match="All" class="Null"/></processor></processors></mailetcontainer>"#,
+        sink.port
+    );
+    write_files(&conf, &[("mailetcontainer.xml", relay)]);
+    let stderr = serve_refused(&conf, &[("MAILETD_HTTP__BIND", "")], smtp_port);
+    assert!(stderr.contains("RemoteDelivery"), "{stderr}");
+    // nor any other James mailet that sends mail
+    for sender in [
+        "RemoteDelivery",
+        "org.apache.james.transport.mailets.RemoteDelivery",
+        "Bounce",
+        "DSNBounce",
+        "Forward",
+        "Redirect",
+        "Resend",
+        "NotifySender",
+        "NotifyPostmaster",
+        "ToSenderDomainRepository",
+        "LocalDelivery",
+    ] {
+        let xml = format!(
+            r#"<mailetcontainer><processors><processor state="root"><mailet match="All" class="{sender}"><forwardto>x@remote.example</forwardto></mailet></processor>
+<processor state="error"><mailet match="All" class="Null"/></processor></processors></mailetcontainer>"#
+        );
+        write_files(&conf, &[("mailetcontainer.xml", xml)]);
+        let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(&conf)
+            .arg("check")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("unknown mailet class"),
+            "{sender}: {stderr}"
+        );
+    }
+
+    // the default conf and the Twake example take mail to remote recipients and send none
+    let m = Mailetd::start(&[]);
+    let rcpts = ["someone@remote.example", "bob@example.org", "x@gmail.com"];
+    send_file(
+        m.smtp_port,
+        "organizer@remote.example",
+        &rcpts,
+        &fixture("google-request.eml"),
+    );
+    send_n(m.smtp_port, 5, 100, "far@remote.example");
+    metric_reaches(
+        m.http_port,
+        "mailetd_mails_processed_total{outcome=\"done\"}",
+        6.0,
+    );
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    let env = double.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let twake = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+        ],
+        &env,
+    );
+    send_file(
+        twake.smtp_port,
+        "alice@remote.example",
+        &["bob@linagora.local", "carol@remote.example"],
+        &fixture("esn/request.eml"),
+    );
+    eventually("the invitation reaches esn", WAIT, || {
+        double.delivered_itips().pop()
+    });
+    assert_eq!(sink.received(), 0, "mailetd sent mail");
+    // nothing but DAV traffic left the process: every request the double saw is DAV/API
+    assert!(
+        double
+            .requests()
+            .iter()
+            .all(|r| ["GET", "ITIP", "PROPFIND", "PUT"].contains(&r.method.as_str())),
+        "{:?}",
+        double
+            .requests()
+            .iter()
+            .map(|r| &r.method)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn secrets_never_show_in_logs_check_output_status_or_errors() {
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    double.add_user("carol@linagora.local");
+    let env = double.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // everything at debug, dependencies included
+    env.push(("MAILETD_LOG", "debug"));
+    let http_password = "Adm1n-http-S3cret";
+    let dav_password = "CardDav-S3cret-pw";
+    let toml = format!(
+        "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n[http]\nusername = \"ops\"\npassword = \"{http_password}\"\n[dav]\npassword = \"{dav_password}\"\nusername = \"svc\"\n"
+    );
+    let m = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+            ("mailetd.toml", toml),
+        ],
+        &env,
+    );
+    wait_for_port(m.http_port, WAIT);
+    // a failure first (503, retried), then successes, an unknown user and a broken ICS
+    double.fail_next(2);
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &[
+            "bob@linagora.local",
+            "carol@linagora.local",
+            "nobody@linagora.local",
+        ],
+        &fixture("esn/request.eml"),
+    );
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local"],
+        &fixture("esn/broken.eml"),
+    );
+    eventually("both invitations delivered", WAIT, || {
+        (double.delivered_itips().len() == 2).then_some(())
+    });
+    let auth = Some(("ops", http_password));
+    let mut captured = String::new();
+    for path in ["/api/status", "/metrics", "/health/ready"] {
+        let (_, body) = http_get(m.http_port, path, auth);
+        captured.push_str(&body);
+    }
+    let (_, unauthorized) = http_get(m.http_port, "/api/status", Some(("ops", "nope")));
+    captured.push_str(&unauthorized);
+    let check = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        .arg("--conf")
+        .arg(m.conf_dir())
+        .arg("check")
+        .current_dir(m.dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    captured.push_str(&String::from_utf8_lossy(&check.stdout));
+    captured.push_str(&String::from_utf8_lossy(&check.stderr));
+    // a configuration error next to the secrets names the key, not the values
+    let broken = tempfile::tempdir().unwrap();
+    let conf = default_conf_in(broken.path(), free_port());
+    write_files(
+        &conf,
+        &[(
+            "openpaas.properties",
+            format!(
+                "openpaas.api.uri={}\nopenpaas.admin.user=admin\nopenpaas.admin.password={}\ndav.api.uri={}\ndav.admin.user=admin\ndav.admin.password={}\ndav.rest.client.response.timeout=soon\n",
+                double.api_uri(),
+                OPENPAAS_ADMIN.1,
+                double.dav_uri(),
+                DAV_ADMIN.1
+            ),
+        )],
+    );
+    for command in ["check", "serve"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(&conf)
+            .arg(command)
+            .env("MAILETD_HTTP__BIND", "")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{command} accepted a bad timeout");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("dav.rest.client.response.timeout"),
+            "{stderr}"
+        );
+        captured.push_str(&stderr);
+    }
+    let log = m.log();
+    assert!(
+        log.contains("transient failure"),
+        "the 503s were logged: {log}"
+    );
+    captured.push_str(&log);
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut secrets = vec![
+        OPENPAAS_ADMIN.1.to_string(),
+        DAV_ADMIN.1.to_string(),
+        http_password.to_string(),
+        dav_password.to_string(),
+        b64(&format!("{}:{}", OPENPAAS_ADMIN.0, OPENPAAS_ADMIN.1)),
+        b64(&format!("ops:{http_password}")),
+    ];
+    for user in ["bob@linagora.local", "carol@linagora.local"] {
+        // the impersonation credentials and their Authorization header
+        let impersonation = format!("{}&{user}:{}", DAV_ADMIN.0, DAV_ADMIN.1);
+        secrets.push(b64(&impersonation));
+        secrets.push(impersonation);
+        secrets.push(format!("{}&{user}", DAV_ADMIN.0));
+    }
+    for secret in &secrets {
+        assert!(
+            !captured.contains(secret.as_str()),
+            "{secret:?} leaked in:\n{captured}"
+        );
+    }
+    assert!(
+        !captured
+            .to_ascii_lowercase()
+            .contains("authorization: basic")
+    );
+}
+
+/// An HTTPS server with a fresh self-signed certificate (rcgen) that answers every request
+/// with `[]` (an OpenPaaS "no such user"); counts handshakes and requests.
+struct SelfSignedHttps {
+    port: u16,
+    handshakes_failed: Arc<AtomicUsize>,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SelfSignedHttps {
+    fn start() -> SelfSignedHttps {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(pair.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pair.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes_failed = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (failed, seen) = (handshakes_failed.clone(), requests.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, failed, seen) = (acceptor.clone(), failed.clone(), seen.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        };
+                        let mut buf = vec![0u8; 16384];
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&head);
+                        seen.lock()
+                            .unwrap()
+                            .push(text.lines().next().unwrap_or("").to_string());
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
+                            .await;
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            });
+        });
+        SelfSignedHttps {
+            port,
+            handshakes_failed,
+            requests,
+        }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn twake_over_https(server: &SelfSignedHttps, trust_all: &str) -> Mailetd {
+    let api = format!("https://127.0.0.1:{}/api", server.port);
+    let dav = format!("https://127.0.0.1:{}", server.port);
+    Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+        ],
+        &[
+            ("OPENPAAS_API_URI", &api),
+            ("OPENPAAS_ADMIN_USER", "admin@linagora.local"),
+            ("OPENPAAS_ADMIN_PASSWORD", "pw"),
+            ("OPENPAAS_TRUST_ALL_SSL_CERTS", trust_all),
+            ("DAV_API_URI", &dav),
+            ("DAV_ADMIN_USER", "admin"),
+            ("DAV_ADMIN_PASSWORD", "pw"),
+            ("DAV_TRUST_ALL_SSL_CERTS", trust_all),
+        ],
+    )
+}
+
+#[test]
+fn self_signed_dav_is_refused_unless_trust_all() {
+    let server = SelfSignedHttps::start();
+    let m = twake_over_https(&server, "false");
+    wait_for_port(m.http_port, WAIT);
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    eventually("mailetd tried the HTTPS endpoint", WAIT, || {
+        (server.handshakes_failed.load(Ordering::SeqCst) > 0).then_some(())
+    });
+    let (status, body) = http_get(m.http_port, "/health/ready", None);
+    assert_eq!(status, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let openpaas = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "openpaas")
+        .expect("an openpaas check")
+        .clone();
+    assert_eq!(openpaas["ok"], false);
+    assert!(
+        openpaas["detail"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("certificate"),
+        "{openpaas}"
+    );
+    assert_eq!(
+        server.requests(),
+        Vec::<String>::new(),
+        "a request got through"
+    );
+    drop(m);
+
+    let m = twake_over_https(&server, "true");
+    wait_for_port(m.http_port, WAIT);
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    eventually("bob's lookup over HTTPS", WAIT, || {
+        server.requests().into_iter().find(|r| {
+            r.starts_with("GET /api/users?")
+                && (r.contains("bob%40linagora.local") || r.contains("bob@linagora.local"))
+        })
+    });
+    let ready = json_of(m.http_port, "/health/ready");
+    assert_eq!(ready["ready"], true, "{ready}");
+}
+
+#[test]
+fn runs_as_nobody_writing_only_in_its_data_dir() {
+    if !nix_is_root() {
+        eprintln!(
+            "SKIPPED runs_as_nobody_writing_only_in_its_data_dir: needs root to switch to uid 65534"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let http_port = free_port();
+    let conf = default_conf_in(dir.path(), smtp_port);
+    // the temp dir and the conf stay root's (readable, not writable); only var/ is nobody's
+    let data = dir.path().join("var");
+    std::fs::create_dir_all(&data).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let chmod = Command::new("chmod")
+        .args(["-R", "go+rX"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let before_conf = snapshot(&conf);
+    let log_path = dir.path().join("mailetd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_mailetd"))
+        .arg("--conf")
+        .arg(&conf)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("MAILETD_HTTP__BIND", format!("127.0.0.1:{http_port}"))
+        .env("MAILETD_LOG", "info,mailetd=debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let guard = Kill(child);
+    wait_for_port(smtp_port, WAIT);
+    wait_for_port(http_port, WAIT);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    send_file(
+        smtp_port,
+        "organizer@remote.example",
+        &["bob@example.org"],
+        &fixture("google-request.eml"),
+    );
+    send_n(smtp_port, 3, 100, "bob@example.org");
+    metric_reaches(
+        http_port,
+        "mailetd_mails_processed_total{outcome=\"done\"}",
+        4.0,
+    );
+    // the invitation was kept (default conf without DAV) by the unprivileged process
+    let collected = walk(&data.join("mail/collected"));
+    assert!(
+        !collected.is_empty(),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+    let ready = json_of(http_port, "/health/ready");
+    assert_eq!(ready["ready"], true, "{ready}");
+    drop(guard);
+    // every file it made is under var/ and belongs to nobody; the conf is untouched
+    for file in walk(&data) {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().uid(), 65534, "{file:?}");
+    }
+    assert_eq!(snapshot(&conf), before_conf);
+    let top: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut top = top;
+    top.sort();
+    assert_eq!(top, ["conf", "mailetd.log", "var"]);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("Permission denied"), "{log}");
+}
+
+fn nix_is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// (path, size, modified) of every file under `dir`.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut files: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).unwrap();
+            (p, meta.len(), meta.modified().unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    double.add_user("carol@linagora.local");
+    let env = double.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let m = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+            (
+                "mailetd.toml",
+                "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n".into(),
+            ),
+        ],
+        &env,
+    );
+    wait_for_port(m.http_port, WAIT);
+    let ready = json_of(m.http_port, "/health/ready");
+    let checks: Vec<_> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["ok"] == true))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("spool".to_string(), true),
+            ("outbox".to_string(), true),
+            ("openpaas".to_string(), true),
+            ("dav".to_string(), true)
+        ],
+        "{ready}"
+    );
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    eventually("the REQUEST delivered", WAIT, || {
+        double.delivered_itips().pop()
+    });
+    // esn down: the REPLY is retried, then delivered
+    double.set_down(true);
+    send_file(
+        m.smtp_port,
+        "dan@partner.example",
+        &["carol@linagora.local"],
+        &fixture("esn/reply.eml"),
+    );
+    metric_reaches(
+        m.http_port,
+        "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REPLY\",outcome=\"retry\"}",
+        1.0,
+    );
+    let pending = metric(&metrics(m.http_port), "mailetd_outbox_pending").unwrap();
+    assert!(pending >= 1.0);
+    double.set_down(false);
+    metric_reaches(
+        m.http_port,
+        "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REPLY\",outcome=\"done\"}",
+        1.0,
+    );
+    metric_reaches(m.http_port, "mailetd_outbox_pending", 0.0);
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_outbox_attempts_total{kind=\"esn-itip\",method=\"REQUEST\",outcome=\"done\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let hits = metric(&text, "mailetd_user_lookup_cache_hits_total").unwrap();
+    let misses = metric(&text, "mailetd_user_lookup_cache_misses_total").unwrap();
+    assert!(misses >= 2.0, "bob and carol were looked up: {text}");
+    assert_eq!(
+        metric(&text, "mailetd_user_lookup_duration_seconds_count"),
+        Some(misses)
+    );
+    let ratio = metric(&text, "mailetd_user_lookup_cache_hit_ratio").unwrap();
+    assert!((ratio - hits / (hits + misses)).abs() < 1e-9);
+    assert_eq!(metric(&text, "mailetd_outbox_dead_letters"), Some(0.0));
+
+    // bob writes to a new correspondent: one contact collected; the second mail to the
+    // same correspondent is answered by the known-contacts cache
+    let note = m.dir.path().join("note.eml");
+    std::fs::write(
+        &note,
+        "From: bob@linagora.local\r\nTo: Zoe <zoe@partner.example>\r\nSubject: hi\r\n\r\nhello\r\n",
+    )
+    .unwrap();
+    send_file(
+        m.smtp_port,
+        "bob@linagora.local",
+        &["zoe@partner.example"],
+        &note,
+    );
+    metric_reaches(m.http_port, "mailetd_contacts_collected_total", 1.0);
+    let misses = metric(&metrics(m.http_port), "mailetd_contact_cache_misses_total").unwrap();
+    assert!(misses >= 1.0);
+    send_file(
+        m.smtp_port,
+        "bob@linagora.local",
+        &["zoe@partner.example"],
+        &note,
+    );
+    metric_reaches(m.http_port, "mailetd_contact_cache_hits_total", 1.0);
+    metric_reaches(
+        m.http_port,
+        "mailetd_mails_processed_total{outcome=\"done\"}",
+        4.0,
+    );
+    let text = metrics(m.http_port);
+    assert_eq!(
+        metric(&text, "mailetd_contacts_collected_total"),
+        Some(1.0),
+        "{text}"
+    );
+    // two contact jobs finished: bob's, and dan's (an owner unknown to OpenPaaS: done
+    // without writing, so not counted as collected)
+    assert_eq!(
+        metric(
+            &text,
+            "mailetd_outbox_attempts_total{kind=\"esn-contact\",method=\"-\",outcome=\"done\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn readiness_reports_a_stuck_outbox_and_an_unresponsive_dav() {
+    // esn-sabre accepts connections and never answers: the single outbox worker hangs on
+    // the first job, and the second one waits past stuck_after_secs
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dav = format!(
+        "http://127.0.0.1:{}",
+        blackhole.local_addr().unwrap().port()
+    );
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in blackhole.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    double.add_user("carol@linagora.local");
+    let mut env = double.env();
+    env.retain(|(k, _)| *k != "DAV_API_URI" && *k != "DAV_RESPONSE_TIMEOUT");
+    env.push(("DAV_API_URI", dav.clone()));
+    env.push(("DAV_RESPONSE_TIMEOUT", "60s".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let m = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+            ("openpaas.properties", example_file("openpaas.properties")),
+            (
+                "mailetd.toml",
+                "data_dir = \"var\"\n[outbox]\nworkers = 1\n[http]\nstuck_after_secs = 1\n".into(),
+            ),
+        ],
+        &env,
+    );
+    wait_for_port(m.http_port, WAIT);
+    send_file(
+        m.smtp_port,
+        "alice@partner.example",
+        &["bob@linagora.local", "carol@linagora.local"],
+        &fixture("esn/request.eml"),
+    );
+    let ready = eventually("the outbox reported stuck", WAIT, || {
+        let (status, body) = http_get(m.http_port, "/health/ready", None);
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let outbox = ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "outbox")
+            .unwrap()
+            .clone();
+        (outbox["ok"] == false).then_some((status, ready))
+    });
+    assert_eq!(ready.0, 503);
+    let checks = ready.1["checks"].as_array().unwrap();
+    let by_name = |name: &str| checks.iter().find(|c| c["name"] == name).unwrap().clone();
+    assert!(
+        by_name("outbox")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stuck (limit 1 s): 2 pending"),
+        "{}",
+        ready.1
+    );
+    assert_eq!(by_name("spool")["ok"], true);
+    assert_eq!(by_name("openpaas")["ok"], true, "{}", ready.1);
+    assert_eq!(by_name("dav")["ok"], false, "{}", ready.1);
+    assert!(
+        by_name("dav")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{}",
+        ready.1
+    );
+    let text = metrics(m.http_port);
+    assert_eq!(metric(&text, "mailetd_outbox_pending"), Some(2.0), "{text}");
+}
