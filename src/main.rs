@@ -25,6 +25,54 @@ enum Command {
         #[command(subcommand)]
         action: mailetd::outbox::cli::OutboxAction,
     },
+    /// Loads the whole configuration and prints the processor graph; non-zero exit on error.
+    Check,
+    /// Runs .eml files through the processors without SMTP and prints what each mailet did.
+    Replay {
+        /// Envelope sender (default: the From: address; `<>` for a null sender).
+        #[arg(long)]
+        from: Option<String>,
+        /// Envelope recipient, repeatable (default: the To: and Cc: addresses).
+        #[arg(long)]
+        to: Vec<String>,
+        /// Mailets that call out (DAV, repositories) only print what they would do.
+        #[arg(long)]
+        dry_run: bool,
+        /// The messages.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Inspects a mail repository and sends its mails back through a processor.
+    Repo {
+        #[command(subcommand)]
+        action: RepoAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepoAction {
+    /// One line per stored mail.
+    List {
+        /// Repository URL (file://mail/error/) or path under the data directory.
+        name: String,
+    },
+    /// Envelope, attributes and message of one stored mail (all when KEY is omitted).
+    Show {
+        /// Repository URL or path.
+        name: String,
+        /// The mail's key (from `repo list`).
+        key: Option<String>,
+    },
+    /// Moves the stored mails back into the spool (mailetd serve must be stopped).
+    Reprocess {
+        /// Repository URL or path.
+        name: String,
+        /// The processor to restart them in (default: the state they were stored in).
+        #[arg(long)]
+        processor: Option<String>,
+        /// Only these keys (default: all).
+        keys: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +88,50 @@ fn main() -> ExitCode {
             Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
                 .await
                 .map(|out| print!("{out}")),
+            Command::Check => {
+                print!("{}", mailetd::cli::check::run(&cli.conf)?);
+                Ok(())
+            }
+            Command::Replay {
+                from,
+                to,
+                dry_run,
+                files,
+            } => {
+                let options = mailetd::cli::replay::ReplayOptions {
+                    conf_dir: cli.conf.clone(),
+                    from,
+                    to,
+                    dry_run,
+                    files,
+                };
+                let (trace, ok) = mailetd::cli::replay::run(&options).await?;
+                print!("{trace}");
+                if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("a mail failed with a propagated error"))
+                }
+            }
+            Command::Repo { action } => {
+                use mailetd::cli::repo;
+                let text = match action {
+                    RepoAction::List { name } => repo::list(&repo::open(&cli.conf, &name)?)?,
+                    RepoAction::Show { name, key } => {
+                        repo::show(&repo::open(&cli.conf, &name)?, key.as_deref())?
+                    }
+                    RepoAction::Reprocess {
+                        name,
+                        processor,
+                        keys,
+                    } => {
+                        let r = repo::open(&cli.conf, &name)?;
+                        repo::reprocess(&cli.conf, &r, processor.as_deref(), &keys).await?
+                    }
+                };
+                print!("{text}");
+                Ok(())
+            }
         }
     });
     match result {

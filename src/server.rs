@@ -33,6 +33,7 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     // one user-lookup cache.
     let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
     handlers.extend(crate::dav::standard_handlers(&settings.dav)?);
+    handlers.extend(crate::dav::contact_handlers(&context)?);
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

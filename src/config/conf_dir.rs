@@ -49,7 +49,7 @@ impl ConfDir {
             );
             MailetContainerConfig::parse(
                 EMBEDDED_MAILETCONTAINER,
-                Path::new("<embedded>/mailetcontainer.xml"),
+                Path::new(super::mailetcontainer::EMBEDDED_PATH),
             )?
         };
         let domains = DomainList::load(&dir.join("domainlist.xml"))?;
@@ -97,4 +97,83 @@ fn postmaster_address(
             .position
             .error(format!("<context><postmaster> is not an address: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn loads_everything_into_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(
+            d,
+            "mailetcontainer.xml",
+            "<mailetcontainer><context><postmaster>Admin</postmaster></context></mailetcontainer>",
+        );
+        write(
+            d,
+            "domainlist.xml",
+            "<domainlist><domainnames><domainname>localhost</domainname><domainname>Example.org</domainname></domainnames><defaultDomain>example.org</defaultDomain></domainlist>",
+        );
+        write(d, "a.properties", "k=1\nshared=a\n");
+        write(d, "b.properties", "shared=b\n");
+        write(
+            d,
+            "mailetd.toml",
+            "data_dir = \"/srv/mailetd\"\nretry_base_secs = 7\n",
+        );
+        let conf = ConfDir::load(d).unwrap();
+        let ctx = &conf.context;
+        assert_eq!(ctx.local_domains, ["localhost", "example.org"]);
+        assert_eq!(ctx.default_domain, "example.org");
+        assert_eq!(ctx.postmaster.to_string(), "admin@example.org");
+        assert_eq!(ctx.properties.get("k"), Some("1"));
+        assert_eq!(ctx.properties.get("shared"), Some("b"), "later files win");
+        assert_eq!(ctx.data_dir, PathBuf::from("/srv/mailetd"));
+        assert_eq!(ctx.settings.retry_base_secs, 7);
+    }
+
+    #[test]
+    fn missing_files_fall_back_to_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = ConfDir::load(dir.path()).unwrap();
+        let states: Vec<&str> = conf
+            .container
+            .processors
+            .iter()
+            .map(|p| p.state.as_str())
+            .collect();
+        assert_eq!(states, ["root", "error", "transport"]);
+        assert_eq!(conf.context.local_domains, ["localhost"]);
+        assert_eq!(conf.context.postmaster.to_string(), "postmaster@localhost");
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "x.properties",
+            "a=${env:MAILETD_TEST_UNSET_CONF_DIR}\n",
+        );
+        let err = ConfDir::load(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:1:3: environment variable MAILETD_TEST_UNSET_CONF_DIR is not set",
+                dir.path().join("x.properties").display()
+            )),
+            "{err}"
+        );
+        let err = ConfDir::load(&dir.path().join("nope"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("nope does not exist"), "{err}");
+    }
 }

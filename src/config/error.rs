@@ -97,7 +97,8 @@ pub fn closest_names<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>)
         .collect()
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance between two strings (in characters).
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -15,7 +15,11 @@ use crate::pipeline::{MailetConfig, MatcherConfig};
 /// The default `spooler/threads` of the James code (the samples use 20).
 pub const DEFAULT_THREADS: usize = 100;
 /// The default `spooler/errorRepository`.
-pub const DEFAULT_ERROR_REPOSITORY: &str = "file://var/mail/error/";
+/// (James: `var/mail/error`; relative `file://` paths are under the data directory, `var/`.)
+pub const DEFAULT_ERROR_REPOSITORY: &str = "file://mail/error/";
+
+/// The name the embedded default configuration goes by in positions.
+pub const EMBEDDED_PATH: &str = "<embedded>/mailetcontainer.xml";
 
 /// The whole `mailetcontainer.xml`.
 #[derive(Clone, Debug)]
@@ -26,6 +30,8 @@ pub struct MailetContainerConfig {
     pub threads: usize,
     /// `spooler/errorRepository`: where mails failing 6 times in a row are stored.
     pub error_repository: String,
+    /// Where `errorRepository` is (the root element when it is absent).
+    pub error_repository_position: Position,
     /// The processors in document order.
     pub processors: Vec<ProcessorConfig>,
     /// Where the `<mailetcontainer>` element is.
@@ -139,22 +145,36 @@ impl MailetContainerConfig {
                 }
             },
         };
-        let error_repository = spooler
-            .and_then(|s| s.child_text("errorRepository"))
-            .filter(|r| !r.is_empty())
+        let error_repository_el = spooler
+            .and_then(|s| s.child("errorRepository"))
+            .filter(|r| !r.text.is_empty());
+        let error_repository = error_repository_el
+            .map(|e| e.text.as_str())
             .unwrap_or(DEFAULT_ERROR_REPOSITORY)
             .to_string();
+        let error_repository_position = error_repository_el
+            .map(|e| e.position.clone())
+            .unwrap_or_else(|| root.position.clone());
         let processors = match root.child("processors") {
             Some(ps) => ps
                 .children_named("processor")
                 .map(parse_processor)
                 .collect::<Result<Vec<_>, _>>()?,
+            None if doc.root.position.file.as_path() != Path::new(EMBEDDED_PATH) => {
+                // James falls back to its built-in processors when <processors> is absent
+                tracing::info!(
+                    "{}: no <processors>: using the processors of the embedded default mailetcontainer.xml",
+                    root.position
+                );
+                Self::parse(super::EMBEDDED_MAILETCONTAINER, Path::new(EMBEDDED_PATH))?.processors
+            }
             None => Vec::new(),
         };
         Ok(MailetContainerConfig {
             postmaster,
             threads,
             error_repository,
+            error_repository_position,
             processors,
             position: root.position.clone(),
         })
@@ -372,6 +392,13 @@ mod tests {
         assert_eq!(comp.name, "relay-allowed");
         assert!(comp.operator.config.class.ends_with(".Or"));
         assert!(matches!(comp.children[1], CompositeChild::Composite(_)));
+    }
+
+    #[test]
+    fn missing_processors_take_the_embedded_ones() {
+        let c = MailetContainerConfig::parse("<mailetcontainer/>", Path::new("m.xml")).unwrap();
+        let states: Vec<&str> = c.processors.iter().map(|p| p.state.as_str()).collect();
+        assert_eq!(states, ["root", "error", "transport"]);
     }
 
     #[test]

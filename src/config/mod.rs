@@ -4,12 +4,14 @@
 pub mod error;
 pub mod interpolate;
 pub mod properties;
+pub mod secret;
 pub mod settings;
 pub mod smtpserver;
 pub mod xml;
 
 pub use error::{ConfigError, Position};
 pub use properties::Properties;
+pub use secret::Secret;
 pub use settings::Settings;
 pub use xml::{Element, XmlDocument};
 

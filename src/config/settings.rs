@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::error::{ConfigError, Position};
+pub use super::secret::Secret;
 
 /// Settings from `mailetd.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -78,28 +79,6 @@ pub enum DavDialect {
     /// Any standard CalDAV/CardDAV server (Radicale, SabreDAV, Nextcloud, Baikal).
     #[serde(alias = "carddav", alias = "standard")]
     Caldav,
-}
-
-/// A secret read from the configuration: never shown by `Debug` or `Display`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself, for building an Authorization header and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"***\"")
-    }
 }
 
 /// `[dav]` of `mailetd.toml`: the dialect, and for the standard dialect where the books are
@@ -183,5 +162,38 @@ impl Settings {
         } else {
             base.join(&self.data_dir)
         }
+    }
+}
+
+#[cfg(test)]
+mod dav_tests {
+    use super::*;
+
+    #[test]
+    fn dav_section_reads_and_hides_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mailetd.toml"),
+            "[dav]\ndialect = \"carddav\"\nbase_url = \"http://127.0.0.1:5232\"\nusername = \"svc\"\npassword = \"s3cret-pw\"\ncreate_collections = true\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path()).unwrap();
+        assert_eq!(settings.dav.dialect, DavDialect::Caldav);
+        assert_eq!(
+            settings.dav.password.as_ref().unwrap().expose(),
+            "s3cret-pw"
+        );
+        assert!(settings.dav.create_collections);
+        assert_eq!(settings.dav.addressbook_url, "{base}/{user}/collected/");
+        assert!(!format!("{settings:?}").contains("s3cret-pw"));
+        let err = {
+            std::fs::write(
+                dir.path().join("mailetd.toml"),
+                "[dav]\ndialect = \"webdav\"\n",
+            )
+            .unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        assert!(err.contains("mailetd.toml"), "{err}");
     }
 }

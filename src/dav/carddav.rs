@@ -59,7 +59,7 @@ impl CardDavContactHandler {
         let base = settings.base_url.trim().trim_end_matches('/').to_string();
         if Url::parse(&base).is_err() {
             return Err(ConfigError::new(format!(
-                "[dav] base_url {:?} is not a URL: the standard dialect needs one (e.g. http://127.0.0.1:5232)",
+                "mailetd.toml: [dav] base_url {:?} is not a URL: the standard dialect needs one (e.g. http://127.0.0.1:5232)",
                 settings.base_url
             )));
         }
@@ -67,7 +67,7 @@ impl CardDavContactHandler {
             && !settings.addressbook_url.contains("{local}")
         {
             return Err(ConfigError::new(format!(
-                "[dav] addressbook_url {:?} names no user: use {{user}} or {{local}}",
+                "mailetd.toml: [dav] addressbook_url {:?} names no user: use {{user}} or {{local}}",
                 settings.addressbook_url
             )));
         }
@@ -319,7 +319,7 @@ impl JobHandler for CardDavContactHandler {
             };
             if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
                 return Delivery::Permanent(format!(
-                    "PUT {url}: {status}: the address book {book} is missing although it was created once"
+                    "PUT {url}: {status} although the address book {book} was created (a conflicting card?)"
                 ));
             }
         }

@@ -7,54 +7,29 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 
-use crate::config::settings::Secret;
 use crate::dav::carddav::classify;
 use crate::dav::contact::{ContactJob, ESN_CONTACT};
 use crate::dav::known_contacts::KnownContacts;
+use crate::dav::openpaas::DavConfig;
+use crate::dav::users::impersonation;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
-/// Resolves an owner's address to the OpenPaaS user id esn-sabre names its books by.
-///
-/// STAND-IN: the `esn` branch provides `crate::dav::users::UserLookup` (cached); at merge,
-/// implement this trait for it (or call it directly) and drop [`OpenPaasUsers`].
+/// Resolves an owner's address to the OpenPaaS user id esn-sabre names its books by
+/// (implemented by [`DavServices`](crate::dav::DavServices) with its cached user lookup).
 #[async_trait::async_trait]
 pub trait OwnerIds: Send + Sync {
     /// `Ok(None)` for an unknown user; `Err` for a failure worth retrying.
     async fn user_id(&self, email: &str) -> Result<Option<String>, String>;
 }
 
-/// esn-sabre's base URL and the admin account used to impersonate owners.
-#[derive(Clone, Debug)]
-pub struct EsnDav {
-    /// `dav.url` of openpaas.properties, without the trailing `/`.
-    pub url: String,
-    /// `dav.admin.user`.
-    pub admin_user: String,
-    /// `dav.admin.password`.
-    pub admin_password: Secret,
-}
-
-/// `Authorization` value impersonating `owner` (esn-sabre's `admin&user` Basic scheme).
-///
-/// STAND-IN for the impersonation function of the `esn` branch.
-fn impersonation(dav: &EsnDav, owner: &str) -> String {
-    let token = STANDARD.encode(format!(
-        "{}&{}:{}",
-        dav.admin_user,
-        owner,
-        dav.admin_password.expose()
-    ));
-    format!("Basic {token}")
-}
-
 /// Delivers `esn-contact` jobs.
 pub struct EsnContactHandler {
     client: reqwest::Client,
-    dav: EsnDav,
+    dav: DavConfig,
+    /// `dav.api.uri` without its trailing `/`.
+    base: String,
     users: Arc<dyn OwnerIds>,
     known: KnownContacts,
     /// HTTP requests sent so far (for metrics and the request-count replay).
@@ -62,17 +37,17 @@ pub struct EsnContactHandler {
 }
 
 impl EsnContactHandler {
-    /// A handler talking to `dav` with `client`, resolving owners with `users`.
+    /// A handler talking to esn-sabre (`dav`) with `client`, resolving owners with `users`.
     pub fn new(
         client: reqwest::Client,
-        dav: EsnDav,
+        dav: DavConfig,
         users: Arc<dyn OwnerIds>,
         known: KnownContacts,
     ) -> Self {
-        let url = dav.url.trim_end_matches('/').to_string();
         EsnContactHandler {
             client,
-            dav: EsnDav { url, ..dav },
+            base: dav.api_uri.as_str().trim_end_matches('/').to_string(),
+            dav,
             users,
             known,
             requests: AtomicU64::new(0),
@@ -127,7 +102,7 @@ impl JobHandler for EsnContactHandler {
         };
         let url = format!(
             "{}/addressbooks/{owner_id}/collected/{}.vcf",
-            self.dav.url, contact.uid
+            self.base, contact.uid
         );
         let auth = impersonation(&self.dav, &contact.owner);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -161,49 +136,5 @@ impl JobHandler for EsnContactHandler {
             }
             Ok(s) => classify("PUT", &url, s),
         }
-    }
-}
-
-/// STAND-IN for `crate::dav::users::UserLookup` (esn branch), uncached:
-/// `GET {api}/users?email=` with the admin's Basic auth; `[]` = unknown, else `[0]._id`.
-pub struct OpenPaasUsers {
-    client: reqwest::Client,
-    api_url: String,
-    user: String,
-    password: Secret,
-}
-
-impl OpenPaasUsers {
-    /// A lookup against `api_url` (`openpaas.api.uri`) as `user`.
-    pub fn new(client: reqwest::Client, api_url: &str, user: &str, password: Secret) -> Self {
-        OpenPaasUsers {
-            client,
-            api_url: api_url.trim_end_matches('/').to_string(),
-            user: user.to_string(),
-            password,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl OwnerIds for OpenPaasUsers {
-    async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
-        let response = self
-            .client
-            .get(format!("{}/users", self.api_url))
-            .query(&[("email", email)])
-            .basic_auth(&self.user, Some(self.password.expose()))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("user API answered {}", response.status()));
-        }
-        let users: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
-        Ok(users
-            .get(0)
-            .and_then(|u| u.get("_id"))
-            .and_then(|id| id.as_str())
-            .map(String::from))
     }
 }

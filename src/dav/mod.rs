@@ -123,3 +123,37 @@ fn client(trust_all: bool, timeout: Duration) -> Result<reqwest::Client, ConfigE
         .build()
         .map_err(|e| ConfigError::new(format!("cannot build the HTTP client: {e}")))
 }
+
+/// The collected-contact handler for `[dav]` of mailetd.toml: CardDAV for the standard
+/// dialect, esn-sabre (with the shared user lookup) for esn; none when esn has no DAV.
+pub fn contact_handlers(ctx: &MailetContext) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+    use crate::config::settings::DavDialect;
+    let settings = &ctx.settings.dav;
+    let known = known_contacts::KnownContacts::new(ctx.store.clone(), settings.known_contacts_max);
+    match settings.dialect {
+        DavDialect::Caldav => Ok(vec![Arc::new(carddav::CardDavContactHandler::new(
+            settings, known,
+        )?)]),
+        DavDialect::Esn => {
+            let Some(services) = DavServices::get(ctx)? else {
+                return Ok(Vec::new());
+            };
+            let Some((client, dav)) = services.dav() else {
+                return Ok(Vec::new());
+            };
+            Ok(vec![Arc::new(esn_contact::EsnContactHandler::new(
+                client.clone(),
+                dav.clone(),
+                services,
+                known,
+            ))])
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl esn_contact::OwnerIds for DavServices {
+    async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
+        self.users.find(email).await.map_err(|e| e.to_string())
+    }
+}

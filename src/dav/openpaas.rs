@@ -1,7 +1,6 @@
 //! `openpaas.properties`: the OpenPaaS user API and esn-sabre settings, with the keys,
 //! defaults and rules of tmail's `OpenPaasConfiguration` and `DavConfiguration`.
 
-use std::fmt;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -15,33 +14,7 @@ pub const DEFAULT_UNKNOWN_USER_TTL: Duration = Duration::from_secs(600);
 /// Property holding the unknown-user cache TTL (a mailetd extension; James syntax).
 pub const UNKNOWN_USER_TTL_KEY: &str = "openpaas.users.cache.unknown.ttl";
 
-/// A password: printed as `***` by `Debug` and `Display`, so it never reaches a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The clear value, for building an `Authorization` header and nothing else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::config::Secret;
 
 /// The OpenPaaS (Twake Calendar side service) API client settings.
 #[derive(Clone, Debug)]

@@ -20,6 +20,11 @@ const FEATURES: &[(&str, u32)] = &[
 
 impl Session {
     pub(super) fn handle_ehlo(&mut self, host: &str, extended: bool) {
+        // The name goes into replies and the Received: header: no control characters.
+        if host.chars().any(char::is_control) {
+            self.reply(501, [5, 5, 4], "Invalid domain name");
+            return;
+        }
         self.tx = None;
         self.helo = Some(host.to_string());
         self.esmtp = extended;

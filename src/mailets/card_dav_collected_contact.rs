@@ -17,15 +17,34 @@
 //! Pairs already known to exist (a bounded cache kept in the spool's store) cost nothing, and
 //! a pair queued in the last ten minutes (the mirrored copy of the same mail) is not queued
 //! twice.
+//!
+//! Where the contacts go is `mailetd.toml`, not the XML. Twake (the default) uses
+//! `openpaas.properties`; any standard CardDAV server is configured like this:
+//!
+//! ```toml
+//! [dav]
+//! dialect = "caldav"
+//! base_url = "http://127.0.0.1:5232"
+//! addressbook_url = "{base}/{user}/collected/"   # SabreDAV: "{base}/addressbooks/{user}/collected/"
+//! username = "svc"                               # a service account allowed to write every book,
+//! password = "…"                                # or MAILETD_DAV__PASSWORD in the environment;
+//!                                                # or credentials_file = "conf/dav-users" (user:password lines)
+//! create_collections = true                      # extended MKCOL of a missing book, once
+//! ```
+//!
+//! In that dialect only owners in a local domain (`domainlist.xml`) collect contacts.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mail_parser::MessageParser;
 
 use crate::config::ConfigError;
 use crate::config::settings::DavDialect;
+use crate::dav::carddav::CardDavContactHandler;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob, ESN_CONTACT, normalize};
+use crate::dav::esn_contact::OwnerIds;
 use crate::dav::known_contacts::{KnownContacts, RecentlyQueued};
 use crate::mail::{Mail, MailAddress, attributes};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
@@ -36,6 +55,9 @@ pub struct CardDavCollectedContact {
     kind: &'static str,
     /// The standard dialect has no user directory: only owners in a local domain have a book.
     local_owners_only: bool,
+    /// The esn dialect's user directory: an owner it does not know queues nothing, so
+    /// incoming mail from external senders costs a cached lookup, not durable jobs.
+    owners: Option<Arc<dyn OwnerIds>>,
     known: KnownContacts,
     queued: RecentlyQueued,
 }
@@ -64,12 +86,21 @@ impl CardDavCollectedContact {
         let dav = &ctx.settings.dav;
         let (kind, local_owners_only) = match dav.dialect {
             DavDialect::Esn => (ESN_CONTACT, false),
-            DavDialect::Caldav => (CARDDAV_CONTACT, true),
+            DavDialect::Caldav => {
+                // `mailetd check` reports a bad [dav] here, not at the first delivery.
+                CardDavContactHandler::new(dav, KnownContacts::new(None, 1))?;
+                (CARDDAV_CONTACT, true)
+            }
+        };
+        let owners = match dav.dialect {
+            DavDialect::Esn => esn_owner_ids(ctx),
+            DavDialect::Caldav => None,
         };
         Ok(Box::new(CardDavCollectedContact {
             limit,
             kind,
             local_owners_only,
+            owners,
             known: KnownContacts::new(ctx.store.clone(), dav.known_contacts_max),
             queued: RecentlyQueued::new(QUEUED_TTL, dav.known_contacts_max),
         }))
@@ -91,6 +122,19 @@ impl CardDavCollectedContact {
         auth.or_else(|| mail.sender.clone())
             .map(|a| normalize(&a).lowercased())
     }
+}
+
+/// The shared OpenPaaS user lookup, when the process has one.
+///
+/// STAND-IN: on merge with the `esn` branch this becomes
+/// `DavServices::get(ctx).ok().flatten().map(|s| s as Arc<dyn OwnerIds>)` (with
+/// `impl OwnerIds for DavServices` calling `users.find`). Until then the handler alone
+/// decides, which loses nothing but queues jobs for unknown owners.
+fn esn_owner_ids(ctx: &MailetContext) -> Option<Arc<dyn OwnerIds>> {
+    crate::dav::DavServices::get(ctx)
+        .ok()
+        .flatten()
+        .map(|s| s as Arc<dyn OwnerIds>)
 }
 
 /// Display names of the To and Cc headers, by lowercased normalised address. Headers that
@@ -125,6 +169,19 @@ impl Mailet for CardDavCollectedContact {
         let Some(owner) = Self::owner(mail, ctx) else {
             return Ok(());
         };
+        if let Some(owners) = &self.owners {
+            match owners.user_id(&owner.to_string()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::debug!(mail = %mail.name, %owner, "owner unknown to OpenPaaS: no contact collected");
+                    return Ok(());
+                }
+                // The handler looks the owner up again when it delivers: nothing is lost.
+                Err(e) => {
+                    tracing::debug!(%owner, error = %e, "owner lookup failed; queuing anyway")
+                }
+            }
+        }
         if self.local_owners_only && !ctx.is_local_domain(&owner.domain) {
             tracing::debug!(mail = %mail.name, %owner, "owner is not local: no contact collected");
             return Ok(());
@@ -245,6 +302,35 @@ mod tests {
         assert!(jobs(&[], mail(None, &["bob@x.org"], "")).await.is_empty());
     }
 
+    /// Stands for the OpenPaaS user API: knows alice only.
+    struct OnlyAlice;
+
+    #[async_trait]
+    impl OwnerIds for OnlyAlice {
+        async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
+            Ok((email == "alice@example.org").then(|| "id-alice".to_string()))
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_owner_queues_nothing_when_a_directory_is_there() {
+        let ctx = ctx();
+        let mailet = CardDavCollectedContact {
+            limit: None,
+            kind: ESN_CONTACT,
+            local_owners_only: false,
+            owners: Some(Arc::new(OnlyAlice)),
+            known: KnownContacts::new(None, 10),
+            queued: RecentlyQueued::new(QUEUED_TTL, 10),
+        };
+        let mut external = mail(Some("stranger@elsewhere.net"), &["alice@example.org"], "");
+        mailet.service(&mut external, &ctx).await.unwrap();
+        assert!(external.jobs.is_empty());
+        let mut local = mail(Some("alice@example.org"), &["stranger@elsewhere.net"], "");
+        mailet.service(&mut local, &ctx).await.unwrap();
+        assert_eq!(local.jobs.len(), 1);
+    }
+
     #[tokio::test]
     async fn limit_caps_contacts_per_mail() {
         let rcpts: Vec<String> = (0..1000).map(|i| format!("r{i}@x.org")).collect();
@@ -252,6 +338,19 @@ mod tests {
         let got = jobs(&[("limit", "100")], mail(Some("a@example.org"), &refs, "")).await;
         assert_eq!(got.len(), 100);
         assert_eq!(got[99].contact, "r99@x.org");
+    }
+
+    #[test]
+    fn standard_dialect_without_base_url_is_a_config_error() {
+        let mut ctx = ctx();
+        ctx.settings.dav.dialect = DavDialect::Caldav;
+        let err = CardDavCollectedContact::build(
+            &MailetConfig::inline("CardDavCollectedContact", &[]),
+            &ctx,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("base_url"), "{err}");
     }
 
     #[test]

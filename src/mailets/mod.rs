@@ -5,22 +5,22 @@ mod add_header;
 mod cal_dav_collect;
 mod card_dav_collected_contact;
 pub mod headers;
+mod i_calendar_parser;
+mod ical_to_header;
+mod ical_to_json_attribute;
 mod log_message;
 mod metrics_mailet;
+mod mime_decoding_mailet;
 mod null;
 mod postmaster_alias;
 mod remove_mail_attribute;
 mod remove_mime_header;
 mod set_mail_attribute;
+mod strip_attachment;
 mod to_processor;
 mod to_repository;
 
 pub use metrics_mailet::metric_counts;
-mod i_calendar_parser;
-mod ical_to_header;
-mod ical_to_json_attribute;
-mod mime_decoding_mailet;
-mod strip_attachment;
 
 use crate::config::ConfigError;
 use crate::config::error::closest_names;

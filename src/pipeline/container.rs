@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::error::closest_names;
+use crate::config::error::{closest_names, edit_distance};
 use crate::config::mailetcontainer::{MailetContainerConfig, ProcessorConfig};
 use crate::config::{ConfigError, Position};
 use crate::mail::{AttributeValue, Mail, attributes};
@@ -44,6 +44,8 @@ pub struct TraceEvent {
     pub changes: Vec<(String, Option<String>)>,
     /// The state after the mailet.
     pub state: String,
+    /// The message size before and after, when the mailet changed the message.
+    pub message_change: Option<(usize, usize)>,
     /// The mailet's error, if it failed.
     pub error: Option<String>,
 }
@@ -54,6 +56,7 @@ impl TraceEvent {
         step: &Step,
         mail: &Mail,
         before: &BTreeMap<String, AttributeValue>,
+        message_before: &[u8],
         error: Option<String>,
     ) -> Self {
         let mut changes = Vec::new();
@@ -75,6 +78,8 @@ impl TraceEvent {
             recipients: mail.recipients.iter().map(|r| r.to_string()).collect(),
             changes,
             state: mail.state.clone(),
+            message_change: (message_before != mail.message.as_slice())
+                .then_some((message_before.len(), mail.message.len())),
             error,
         }
     }
@@ -113,6 +118,15 @@ impl Run {
         }
     }
 
+    fn take_jobs(&mut self, mail: &mut Mail) {
+        for mut job in mail.jobs.drain(..) {
+            if job.mail_name.is_empty() {
+                job.mail_name = mail.name.clone();
+            }
+            self.jobs.push(job);
+        }
+    }
+
     pub(crate) fn tracing(&self) -> bool {
         self.trace.is_some()
     }
@@ -123,17 +137,17 @@ impl Run {
         }
     }
 
-    pub(crate) fn dispose(&mut self, mut mail: Mail) {
-        self.jobs.append(&mut mail.jobs);
+    pub(crate) fn dispose(&mut self, processor: &str, mut mail: Mail) {
+        self.take_jobs(&mut mail);
         self.endings.push(Ending {
             mail: mail.name,
-            processor: mail.state.clone(),
+            processor: processor.to_string(),
             how: GHOST.to_string(),
         });
     }
 
     pub(crate) fn end_of_processor(&mut self, processor: &str, mut mail: Mail) {
-        self.jobs.append(&mut mail.jobs);
+        self.take_jobs(&mut mail);
         self.endings.push(Ending {
             mail: mail.name,
             processor: processor.to_string(),
@@ -191,6 +205,20 @@ impl Container {
         })
     }
 
+    /// A container of hand-built processors (tests of behaviour no registered part shows).
+    #[cfg(test)]
+    pub(crate) fn from_processors(processors: Vec<Processor>, context: MailetContext) -> Self {
+        Container {
+            order: processors.iter().map(|p| p.state.clone()).collect(),
+            processors: processors
+                .into_iter()
+                .map(|p| (p.state.clone(), p))
+                .collect(),
+            context,
+            warnings: Vec::new(),
+        }
+    }
+
     /// The context given to mailets.
     pub fn context(&self) -> &MailetContext {
         &self.context
@@ -225,8 +253,8 @@ impl Container {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         Box::pin(async move {
             if mail.state == GHOST || mail.recipients.is_empty() {
-                mail.state = GHOST.to_string();
-                run.dispose(mail);
+                let from = std::mem::replace(&mut mail.state, GHOST.to_string());
+                run.dispose(&from, mail);
                 return Ok(());
             }
             run.handovers += 1;
@@ -312,12 +340,22 @@ fn build_processor(
     })
 }
 
+/// "; did you mean X?" when a state is a plausible typo of `wanted`.
+fn state_hint(wanted: &str, states: &[&str]) -> String {
+    let close = closest_names(wanted, states.iter().copied());
+    match close.first() {
+        Some(c)
+            if edit_distance(&wanted.to_lowercase(), &c.to_lowercase())
+                <= (wanted.chars().count() / 3).max(2) =>
+        {
+            format!("; did you mean {c}?")
+        }
+        _ => String::new(),
+    }
+}
+
 fn unknown_state(position: &Position, what: &str, target: &str, states: &[&str]) -> ConfigError {
-    let close = closest_names(target, states.iter().copied());
-    let hint = match close.first() {
-        Some(c) => format!("; did you mean {c}?"),
-        None => String::new(),
-    };
+    let hint = state_hint(target, states);
     position.error(format!(
         "{what} processor {target:?}, which does not exist (processors: {}){hint}",
         states.join(", ")
@@ -351,11 +389,7 @@ fn check_route(
                 } else {
                     "ignore, propagate or a processor name"
                 };
-                let close = closest_names(written, states.iter().copied());
-                let hint = match close.first() {
-                    Some(c) => format!("; did you mean {c}?"),
-                    None => String::new(),
-                };
+                let hint = state_hint(written, states);
                 return Err(position.error(format!(
                     "<{element}> is {written:?}, which is not a processor (processors: {}): expected {expected}{hint}",
                     states.join(", ")

@@ -17,3 +17,5 @@ pub const ROOT: &str = "root";
 pub const GHOST: &str = "ghost";
 /// The state failed mails are routed to.
 pub const ERROR: &str = "error";
+#[cfg(test)]
+mod tests;

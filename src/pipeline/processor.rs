@@ -139,7 +139,9 @@ impl Processor {
                     next.push(mail);
                     copy
                 };
-                let before = run.tracing().then(|| target.attributes.clone());
+                let before = run
+                    .tracing()
+                    .then(|| (target.attributes.clone(), target.message.clone()));
                 let mut error_text = None;
                 if let Err(e) = step.mailet.service(&mut target, ctx).await {
                     error_text = Some(format!("{e:#}"));
@@ -163,17 +165,18 @@ impl Processor {
                 if target.recipients.is_empty() {
                     target.state = GHOST.to_string();
                 }
-                if let Some(before) = before {
+                if let Some((attributes, message)) = before {
                     run.record(TraceEvent::new(
                         &self.state,
                         step,
                         &target,
-                        &before,
+                        &attributes,
+                        &message,
                         error_text,
                     ));
                 }
                 if target.state == GHOST {
-                    run.dispose(target);
+                    run.dispose(&self.state, target);
                 } else if target.state != self.state {
                     container.route(target, run).await?;
                 } else {

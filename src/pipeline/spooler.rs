@@ -91,7 +91,20 @@ pub async fn handle(
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
     let released = match result {
-        Ok(()) => spool.complete(id, run.jobs).await,
+        Ok(()) => {
+            // logged before the release: a crash in between re-processes the mail and logs it
+            // again, so every acknowledged mail shows up at least once (the field names are
+            // the ones ingest's tests and operators grep for)
+            tracing::info!(
+                mail = id,
+                from = %original.sender.as_ref().map_or_else(|| "<>".to_string(), ToString::to_string),
+                rcpts = original.recipients.len(),
+                size = original.size(),
+                jobs = run.jobs.len(),
+                "mail processed"
+            );
+            spool.complete(id, run.jobs).await
+        }
         Err(e) => {
             let mut mail = original;
             let count = match mail.attribute(attributes::PROCESSING_ERROR_COUNT) {
@@ -131,4 +144,93 @@ fn backoff_ms(settings: &SpoolerSettings, failures: i64) -> u64 {
     let base = settings.retry_base.as_millis() as u64;
     let exp = (failures - 1).clamp(0, 20) as u32;
     base.saturating_mul(1u64 << exp)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::MailetContainerConfig;
+    use crate::mail::MailAddress;
+    use crate::pipeline::MailetContext;
+    use crate::spool::EmbeddedSpool;
+
+    async fn spool_run(
+        root: &str,
+        dir: &Path,
+    ) -> (Arc<EmbeddedSpool>, Repository, CancellationToken) {
+        let xml = format!(
+            "<mailetcontainer><processors><processor state=\"root\">{root}</processor><processor state=\"error\"><mailet class=\"Null\"/></processor></processors></mailetcontainer>"
+        );
+        let config = MailetContainerConfig::parse(&xml, Path::new("mc.xml")).unwrap();
+        let ctx = MailetContext::for_tests(dir.to_path_buf());
+        let container = Arc::new(Container::build(&config, &ctx).unwrap());
+        let (_store, spool) = EmbeddedSpool::open_path(&dir.join("spool.redb")).unwrap();
+        let errors = Repository::open("file://mail/error/", dir).unwrap();
+        let shutdown = CancellationToken::new();
+        let settings = SpoolerSettings {
+            threads: 4,
+            retry_base: Duration::from_millis(1),
+            error_repository: errors.clone(),
+            shutdown_timeout: Duration::from_secs(5),
+        };
+        tokio::spawn(run(container, spool.clone(), settings, shutdown.clone()));
+        (spool, errors, shutdown)
+    }
+
+    fn mail() -> Mail {
+        Mail::new(
+            None,
+            vec![MailAddress::parse("bob@example.org").unwrap()],
+            b"Subject: s\r\n\r\nbody".to_vec(),
+        )
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("the spooler did not get there");
+    }
+
+    #[tokio::test]
+    async fn processed_mail_leaves_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, errors, shutdown) = spool_run("<mailet class=\"Null\"/>", dir.path()).await;
+        for _ in 0..10 {
+            spool.enqueue(&mail()).await.unwrap();
+        }
+        until(|| spool.depth() == 0).await;
+        assert!(errors.list().unwrap().is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn sixth_propagated_failure_goes_to_the_error_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = "<mailet class=\"ToRepository\"><repositoryPath>file:///dev/null/x</repositoryPath><onMailetException>propagate</onMailetException></mailet>";
+        let (spool, errors, shutdown) = spool_run(failing, dir.path()).await;
+        spool.enqueue(&mail()).await.unwrap();
+        until(|| spool.depth() == 0).await;
+        let keys = errors.list().unwrap();
+        assert_eq!(keys.len(), 1);
+        let stored = errors.load(&keys[0]).unwrap();
+        assert_eq!(
+            stored.attribute(attributes::PROCESSING_ERROR_COUNT),
+            Some(&AttributeValue::Long(MAX_FAILURES))
+        );
+        assert!(
+            stored
+                .error_message
+                .unwrap()
+                .contains("mailet ToRepository in processor root")
+        );
+        assert_eq!(stored.message, b"Subject: s\r\n\r\nbody");
+        shutdown.cancel();
+    }
 }

@@ -10,10 +10,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use mailetd::config::Properties;
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
 use mailetd::dav::carddav::CardDavContactHandler;
 use mailetd::dav::contact::uid;
+use mailetd::dav::esn_contact::EsnContactHandler;
 use mailetd::dav::known_contacts::KnownContacts;
+use mailetd::dav::{DavServices, OpenPaasConfig};
 use mailetd::mail::{Mail, MailAddress};
 use mailetd::mailets;
 use mailetd::outbox::{Delivery, JobHandler};
@@ -445,23 +448,10 @@ async fn direct_per_user_credentials_file() {
     card_for(&got, "bob@x.org", "bob@x.org");
 }
 
-/// Request count for a realistic replay: 10,000 mails from 100 users to a pool of 500
-/// contacts (each user has 50 regular correspondents, picked with a skew, 1–3 recipients per
-/// mail), through the mailet, the cache and the real handler against Radicale.
-/// tmail's count for the same traffic: one GET per recipient per mail (the owner included)
-/// plus one PUT per pair not yet in the book.
-#[tokio::test]
-#[ignore = "replay of 10,000 mails (about a minute); run with --ignored --nocapture"]
-async fn replay_request_count_vs_tmail() {
-    let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
-    let c = Collector::new(dav, &[]);
-    // A deterministic generator (xorshift), so the figures are reproducible.
+/// A realistic replay: 10,000 mails from 100 users to a pool of 500 contacts (each user
+/// has 50 regular correspondents, half the picks among their 10 closest; 1–3 recipients per
+/// mail). Deterministic (xorshift), so the figures are reproducible.
+fn replay_traffic() -> Vec<(u64, Vec<u64>)> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move |n: u64| {
         state ^= state << 13;
@@ -472,32 +462,63 @@ async fn replay_request_count_vs_tmail() {
     let correspondents: Vec<Vec<u64>> = (0..100)
         .map(|_| (0..50).map(|_| next(500)).collect())
         .collect();
-    let mut tmail_requests = 0u64;
+    (0..10_000)
+        .map(|_| {
+            let user = next(100);
+            let count = 1 + next(3);
+            let rcpts = (0..count)
+                .map(|_| {
+                    let i = if next(2) == 0 { next(10) } else { next(50) };
+                    correspondents[user as usize][i as usize]
+                })
+                .collect();
+            (user, rcpts)
+        })
+        .collect()
+}
+
+/// tmail's requests for the same traffic: a GET per recipient of every mail, plus a PUT per
+/// pair not yet in the book. Also returns the number of distinct pairs.
+fn tmail_requests(traffic: &[(u64, Vec<u64>)]) -> (u64, usize) {
     let mut existing: HashSet<(u64, u64)> = HashSet::new();
-    let mut jobs = 0u64;
-    for _ in 0..10_000 {
-        let user = next(100);
-        let count = 1 + next(3);
-        let mut rcpts = Vec::new();
-        for _ in 0..count {
-            // skewed: half the picks among the first 10 correspondents
-            let i = if next(2) == 0 { next(10) } else { next(50) };
-            rcpts.push(correspondents[user as usize][i as usize]);
-        }
-        for r in &rcpts {
-            tmail_requests += 1; // GET
-            if existing.insert((user, *r)) {
-                tmail_requests += 1; // PUT
+    let mut requests = 0u64;
+    for (user, rcpts) in traffic {
+        for r in rcpts {
+            requests += 1;
+            if existing.insert((*user, *r)) {
+                requests += 1;
             }
         }
-        let to: Vec<String> = rcpts
-            .iter()
-            .map(|r| format!("contact{r}@partner.com"))
-            .collect();
-        let to: Vec<&str> = to.iter().map(String::as_str).collect();
-        let m = c
-            .service(mail(&format!("user{user}@example.org"), &to, ""))
-            .await;
+    }
+    (requests, existing.len())
+}
+
+fn replay_mail(user: u64, rcpts: &[u64]) -> Mail {
+    let to: Vec<String> = rcpts
+        .iter()
+        .map(|r| format!("contact{r}@partner.com"))
+        .collect();
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    mail(&format!("user{user}@example.org"), &to, "")
+}
+
+/// The replay through the mailet, the cache and the real CardDAV handler against Radicale.
+#[tokio::test]
+#[ignore = "replay of 10,000 mails (about a minute and a half); run with --ignored --nocapture"]
+async fn replay_request_count_vs_tmail_carddav() {
+    let server = Radicale::start();
+    let dav = standard(
+        &server.url(),
+        "{base}/{user}/collected/",
+        radicale::SERVICE_USER,
+        radicale::SERVICE_PASSWORD,
+    );
+    let c = Collector::new(dav, &[]);
+    let traffic = replay_traffic();
+    let (tmail, pairs) = tmail_requests(&traffic);
+    let mut jobs = 0u64;
+    for (user, rcpts) in &traffic {
+        let m = c.service(replay_mail(*user, rcpts)).await;
         jobs += m.jobs.len() as u64;
         all_done(&c.deliver(&m).await);
     }
@@ -510,12 +531,56 @@ async fn replay_request_count_vs_tmail() {
         })
         .sum();
     println!(
-        "replay: 10000 mails, {} distinct (owner, contact) pairs; mailetd: {jobs} jobs, {ours} DAV requests; tmail: {tmail_requests} DAV requests ({:.1}x)",
-        existing.len(),
-        tmail_requests as f64 / ours as f64
+        "replay (carddav, Radicale): 10000 mails, {pairs} distinct (owner, contact) pairs; \
+         mailetd: {jobs} jobs, {ours} DAV requests; tmail: {tmail} DAV requests ({:.1}x)",
+        tmail as f64 / ours as f64
     );
-    assert_eq!(books, existing.len());
-    assert!(ours < tmail_requests / 2, "{ours} vs {tmail_requests}");
+    assert_eq!(books, pairs);
+    assert!(ours < tmail / 2, "{ours} vs {tmail}");
+}
+
+/// The same replay in the esn dialect (GET then PUT per new pair, as tmail) against the
+/// esn double, every sender a known user.
+#[tokio::test]
+#[ignore = "replay of 10,000 mails; run with --ignored --nocapture"]
+async fn replay_request_count_vs_tmail_esn() {
+    let users: Vec<(String, String)> = (0..100)
+        .map(|u| (format!("user{u}@example.org"), format!("{u:024x}")))
+        .collect();
+    let refs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(e, i)| (e.as_str(), i.as_str()))
+        .collect();
+    let double = EsnDouble::start(&refs);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("spool.redb")).unwrap();
+    let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
+    ctx.store = Some(store.clone());
+    let mailet =
+        mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
+    let handler = esn_handler(
+        &double.url(),
+        "admin-secret",
+        KnownContacts::new(Some(store), 200_000),
+    );
+    let traffic = replay_traffic();
+    let (tmail, pairs) = tmail_requests(&traffic);
+    for (user, rcpts) in &traffic {
+        let mut m = replay_mail(*user, rcpts);
+        mailet.service(&mut m, &ctx).await.unwrap();
+        for job in &m.jobs {
+            assert_eq!(handler.deliver(job).await, Delivery::Done);
+        }
+    }
+    let ours = handler.requests_sent();
+    let stored = double.get_json("/_cards").as_object().unwrap().len();
+    println!(
+        "replay (esn, double): 10000 mails, {pairs} distinct pairs; mailetd: {ours} DAV \
+         requests; tmail: {tmail} DAV requests ({:.1}x)",
+        tmail as f64 / ours as f64
+    );
+    assert_eq!(stored, pairs);
+    assert!(ours < tmail / 2, "{ours} vs {tmail}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -613,7 +678,6 @@ fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the outbox workers (other branches)"]
 fn smtp_radicale_collects_contacts() {
     let server = Arc::new(Radicale::start());
     let mailetd = Mailetd::start(&[
@@ -636,7 +700,6 @@ fn smtp_radicale_collects_contacts() {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the outbox workers (other branches)"]
 fn smtp_sabredav_collects_contacts() {
     let server = Arc::new(SabreDav::start());
     for user in ["alice@example.org", "carol@example.org"] {
@@ -775,7 +838,6 @@ impl Drop for EsnDouble {
 
 #[tokio::test]
 async fn direct_esn_get_then_put_impersonating_the_owner() {
-    use mailetd::dav::esn_contact::{EsnContactHandler, EsnDav, OpenPaasUsers};
     let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("spool.redb")).unwrap();
@@ -784,16 +846,9 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(ctx.settings.dav.dialect, DavDialect::Esn);
     let mailet =
         mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
-    let client = reqwest::Client::new();
-    let secret = Secret::new("admin-secret");
-    let handler = EsnContactHandler::new(
-        client.clone(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: secret.clone(),
-        },
-        Arc::new(OpenPaasUsers::new(client, &double.url(), "admin", secret)),
+    let handler = esn_handler(
+        &double.url(),
+        "admin-secret",
         KnownContacts::new(Some(store), 1000),
     );
 
@@ -849,21 +904,7 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(handler.requests_sent(), before);
 
     // A contact that exists already (the cache lost): GET 200, no PUT.
-    let fresh = EsnContactHandler::new(
-        reqwest::Client::new(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: Secret::new("admin-secret"),
-        },
-        Arc::new(OpenPaasUsers::new(
-            reqwest::Client::new(),
-            &double.url(),
-            "admin",
-            Secret::new("admin-secret"),
-        )),
-        KnownContacts::new(None, 10),
-    );
+    let fresh = esn_handler(&double.url(), "admin-secret", KnownContacts::new(None, 10));
     let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
     mailet.service(&mut m, &ctx).await.unwrap();
     assert!(m.jobs.is_empty(), "known to the persistent cache");
@@ -873,21 +914,7 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     assert_eq!(fresh.requests_sent(), 1);
 
     // A wrong admin password is a permanent failure naming the status, not the password.
-    let wrong = EsnContactHandler::new(
-        reqwest::Client::new(),
-        EsnDav {
-            url: double.url(),
-            admin_user: "admin".into(),
-            admin_password: Secret::new("bad-pw"),
-        },
-        Arc::new(OpenPaasUsers::new(
-            reqwest::Client::new(),
-            &double.url(),
-            "admin",
-            Secret::new("admin-secret"),
-        )),
-        KnownContacts::new(None, 10),
-    );
+    let wrong = esn_handler(&double.url(), "bad-pw", KnownContacts::new(None, 10));
     match wrong.deliver(&job).await {
         Delivery::Permanent(reason) => {
             assert!(reason.contains("401"), "{reason}");
@@ -898,7 +925,6 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container, the outbox workers and openpaas.properties (other branches)"]
 fn smtp_esn_collects_contacts() {
     let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
     let properties = format!(
@@ -949,5 +975,30 @@ fn smtp_esn_collects_contacts() {
     );
     assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
     assert_eq!(cards.as_object().unwrap().len(), 2, "{cards}");
+    // the stranger's mail stopped at the (cached) user lookup, in the mailet
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mailetd
+        .log()
+        .contains("owner unknown to OpenPaaS: no contact collected")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", mailetd.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert!(!mailetd.log().contains("admin-secret"));
+}
+
+/// An esn contact handler against the esn double at `url`, built the way `serve` builds it:
+/// from openpaas.properties, with the shared (cached) OpenPaaS user lookup.
+fn esn_handler(url: &str, dav_password: &str, known: KnownContacts) -> EsnContactHandler {
+    let text = format!(
+        "openpaas.api.uri={url}\nopenpaas.admin.user=admin\nopenpaas.admin.password=admin-secret\n\
+         dav.api.uri={url}\ndav.admin.user=admin\ndav.admin.password={dav_password}\n"
+    );
+    let properties = Properties::parse(&text, std::path::Path::new("openpaas.properties")).unwrap();
+    let config = OpenPaasConfig::from_properties(&properties)
+        .unwrap()
+        .unwrap();
+    let services = Arc::new(DavServices::build(config).unwrap());
+    let (client, dav) = services.dav().unwrap();
+    EsnContactHandler::new(client.clone(), dav.clone(), services.clone(), known)
 }

@@ -540,7 +540,6 @@ impl Drop for Running {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the calendar mailets (other branches)"]
 fn invitation_over_smtp_yields_exactly_the_expected_itip() {
     let double = EsnDouble::start();
     let bob = double.add_user("bob@linagora.local");
@@ -577,7 +576,6 @@ fn invitation_over_smtp_yields_exactly_the_expected_itip() {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the calendar mailets (other branches)"]
 fn reply_over_smtp_goes_to_the_organizer_only() {
     let double = EsnDouble::start();
     let carol = double.add_user("carol@linagora.local");
@@ -594,7 +592,6 @@ fn reply_over_smtp_goes_to_the_organizer_only() {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the calendar mailets (other branches)"]
 fn broken_ics_over_smtp_yields_no_request_and_one_log_line() {
     let double = EsnDouble::start();
     double.add_user("bob@linagora.local");
@@ -625,7 +622,6 @@ fn broken_ics_over_smtp_yields_no_request_and_one_log_line() {
 }
 
 #[test]
-#[ignore = "needs the SMTP listener, the mailet container and the calendar mailets (other branches)"]
 fn over_smtp_esn_down_then_back_every_invitation_arrives_once() {
     let double = EsnDouble::start();
     double.add_user("bob@linagora.local");

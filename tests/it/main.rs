@@ -4,6 +4,8 @@
 mod caldav;
 mod calendar_chain;
 mod contacts;
-mod support;
-
+mod container;
+mod default_conf;
 mod esn;
+mod smtp;
+mod support;

@@ -1,0 +1,6 @@
+//! Subcommands other than `serve`: `check`, `replay`, `repo`. Each prints for a human and
+//! returns an error (non-zero exit) when something is wrong.
+
+pub mod check;
+pub mod replay;
+pub mod repo;
