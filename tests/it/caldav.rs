@@ -923,6 +923,73 @@ fn radicale_discovery_finds_the_first_event_calendar() {
     assert!(!mailetd.log().contains("bob-app-password"));
 }
 
+/// The user's client stores the invitation under its own name between mailetd's read and
+/// its creation: the server refuses the second UID (Radicale 409, Xandikos 412), mailetd
+/// re-reads and updates the client's copy. (SabreDAV 1.8 has no UID check: not run there.)
+fn creation_race_with_the_users_client_never_duplicates(kind: Kind) {
+    let server = Arc::new(Server::start(kind));
+    server.add_user(BOB);
+    let invite = vevent(
+        "race-2",
+        1,
+        "20261102T090000Z",
+        ALICE_EXT,
+        &[(BOB, "NEEDS-ACTION")],
+        "LOCATION:New\r\n",
+    );
+    let client_copy = ics(
+        "",
+        &[vevent(
+            "race-2",
+            0,
+            "20261101T090000Z",
+            ALICE_EXT,
+            &[(BOB, "ACCEPTED")],
+            "LOCATION:Old\r\n",
+        )],
+    );
+    let raced = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let (server, raced) = (server.clone(), raced.clone());
+        Arc::new(move || {
+            if !raced.swap(true, Ordering::SeqCst) {
+                server.put(BOB, "phone-made.ics", &client_copy);
+            }
+        })
+    };
+    let handler = CalDavItipHandler::new(&server.dav_settings())
+        .unwrap()
+        .with_before_write(hook);
+    let job = ItipJob {
+        recipient: BOB.into(),
+        ical: ics("REQUEST", &[invite]),
+        options: Options::default(),
+        calendar_id: None,
+    }
+    .into_job();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(handler.deliver(&job)), Delivery::Done);
+    assert!(raced.load(Ordering::SeqCst));
+    let e = server.only(BOB);
+    assert!(e.href.ends_with("/phone-made.ics"), "{}", e.href);
+    assert_eq!(e.values("LOCATION"), ["New"]);
+    assert!(
+        handler.counts().contains(&("conflicts", 1)),
+        "{:?}",
+        handler.counts()
+    );
+}
+
+#[test]
+fn radicale_creation_race_with_the_users_client_never_duplicates() {
+    creation_race_with_the_users_client_never_duplicates(Kind::Radicale);
+}
+
+#[test]
+fn xandikos_creation_race_with_the_users_client_never_duplicates() {
+    creation_race_with_the_users_client_never_duplicates(Kind::Xandikos);
+}
+
 /// A concurrent edit between read and write: the 412 is retried and both changes survive.
 fn concurrent_edit_is_reapplied(kind: Kind) {
     let server = Arc::new(Server::start(kind));
