@@ -763,6 +763,100 @@ fn radicale_recipient_without_calendar_is_not_an_error() {
     );
 }
 
+/// RFC 9671 parameters end to end: `calendarId` sends new events to another calendar
+/// (and updates find them there), `deleteCanceled` deletes on CANCEL, `organizers` keeps
+/// strangers from creating events.
+fn calendar_id_delete_canceled_and_organizers(kind: Kind) {
+    let server = Server::start(kind);
+    server.add_user(BOB);
+    // the "work" sibling of bob's default calendar
+    let default = server.calendar_path(BOB);
+    let work = format!(
+        "{}work/",
+        &default[..default[..default.len() - 1].rfind('/').unwrap() + 1]
+    );
+    let r = server.request(
+        "MKCALENDAR",
+        &work,
+        &[("Content-Type", "application/xml")],
+        Some(&davhttp::mkcalendar_body("work")),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let container = CONTAINER.replace(
+        "<source>icalendarAsJson2</source>\n            </mailet>",
+        "<source>icalendarAsJson2</source>\n                <calendarId>work</calendarId>\n                <deleteCanceled>true</deleteCanceled>\n                <organizers>partner.example</organizers>\n            </mailet>",
+    );
+    assert_ne!(container, CONTAINER);
+    let mailetd = Collector {
+        mailetd: Mailetd::start(&[
+            ("mailetcontainer.xml", container),
+            ("domainlist.xml", DOMAINS.to_string()),
+            ("mailetd.toml", server.toml()),
+        ]),
+        sent: std::cell::Cell::new(0),
+    };
+    let attendees = [(BOB, "NEEDS-ACTION")];
+    let v0 = vevent(
+        "work-1",
+        0,
+        "20261101T090000Z",
+        ALICE_EXT,
+        &attendees,
+        "LOCATION:A\r\n",
+    );
+    mailetd.send(ALICE_EXT, &[BOB], "REQUEST", &ics("REQUEST", &[v0]));
+    // an organizer outside partner.example may not create
+    let stranger = "eve@elsewhere.example";
+    let spam = vevent("spam-1", 0, "20261101T090000Z", stranger, &attendees, "");
+    mailetd.send(stranger, &[BOB], "REQUEST", &ics("REQUEST", &[spam]));
+    mailetd.wait_applied(2);
+    let objects_in = |path: &str| {
+        let r = server.request(
+            "REPORT",
+            path,
+            &[("Depth", "1"), ("Content-Type", "application/xml")],
+            Some(CALENDAR_QUERY_ALL),
+        );
+        assert_eq!(r.status, 207, "{r:?}");
+        davhttp::texts_of(&r.body, "calendar-data")
+    };
+    assert!(
+        server.objects(BOB).is_empty(),
+        "nothing in the default calendar"
+    );
+    let in_work = objects_in(&work);
+    assert_eq!(in_work.len(), 1, "{in_work:?}");
+    assert!(in_work[0].contains("UID:work-1") && in_work[0].contains("LOCATION:A"));
+    let v1 = vevent(
+        "work-1",
+        1,
+        "20261102T090000Z",
+        ALICE_EXT,
+        &attendees,
+        "LOCATION:B\r\n",
+    );
+    mailetd.send(ALICE_EXT, &[BOB], "REQUEST", &ics("REQUEST", &[v1]));
+    mailetd.wait_applied(3);
+    let in_work = objects_in(&work);
+    assert_eq!(in_work.len(), 1, "updated where it is: {in_work:?}");
+    assert!(in_work[0].contains("LOCATION:B"));
+    let cancel = vevent("work-1", 2, "20261103T090000Z", ALICE_EXT, &attendees, "");
+    mailetd.send(ALICE_EXT, &[BOB], "CANCEL", &ics("CANCEL", &[cancel]));
+    mailetd.wait_applied(4);
+    assert!(objects_in(&work).is_empty(), "deleted");
+    assert!(server.objects(BOB).is_empty());
+}
+
+#[test]
+fn radicale_calendar_id_delete_canceled_and_organizers() {
+    calendar_id_delete_canceled_and_organizers(Kind::Radicale);
+}
+
+#[test]
+fn sabredav_calendar_id_delete_canceled_and_organizers() {
+    calendar_id_delete_canceled_and_organizers(Kind::Sabre);
+}
+
 /// `calendar_url = "discover"` with per-user credentials: current-user-principal →
 /// calendar-home-set → the first calendar that holds VEVENTs (a task list comes first).
 #[test]
@@ -827,6 +921,73 @@ fn radicale_discovery_finds_the_first_event_calendar() {
     assert!(work[0].contains("UID:found-1"));
     assert!(radicale.events(&format!("/{BOB}/aaa-tasks/")).is_empty());
     assert!(!mailetd.log().contains("bob-app-password"));
+}
+
+/// The user's client stores the invitation under its own name between mailetd's read and
+/// its creation: the server refuses the second UID (Radicale 409, Xandikos 412), mailetd
+/// re-reads and updates the client's copy. (SabreDAV 1.8 has no UID check: not run there.)
+fn creation_race_with_the_users_client_never_duplicates(kind: Kind) {
+    let server = Arc::new(Server::start(kind));
+    server.add_user(BOB);
+    let invite = vevent(
+        "race-2",
+        1,
+        "20261102T090000Z",
+        ALICE_EXT,
+        &[(BOB, "NEEDS-ACTION")],
+        "LOCATION:New\r\n",
+    );
+    let client_copy = ics(
+        "",
+        &[vevent(
+            "race-2",
+            0,
+            "20261101T090000Z",
+            ALICE_EXT,
+            &[(BOB, "ACCEPTED")],
+            "LOCATION:Old\r\n",
+        )],
+    );
+    let raced = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let (server, raced) = (server.clone(), raced.clone());
+        Arc::new(move || {
+            if !raced.swap(true, Ordering::SeqCst) {
+                server.put(BOB, "phone-made.ics", &client_copy);
+            }
+        })
+    };
+    let handler = CalDavItipHandler::new(&server.dav_settings())
+        .unwrap()
+        .with_before_write(hook);
+    let job = ItipJob {
+        recipient: BOB.into(),
+        ical: ics("REQUEST", &[invite]),
+        options: Options::default(),
+        calendar_id: None,
+    }
+    .into_job();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(handler.deliver(&job)), Delivery::Done);
+    assert!(raced.load(Ordering::SeqCst));
+    let e = server.only(BOB);
+    assert!(e.href.ends_with("/phone-made.ics"), "{}", e.href);
+    assert_eq!(e.values("LOCATION"), ["New"]);
+    assert!(
+        handler.counts().contains(&("conflicts", 1)),
+        "{:?}",
+        handler.counts()
+    );
+}
+
+#[test]
+fn radicale_creation_race_with_the_users_client_never_duplicates() {
+    creation_race_with_the_users_client_never_duplicates(Kind::Radicale);
+}
+
+#[test]
+fn xandikos_creation_race_with_the_users_client_never_duplicates() {
+    creation_race_with_the_users_client_never_duplicates(Kind::Xandikos);
 }
 
 /// A concurrent edit between read and write: the 412 is retried and both changes survive.

@@ -232,7 +232,8 @@ impl CalDavClient {
     }
 
     /// `PUT url` under `condition`. Returns the status when it is a success or 412 (the
-    /// resource changed or appeared since it was read); an error otherwise.
+    /// resource changed or appeared since it was read; also a creation's 409, see below);
+    /// an error otherwise.
     pub async fn put(
         &self,
         owner: &str,
@@ -246,6 +247,11 @@ impl CalDavClient {
         let (status, _, text) = self.send("PUT", url, request).await?;
         if status.is_success() || status == StatusCode::PRECONDITION_FAILED {
             return Ok(status);
+        }
+        // Radicale answers a creation whose UID appeared meanwhile under another name with
+        // 409 (no-uid-conflict): the same race as a 412, so the caller re-reads.
+        if status == StatusCode::CONFLICT && matches!(condition, Condition::Absent) {
+            return Ok(StatusCode::PRECONDITION_FAILED);
         }
         Err(with_body(classify("PUT", url, status), &text))
     }
