@@ -461,6 +461,18 @@ pub fn render(sampled: &Sampled) -> String {
             escape(&name)
         );
     }
+    header(
+        &mut out,
+        "mailetd_caldav_itip_outcomes_total",
+        "counter",
+        "iTIP messages applied by mailetd to standard CalDAV calendars, by outcome (no_action, added, updated, error, conflicts retried).",
+    );
+    for (outcome, value) in crate::dav::caldav::handler::outcome_counts() {
+        let _ = writeln!(
+            out,
+            "mailetd_caldav_itip_outcomes_total{{outcome=\"{outcome}\"}} {value}"
+        );
+    }
     out
 }
 
