@@ -6,5 +6,6 @@ mod contacts;
 mod container;
 mod default_conf;
 mod esn;
+mod ship;
 mod smtp;
 mod support;
