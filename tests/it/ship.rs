@@ -793,3 +793,35 @@ fn configuration_reference_matches_the_code() {
         }
     }
 }
+
+/// docs/migrating-from-james.md lists exactly the mailets and matchers mailetd has.
+#[test]
+fn migration_guide_lists_every_mailet_and_matcher() {
+    let doc = read("docs/migrating-from-james.md");
+    for (header, registry) in [
+        (
+            "Mailet",
+            mailetd::mailets::REGISTRY
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<BTreeSet<_>>(),
+        ),
+        (
+            "Matcher",
+            mailetd::matchers::REGISTRY
+                .iter()
+                .map(|(n, _)| *n)
+                .collect(),
+        ),
+    ] {
+        let rows = table(&doc, "Supported unchanged", header);
+        let documented: BTreeSet<&str> = rows
+            .iter()
+            .map(|r| code(&r[0]).unwrap_or_else(|| panic!("{r:?}")))
+            .collect();
+        assert_eq!(
+            documented, registry,
+            "{header}s in docs/migrating-from-james.md"
+        );
+    }
+}
