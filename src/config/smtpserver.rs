@@ -83,7 +83,7 @@ pub struct TlsSettings {
 
 /// Elements James knows and mailetd ignores on purpose (a collector does not authenticate,
 /// does not relay and has no JMX or Netty knobs).
-const IGNORED: &[&str] = &[
+pub const IGNORED: &[&str] = &[
     "jmxName",
     "handlerchain",
     "auth",
@@ -100,7 +100,8 @@ const IGNORED: &[&str] = &[
     "smtpGreetingDelay",
 ];
 
-const KNOWN: &[&str] = &[
+/// Elements of `<smtpserver>` mailetd reads (docs/configuration.md is checked against it).
+pub const KNOWN: &[&str] = &[
     "bind",
     "connectionBacklog",
     "connectiontimeout",

@@ -8,5 +8,6 @@ mod container;
 mod default_conf;
 mod esn;
 mod ops;
+mod ship;
 mod smtp;
 mod support;
