@@ -5,6 +5,7 @@
 //! mailets) → [`outbox`] (durable DAV jobs) → [`dav`].
 
 pub mod cli;
+pub mod broker;
 pub mod config;
 pub mod dav;
 pub mod ical;
