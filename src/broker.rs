@@ -187,7 +187,10 @@ impl Broker {
     fn queue_args(&self, extra: &[(&str, AMQPValue)]) -> FieldTable {
         let mut args = FieldTable::default();
         if self.quorum {
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
         }
         for (k, v) in extra {
             args.insert((*k).into(), v.clone());
@@ -219,7 +222,10 @@ impl Broker {
                     retry_queue(queue, step).as_str().into(),
                     durable,
                     self.queue_args(&[
-                        ("x-message-ttl", AMQPValue::LongLongInt((step * 1000) as i64)),
+                        (
+                            "x-message-ttl",
+                            AMQPValue::LongLongInt((step * 1000) as i64),
+                        ),
                         ("x-dead-letter-exchange", to("")),
                         ("x-dead-letter-routing-key", to(queue)),
                     ]),

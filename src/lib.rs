@@ -4,8 +4,8 @@
 //! Data flow: [`ingest`] (SMTP) → [`spool`] (durable) → [`pipeline`] (processors, matchers,
 //! mailets) → [`outbox`] (durable DAV jobs) → [`dav`].
 
-pub mod cli;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod dav;
 pub mod ical;

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicRejectOptions, QueuePurgeOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicRejectOptions, QueuePurgeOptions};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +37,11 @@ pub async fn run(
     let settings = Arc::new(settings);
     let (tx, mut rx) = mpsc::channel(workers);
     let consuming = CancellationToken::new();
-    tokio::spawn(broker.clone().consume(
-        queue.clone(),
-        workers as u16,
-        tx,
-        consuming.clone(),
-    ));
+    tokio::spawn(
+        broker
+            .clone()
+            .consume(queue.clone(), workers as u16, tx, consuming.clone()),
+    );
     let slots = Arc::new(Semaphore::new(workers));
     loop {
         let permit = tokio::select! {
@@ -67,11 +64,7 @@ pub async fn run(
             drop(permit);
         });
     }
-    let _ = tokio::time::timeout(
-        Duration::from_secs(30),
-        slots.acquire_many(workers as u32),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(workers as u32)).await;
     consuming.cancel();
 }
 
@@ -156,7 +149,11 @@ impl BrokerOutbox {
 
     fn pending_queues(&self) -> Vec<String> {
         std::iter::once(self.queue.clone())
-            .chain(RETRY_STEPS.iter().map(|s| broker::retry_queue(&self.queue, *s)))
+            .chain(
+                RETRY_STEPS
+                    .iter()
+                    .map(|s| broker::retry_queue(&self.queue, *s)),
+            )
             .collect()
     }
 
@@ -181,7 +178,9 @@ impl BrokerOutbox {
                 let delivery = message.delivery;
                 match serde_json::from_slice::<OutboxJob>(&delivery.data) {
                     Ok(job) => out.push((job, delivery.acker)),
-                    Err(e) => tracing::warn!(queue, error = %e, "outbox: undecodable job left in place"),
+                    Err(e) => {
+                        tracing::warn!(queue, error = %e, "outbox: undecodable job left in place")
+                    }
                 }
             }
         }
@@ -212,7 +211,9 @@ impl OutboxAdmin for BrokerOutbox {
             job.attempts = 0;
             job.first_seen_ms = now;
             job.next_attempt_ms = now;
-            self.broker.publish(&self.queue, &encode(&job), None).await?;
+            self.broker
+                .publish(&self.queue, &encode(&job), None)
+                .await?;
             acker.ack(BasicAckOptions::default()).await?;
             count += 1;
         }

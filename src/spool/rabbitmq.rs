@@ -80,7 +80,9 @@ impl RabbitSpool {
     }
 
     /// The consumer starts with the first `dequeue`: ingest-only nodes never consume.
-    async fn receiver(&self) -> tokio::sync::MutexGuard<'_, Option<mpsc::Receiver<lapin::message::Delivery>>> {
+    async fn receiver(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, Option<mpsc::Receiver<lapin::message::Delivery>>> {
         let mut guard = self.deliveries.lock().await;
         if !self.consumer_started.swap(true, Ordering::AcqRel) {
             let (tx, rx) = mpsc::channel(self.prefetch as usize);
@@ -112,22 +114,27 @@ impl RabbitSpool {
         publish: impl std::future::Future<Output = Result<(), broker::BrokerError>>,
     ) -> Result<(), SpoolError> {
         if let Err(e) = publish.await {
-            let _ = acker.nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+            let _ = acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
             return Err(e.into());
         }
         self.ack(id, acker).await
     }
 
     async fn ack(&self, id: MailId, acker: Acker) -> Result<(), SpoolError> {
-        acker.ack(BasicAckOptions::default()).await.map(drop).map_err(|e| {
-            SpoolError(format!(
-                "cannot ack mail {id} (the broker will deliver it again): {e}"
-            ))
-        })
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|e| {
+                SpoolError(format!(
+                    "cannot ack mail {id} (the broker will deliver it again): {e}"
+                ))
+            })
     }
 }
 
@@ -166,7 +173,11 @@ impl Spool for RabbitSpool {
                 }
                 Err(reason) => {
                     // Rejected without requeue: the queue dead-letters it to `.corrupt`.
-                    tracing::error!(reason, queue = self.queue, "spool: undecodable message moved to the corrupt queue");
+                    tracing::error!(
+                        reason,
+                        queue = self.queue,
+                        "spool: undecodable message moved to the corrupt queue"
+                    );
                     let _ = delivery
                         .acker
                         .reject(BasicRejectOptions { requeue: false })
@@ -196,7 +207,9 @@ impl Spool for RabbitSpool {
                     job.next_attempt_ms = now;
                 }
                 let bytes = serde_json::to_vec(&job).expect("jobs serialise");
-                self.broker.publish(&self.outbox_queue, &bytes, None).await?;
+                self.broker
+                    .publish(&self.outbox_queue, &bytes, None)
+                    .await?;
             }
             Ok(())
         };
@@ -206,7 +219,10 @@ impl Spool for RabbitSpool {
     async fn retry_at(&self, mail: &Mail, at_ms: u64) -> Result<(), SpoolError> {
         let acker = self.take_lease(mail.id)?;
         let step = broker::retry_step(at_ms.saturating_sub(now_ms()));
-        let (record, queue) = (mail.to_spool_bytes(), broker::retry_queue(&self.queue, step));
+        let (record, queue) = (
+            mail.to_spool_bytes(),
+            broker::retry_queue(&self.queue, step),
+        );
         let publish = self.broker.publish(&queue, &record, None);
         self.publish_then_ack(mail.id, acker, publish).await
     }

@@ -39,7 +39,11 @@ fn chown_rabbitmq(path: &Path) {
         .arg(path)
         .status()
         .expect("chown runs");
-    assert!(status.success(), "cannot chown {} to rabbitmq", path.display());
+    assert!(
+        status.success(),
+        "cannot chown {} to rabbitmq",
+        path.display()
+    );
 }
 
 impl RabbitMq {
@@ -91,7 +95,10 @@ impl RabbitMq {
             .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.path("enabled_plugins"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.path("enabled_plugins"),
+            )
             .env("RABBITMQ_FEATURE_FLAGS_FILE", self.path("feature_flags"))
             // loopback only: the Erlang distribution and epmd too
             .env(
@@ -127,15 +134,21 @@ impl RabbitMq {
 
     /// Messages in each queue whose name starts with `prefix` (ready + unacked).
     pub fn queue_depths(&self, prefix: &str) -> Vec<(String, u64)> {
-        self.ctl(&["list_queues", "--quiet", "--no-table-headers", "name", "messages"])
-            .lines()
-            .filter_map(|l| {
-                let mut parts = l.split_whitespace();
-                let name = parts.next()?;
-                let count = parts.next()?.parse().ok()?;
-                name.starts_with(prefix).then(|| (name.to_string(), count))
-            })
-            .collect()
+        self.ctl(&[
+            "list_queues",
+            "--quiet",
+            "--no-table-headers",
+            "name",
+            "messages",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?;
+            let count = parts.next()?.parse().ok()?;
+            name.starts_with(prefix).then(|| (name.to_string(), count))
+        })
+        .collect()
     }
 
     /// Stops the node (`rabbitmqctl stop`) and waits for its process to exit.
