@@ -619,3 +619,43 @@ fn roles_other_than_all_need_the_broker_backend() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("backend = \"rabbitmq\""), "{err}");
 }
+
+#[test]
+fn quorum_queues_carry_mails_and_retries_the_same_way() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("quorum");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "quorum = true");
+    let process = Node::start("process", &uri, &prefix, &double, "quorum = true");
+    // the first attempts fail: the jobs go through the (quorum) retry queues
+    double.fail_next(8);
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "quorum = true");
+    let n = 20;
+    let sent = Sender::start(&[ingest.smtp_port], 0, n, 0.0).wait();
+    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
+    eventually("every invitation delivered", WAIT, || {
+        (delivered(&double).len() == n).then_some(())
+    });
+    assert!(
+        double.requests().iter().any(|r| r.status == 503),
+        "the outage did not happen"
+    );
+    let types = broker.ctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "type",
+    ]);
+    let ours: Vec<&str> = types.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert!(!ours.is_empty());
+    assert!(
+        ours.iter().all(|l| l.ends_with("quorum")),
+        "{ours:?}\n{}",
+        logs(&[&ingest, &process, &deliver])
+    );
+}
