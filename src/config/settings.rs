@@ -295,3 +295,25 @@ mod dav_tests {
         assert!(err.contains("mailetd.toml"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod spool_tests {
+    use super::*;
+
+    #[test]
+    fn spool_section_and_role_read_and_the_uri_stays_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mailetd.toml"),
+            "role = \"process\"\n[spool]\nbackend = \"rabbitmq\"\nuri = \"amqp://u:pw-s3cret@127.0.0.1:5672/%2f\"\nquorum = true\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path()).unwrap();
+        assert_eq!(settings.role, Role::Process);
+        assert_eq!(settings.spool.backend, SpoolBackend::Rabbitmq);
+        assert!(settings.spool.quorum);
+        assert_eq!(settings.spool.queue, "mailetd.spool");
+        assert!(!format!("{settings:?}").contains("pw-s3cret"));
+        assert!(Settings::default().spool.backend == SpoolBackend::Embedded);
+    }
+}
