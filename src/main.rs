@@ -19,7 +19,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the SMTP listener, the spooler and the outbox until SIGTERM.
-    Serve,
+    Serve {
+        /// Only this part of the work (with `[spool] backend = "rabbitmq"`); default: `role`
+        /// of mailetd.toml, else all.
+        #[arg(long, value_enum)]
+        role: Option<mailetd::config::settings::Role>,
+    },
     /// Shows and acts on DAV jobs waiting for delivery and dead letters (server stopped).
     Outbox {
         #[command(subcommand)]
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => mailetd::server::serve(&cli.conf).await,
+            Command::Serve { role } => mailetd::server::serve_as(&cli.conf, role).await,
             Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
                 .await
                 .map(|out| print!("{out}")),

@@ -7,17 +7,32 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::ConfDir;
+use crate::config::settings::{Role, SpoolBackend};
 use crate::pipeline::Container;
 use crate::pipeline::spooler::{self, SpoolerSettings};
 use crate::repository::Repository;
-use crate::spool::{EmbeddedSpool, Spool};
+use crate::spool::rabbitmq::RabbitSpool;
+use crate::spool::{EmbeddedSpool, Spool, Store};
 
 /// Runs the server with the configuration in `conf_dir`. Every configuration error is
 /// reported before anything binds or opens the spool.
 pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
+    serve_as(conf_dir, None).await
+}
+
+/// [`serve`] in `role` (default: `role` of mailetd.toml).
+pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()> {
     let conf = ConfDir::load(conf_dir)?;
     let settings = conf.context.settings.clone();
+    let role = role.unwrap_or(settings.role);
+    let on_broker = settings.spool.backend == SpoolBackend::Rabbitmq;
+    if !on_broker && role != Role::All {
+        anyhow::bail!(
+            "role {role:?} needs [spool] backend = \"rabbitmq\" in mailetd.toml: the embedded spool belongs to one node"
+        );
+    }
     let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
     crate::http::listen_address(&settings.http).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
@@ -26,8 +41,34 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let error_repository = Repository::open(&conf.container.error_repository, &data_dir)
         .map_err(|e| anyhow::anyhow!("errorRepository: {e}"))?;
-    let (store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
-    let spool: Arc<dyn Spool> = spool;
+    let threads = settings.workers.unwrap_or(conf.container.threads);
+    let (store, spool, broker): (_, Arc<dyn Spool>, _) = if on_broker {
+        let spool_settings = &settings.spool;
+        let broker = Broker::new(spool_settings);
+        if let Err(e) = broker.connect().await {
+            tracing::warn!(error = %e, "broker not reachable yet; SMTP answers 451 until it is");
+        }
+        // The broker path has a largest message: say it with SIZE and refuse more with 552.
+        let limit = spool_settings.max_message_bytes;
+        for server in &mut smtp_servers {
+            if server.max_message_size == 0 || server.max_message_size > limit {
+                server.max_message_size = limit;
+            }
+        }
+        let spool = RabbitSpool::new(
+            broker.clone(),
+            &spool_settings.queue,
+            &spool_settings.outbox_queue,
+            threads,
+        );
+        // This node's caches (collected contacts); the queues are on the broker.
+        let store = Store::open(&data_dir.join("cache.redb"))?;
+        tracing::info!(?role, queue = spool_settings.queue, "spool on RabbitMQ");
+        (store, spool, Some(broker))
+    } else {
+        let (store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
+        (store, spool, None)
+    };
     let mut context = conf.context.clone();
     context.store = Some(store.clone());
     let container = Arc::new(Container::build(&conf.container, &context)?);
@@ -55,23 +96,34 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     // Processing stops only after ingest has drained its sessions, so that every mail
     // accepted during the grace period is at least spooled.
     let processing = CancellationToken::new();
-    let spooler = tokio::spawn(spooler::run(
-        container,
-        spool.clone(),
-        SpoolerSettings {
-            threads: settings.workers.unwrap_or(conf.container.threads),
-            retry_base: Duration::from_secs(settings.retry_base_secs),
-            error_repository,
-            shutdown_timeout: grace,
-        },
-        processing.clone(),
-    ));
-    let outbox = tokio::spawn(crate::outbox::worker::run(
-        store.clone(),
-        handlers,
-        settings.outbox.clone(),
-        processing.clone(),
-    ));
+    let spooler = role.processes().then(|| {
+        tokio::spawn(spooler::run(
+            container,
+            spool.clone(),
+            SpoolerSettings {
+                threads,
+                retry_base: Duration::from_secs(settings.retry_base_secs),
+                error_repository,
+                shutdown_timeout: grace,
+            },
+            processing.clone(),
+        ))
+    });
+    let outbox = role.delivers().then(|| match &broker {
+        Some(broker) => tokio::spawn(crate::outbox::rabbitmq::run(
+            broker.clone(),
+            settings.spool.outbox_queue.clone(),
+            handlers,
+            settings.outbox.clone(),
+            processing.clone(),
+        )),
+        None => tokio::spawn(crate::outbox::worker::run(
+            store.clone(),
+            handlers,
+            settings.outbox.clone(),
+            processing.clone(),
+        )),
+    });
     // The admin endpoint answers until processing stops, so the drain can be watched.
     let admin = crate::http::Admin {
         started,
@@ -84,11 +136,20 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
         probe_ttl: Duration::from_secs(settings.http.probe_ttl_secs),
     };
     let http = crate::http::start(&settings.http, admin, processing.clone()).await?;
-    let ingest = crate::ingest::run(smtp_servers, spool.clone(), shutdown.clone()).await;
+    let ingest = if role.ingests() {
+        crate::ingest::run(smtp_servers, spool.clone(), shutdown.clone()).await
+    } else {
+        shutdown.cancelled().await;
+        Ok(())
+    };
     processing.cancel();
     spool.close();
-    let _ = spooler.await;
-    let _ = outbox.await;
+    if let Some(spooler) = spooler {
+        let _ = spooler.await;
+    }
+    if let Some(outbox) = outbox {
+        let _ = outbox.await;
+    }
     if let Some(http) = http {
         let _ = http.await;
     }

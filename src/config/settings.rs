@@ -30,6 +30,85 @@ pub struct Settings {
     pub dav: DavSettings,
     /// The HTTP admin endpoint (`[http]`).
     pub http: HttpSettings,
+    /// Where the spool and the outbox live (`[spool]`): embedded file or RabbitMQ.
+    pub spool: SpoolSettings,
+    /// What this node does (`ingest`, `process`, `deliver`, `all`); `--role` overrides it.
+    pub role: Role,
+}
+
+/// Which part of the work a node does. Nodes of each role share the work through the broker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// SMTP → spool.
+    Ingest,
+    /// Spool → processors → outbox.
+    Process,
+    /// Outbox → DAV.
+    Deliver,
+    /// All three (the only role of the embedded backend).
+    #[default]
+    All,
+}
+
+impl Role {
+    /// Runs the SMTP listener.
+    pub fn ingests(self) -> bool {
+        matches!(self, Role::Ingest | Role::All)
+    }
+    /// Runs the spooler (the processors).
+    pub fn processes(self) -> bool {
+        matches!(self, Role::Process | Role::All)
+    }
+    /// Runs the outbox workers.
+    pub fn delivers(self) -> bool {
+        matches!(self, Role::Deliver | Role::All)
+    }
+}
+
+/// Where the durable queues live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolBackend {
+    /// One redb file under `data_dir` (default; one node).
+    #[default]
+    Embedded,
+    /// RabbitMQ queues shared by any number of nodes.
+    Rabbitmq,
+}
+
+/// `[spool]` of `mailetd.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct SpoolSettings {
+    /// `embedded` (default) or `rabbitmq`.
+    pub backend: SpoolBackend,
+    /// AMQP URI (`amqp://user:password@host:5672/%2f`); holds a password, so never logged.
+    pub uri: Secret,
+    /// Queue of received mails.
+    pub queue: String,
+    /// Queue of outbox (DAV) jobs.
+    pub outbox_queue: String,
+    /// Declare the queues as quorum queues (replicated on a RabbitMQ cluster).
+    pub quorum: bool,
+    /// Largest mail (bytes) accepted on the broker path; SMTP refuses bigger ones with 552
+    /// and advertises it with SIZE. RabbitMQ 3.x accepts messages up to 128 MiB by default
+    /// (`max_message_size`; 16 MiB from RabbitMQ 4.0): keep this below it, with room for the
+    /// envelope.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            backend: SpoolBackend::Embedded,
+            uri: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            queue: "mailetd.spool".into(),
+            outbox_queue: "mailetd.outbox".into(),
+            quorum: false,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[http]`: the admin endpoint (`/health`, `/metrics`, `/api/status`).
@@ -86,6 +165,8 @@ impl Default for Settings {
             outbox: OutboxSettings::default(),
             dav: DavSettings::default(),
             http: HttpSettings::default(),
+            spool: SpoolSettings::default(),
+            role: Role::All,
         }
     }
 }
@@ -227,5 +308,27 @@ mod dav_tests {
             Settings::load(dir.path()).unwrap_err().to_string()
         };
         assert!(err.contains("mailetd.toml"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod spool_tests {
+    use super::*;
+
+    #[test]
+    fn spool_section_and_role_read_and_the_uri_stays_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("mailetd.toml"),
+            "role = \"process\"\n[spool]\nbackend = \"rabbitmq\"\nuri = \"amqp://u:pw-s3cret@127.0.0.1:5672/%2f\"\nquorum = true\n",
+        )
+        .unwrap();
+        let settings = Settings::load(dir.path()).unwrap();
+        assert_eq!(settings.role, Role::Process);
+        assert_eq!(settings.spool.backend, SpoolBackend::Rabbitmq);
+        assert!(settings.spool.quorum);
+        assert_eq!(settings.spool.queue, "mailetd.spool");
+        assert!(!format!("{settings:?}").contains("pw-s3cret"));
+        assert!(Settings::default().spool.backend == SpoolBackend::Embedded);
     }
 }

@@ -1,5 +1,6 @@
 //! `mailetd outbox list|retry|purge`: shows and acts on pending jobs and dead letters.
-//! The store is a single-writer file, so these run while `mailetd serve` is stopped.
+//! The embedded store is a single-writer file, so there they run while `mailetd serve` is
+//! stopped; on RabbitMQ they run while the nodes run.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,8 +8,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::OutboxJob;
-use super::store::{self, JobState};
+use super::admin::{EmbeddedOutbox, OutboxAdmin};
+use super::rabbitmq::BrokerOutbox;
+use super::store::JobState;
 use crate::config::Settings;
+use crate::config::settings::SpoolBackend;
 use crate::mail::now_ms;
 use crate::spool::Store;
 
@@ -35,28 +39,25 @@ pub enum OutboxAction {
 /// Runs `action` on the store of the configuration in `conf_dir`; returns the printout.
 pub async fn run(conf_dir: &Path, action: OutboxAction) -> anyhow::Result<String> {
     let settings = Settings::load(conf_dir)?;
-    let path = settings.data_dir.join("spool.redb");
-    if !path.exists() {
-        // Not created here: a typo in --conf should not leave an empty store behind.
-        anyhow::bail!(
-            "no store at {} (wrong --conf, or mailetd never ran with this configuration)",
-            path.display()
-        );
-    }
-    let store = Store::open(&path).with_context(|| {
-        format!(
-            "cannot open the outbox in {} (is `mailetd serve` running? stop it first)",
-            path.display()
-        )
-    })?;
+    let outbox: Box<dyn OutboxAdmin> = match settings.spool.backend {
+        SpoolBackend::Embedded => Box::new(EmbeddedOutbox(open_store(&settings)?)),
+        SpoolBackend::Rabbitmq => {
+            let broker = crate::broker::Broker::new(&settings.spool);
+            broker
+                .connect()
+                .await
+                .context("cannot reach the outbox on RabbitMQ ([spool] uri)")?;
+            Box::new(BrokerOutbox::new(broker, &settings.spool.outbox_queue))
+        }
+    };
     let out = match action {
         OutboxAction::List => {
-            let pending = store::list(&store, JobState::Pending)?;
-            let dead = store::list(&store, JobState::Dead)?;
+            let pending = outbox.list(JobState::Pending).await?;
+            let dead = outbox.list(JobState::Dead).await?;
             format_listing(&pending, &dead, now_ms())
         }
         OutboxAction::Retry { ids } => {
-            let n = store::retry(&store, ids).await?;
+            let n = outbox.retry(ids).await?;
             format!("{n} dead letter(s) requeued\n")
         }
         OutboxAction::Purge { pending, ids } => {
@@ -65,7 +66,7 @@ pub async fn run(conf_dir: &Path, action: OutboxAction) -> anyhow::Result<String
             } else {
                 JobState::Dead
             };
-            let n = store::purge(&store, state, ids).await?;
+            let n = outbox.purge(state, ids).await?;
             let what = if pending {
                 "pending job(s)"
             } else {
@@ -75,6 +76,23 @@ pub async fn run(conf_dir: &Path, action: OutboxAction) -> anyhow::Result<String
         }
     };
     Ok(out)
+}
+
+fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<Store>> {
+    let path = settings.data_dir.join("spool.redb");
+    if !path.exists() {
+        // Not created here: a typo in --conf should not leave an empty store behind.
+        anyhow::bail!(
+            "no store at {} (wrong --conf, or mailetd never ran with this configuration)",
+            path.display()
+        );
+    }
+    Store::open(&path).with_context(|| {
+        format!(
+            "cannot open the outbox in {} (is `mailetd serve` running? stop it first)",
+            path.display()
+        )
+    })
 }
 
 /// The `list` printout. Payloads are not shown: they hold mail content, and nothing in a

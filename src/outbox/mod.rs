@@ -1,8 +1,10 @@
 //! The durable outbox: DAV work decided by mailets (an iTIP to send, a contact to collect),
 //! stored in the same transaction that releases the mail, then delivered with retries.
 
+pub mod admin;
 pub mod cli;
 pub mod job;
+pub mod rabbitmq;
 pub mod store;
 pub mod worker;
 

@@ -41,13 +41,7 @@ pub async fn run(
     settings: OutboxSettings,
     shutdown: CancellationToken,
 ) {
-    let mut by_kind: HashMap<&'static str, Arc<dyn JobHandler>> = HashMap::new();
-    for handler in handlers {
-        for kind in handler.kinds() {
-            by_kind.insert(kind, handler.clone());
-        }
-    }
-    let by_kind = Arc::new(by_kind);
+    let by_kind = Arc::new(handlers_by_kind(handlers));
     let settings = Arc::new(settings);
     let slots = Arc::new(Semaphore::new(settings.workers.max(1)));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Outcome)>();
@@ -136,13 +130,7 @@ async fn attempt(
         }
     };
     let started = std::time::Instant::now();
-    let delivery = match handlers.get(job.kind.as_str()) {
-        Some(handler) => handler.deliver(&job).await,
-        None => Delivery::Retry(format!(
-            "no handler for jobs of kind {:?} (is its DAV server configured?)",
-            job.kind
-        )),
-    };
+    let delivery = deliver(handlers, &job).await;
     let mut job = job;
     job.attempts += 1;
     let outcome = match &delivery {
@@ -161,18 +149,22 @@ async fn attempt(
     }
 }
 
-async fn record(
-    store: &Store,
-    settings: &OutboxSettings,
-    job: OutboxJob,
-    delivery: Delivery,
-) -> Result<Outcome, crate::spool::StoreError> {
-    let (id, kind, target, attempts) = (job.id, job.kind.clone(), job.target.clone(), job.attempts);
+/// What to do with a job after an attempt; the same policy for every backend.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// Delivered: forget it.
+    Done,
+    /// Given up: dead-letter it with this reason.
+    Dead(String),
+    /// Try again at this time (ms since epoch), recording this error.
+    RetryAt(u64, String),
+}
+
+/// Applies the retry policy to the outcome of attempt number `job.attempts`, logging it.
+pub fn decide(settings: &OutboxSettings, job: &OutboxJob, delivery: Delivery) -> Decision {
+    let (id, kind, target, attempts) = (job.id, &job.kind, &job.target, job.attempts);
     match delivery {
-        Delivery::Done => {
-            store::done(store, id).await?;
-            Ok(Outcome::Finished)
-        }
+        Delivery::Done => Decision::Done,
         Delivery::Permanent(reason) => {
             tracing::warn!(
                 job = id,
@@ -187,8 +179,7 @@ async fn record(
                 job.mail_name.clone(),
                 format!("{kind} for {target}: {reason}"),
             );
-            store::dead_letter(store, job, reason).await?;
-            Ok(Outcome::Finished)
+            Decision::Dead(reason)
         }
         Delivery::Retry(reason) => {
             let now = now_ms();
@@ -212,8 +203,7 @@ async fn record(
                     job.mail_name.clone(),
                     format!("{kind} for {target}: {reason}"),
                 );
-                store::dead_letter(store, job, reason).await?;
-                return Ok(Outcome::Finished);
+                return Decision::Dead(reason);
             }
             let delay = backoff(
                 attempts,
@@ -231,9 +221,57 @@ async fn record(
                 reason,
                 "outbox: transient failure, will retry"
             );
+            Decision::RetryAt(at, reason)
+        }
+    }
+}
+
+async fn record(
+    store: &Store,
+    settings: &OutboxSettings,
+    job: OutboxJob,
+    delivery: Delivery,
+) -> Result<Outcome, crate::spool::StoreError> {
+    match decide(settings, &job, delivery) {
+        Decision::Done => {
+            store::done(store, job.id).await?;
+            Ok(Outcome::Finished)
+        }
+        Decision::Dead(reason) => {
+            store::dead_letter(store, job, reason).await?;
+            Ok(Outcome::Finished)
+        }
+        Decision::RetryAt(at, reason) => {
             store::reschedule(store, job, at, reason).await?;
             Ok(Outcome::Again(at))
         }
+    }
+}
+
+/// The handler of each job kind.
+pub fn handlers_by_kind(
+    handlers: Vec<Arc<dyn JobHandler>>,
+) -> HashMap<&'static str, Arc<dyn JobHandler>> {
+    let mut by_kind: HashMap<&'static str, Arc<dyn JobHandler>> = HashMap::new();
+    for handler in handlers {
+        for kind in handler.kinds() {
+            by_kind.insert(kind, handler.clone());
+        }
+    }
+    by_kind
+}
+
+/// One attempt with the handler of the job's kind.
+pub async fn deliver(
+    handlers: &HashMap<&'static str, Arc<dyn JobHandler>>,
+    job: &OutboxJob,
+) -> Delivery {
+    match handlers.get(job.kind.as_str()) {
+        Some(handler) => handler.deliver(job).await,
+        None => Delivery::Retry(format!(
+            "no handler for jobs of kind {:?} (is its DAV server configured?)",
+            job.kind
+        )),
     }
 }
 

@@ -3,6 +3,7 @@
 //! single-file implementation (redb), and a broker-backed one can take its place.
 
 pub mod embedded;
+pub mod rabbitmq;
 pub mod store;
 
 use async_trait::async_trait;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link), modules per area. Each test starts its own
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
+mod broker;
 mod caldav;
 mod calendar_chain;
 mod contacts;

@@ -5,6 +5,7 @@
 pub mod davhttp;
 pub mod esn_double;
 pub mod mailetd;
+pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;
 pub mod xandikos;

@@ -1,0 +1,661 @@
+//! Scale-out on RabbitMQ (issue 10) with a real broker: ingest, process and deliver nodes
+//! as separate `mailetd serve --role …` processes sharing the queues, SMTP from Python's
+//! smtplib, and the esn-sabre/OpenPaaS contract double as the DAV side.
+//!
+//! One broker is shared by the tests of this file (distinct queue names per test); the test
+//! that stops the broker starts its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::support::esn_double::EsnDouble;
+use crate::support::rabbitmq::{self, RabbitMq};
+use crate::support::{eventually, free_port, wait_for_port, write_files};
+
+const WAIT: Duration = Duration::from_secs(120);
+const USERS: usize = 5;
+
+fn shared_broker() -> &'static RabbitMq {
+    static BROKER: OnceLock<RabbitMq> = OnceLock::new();
+    BROKER.get_or_init(RabbitMq::start)
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("mailetd.{test}.{}", free_port())
+}
+
+/// One `mailetd serve --role ROLE` node with its own conf (Twake standalone example) and
+/// data directory.
+struct Node {
+    dir: tempfile::TempDir,
+    role: &'static str,
+    smtp_port: u16,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(role: &'static str, uri: &str, prefix: &str, double: &EsnDouble, extra: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp_port = free_port();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone-email/conf");
+        let conf = dir.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        for entry in std::fs::read_dir(&example).unwrap().flatten() {
+            std::fs::copy(entry.path(), conf.join(entry.file_name())).unwrap();
+        }
+        let smtp = std::fs::read_to_string(conf.join("smtpserver.xml"))
+            .unwrap()
+            .replace(
+                "<bind>0.0.0.0:25</bind>",
+                &format!("<bind>127.0.0.1:{smtp_port}</bind>"),
+            );
+        write_files(
+            &conf,
+            &[
+                ("smtpserver.xml", smtp),
+                (
+                    "mailetd.toml",
+                    format!(
+                        "data_dir = {:?}\nworkers = 4\n[outbox]\nworkers = 4\nretry_base_secs = 1\nretry_max_secs = 4\n[spool]\nbackend = \"rabbitmq\"\nuri = {uri:?}\nqueue = \"{prefix}.spool\"\noutbox_queue = \"{prefix}.outbox\"\n{extra}\n",
+                        dir.path().join("var").display().to_string()
+                    ),
+                ),
+            ],
+        );
+        let mut node = Node {
+            dir,
+            role,
+            smtp_port,
+            env: double.env(),
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mailetd.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mailetd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(self.conf())
+            .args(["serve", "--role", self.role])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("MAILETD_LOG", "info,mailetd=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        if self.role == "ingest" {
+            wait_for_port(self.smtp_port, WAIT);
+        } else {
+            eventually("the node consumes", WAIT, || {
+                self.log().contains("broker: consuming").then_some(())
+            });
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `mailetd --conf … ARGS` (the CLI, not the server).
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+            .arg("--conf")
+            .arg(self.conf())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mailetd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) to the
+/// ports in turn, printing `uid code` per mail (0: connection lost). Sends `COUNT` mails,
+/// or with COUNT = 0 until the file STOP exists.
+const SENDER: &str = r#"
+import os, smtplib, sys, time
+ports = [int(p) for p in sys.argv[1].split(',')]
+start, count, pause, stop = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+conns = {}
+def mail(i):
+    uid = 'inv-%d@broker.test' % i
+    rcpt = 'u%d@linagora.local' % (i % 5)
+    ics = ('BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\nMETHOD:REQUEST\r\n'
+           'BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\n'
+           'DTEND:20261201T100000Z\r\nSUMMARY:Meeting %d\r\nORGANIZER:mailto:alice@partner.example\r\n'
+           'ATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:%s\r\nSEQUENCE:0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n') % (uid, i, rcpt)
+    msg = ('From: alice@partner.example\r\nTo: %s\r\nSubject: Meeting %d\r\nMessage-ID: <%s>\r\n'
+           'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+           '--b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n'
+           '--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n%s'
+           '--b--\r\n') % (rcpt, i, uid, ics)
+    return uid, rcpt, msg
+i = start
+while (count and i < start + count) or (not count and not os.path.exists(stop)):
+    port = ports[i % len(ports)]
+    uid, rcpt, msg = mail(i)
+    try:
+        if port not in conns:
+            conns[port] = smtplib.SMTP('127.0.0.1', port, timeout=60)
+        conns[port].sendmail('alice@partner.example', [rcpt], msg)
+        code = 250
+    except smtplib.SMTPResponseException as e:
+        code = e.smtp_code
+        try:
+            conns[port].rset()
+        except Exception:
+            conns.pop(port, None)
+    except (smtplib.SMTPServerDisconnected, OSError):
+        conns.pop(port, None)
+        code = 0
+    print(uid, code, flush=True)
+    i += 1
+    if pause:
+        time.sleep(pause)
+for c in conns.values():
+    try:
+        c.quit()
+    except Exception:
+        pass
+"#;
+
+/// A running sender; its results accumulate as they come.
+struct Sender {
+    child: Child,
+    results: Arc<Mutex<Vec<(String, u16)>>>,
+    stop: tempfile::NamedTempFile,
+}
+
+impl Sender {
+    fn start(ports: &[u16], start: usize, count: usize, pause: f64) -> Sender {
+        let stop = tempfile::NamedTempFile::new().unwrap();
+        let stop_path = stop.path().with_extension("stop");
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(SENDER)
+            .arg(
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .arg(start.to_string())
+            .arg(count.to_string())
+            .arg(pause.to_string())
+            .arg(&stop_path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = results.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some((uid, code)) = line.split_once(' ') {
+                    sink.lock()
+                        .unwrap()
+                        .push((uid.to_string(), code.parse().unwrap_or(0)));
+                }
+            }
+        });
+        Sender {
+            child,
+            results,
+            stop,
+        }
+    }
+
+    fn results(&self) -> Vec<(String, u16)> {
+        self.results.lock().unwrap().clone()
+    }
+
+    fn count(&self, code: u16) -> usize {
+        self.results().iter().filter(|(_, c)| *c == code).count()
+    }
+
+    /// Asks an open-ended sender to stop, and waits for it.
+    fn finish(mut self) -> Vec<(String, u16)> {
+        std::fs::write(self.stop.path().with_extension("stop"), "").unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = std::fs::remove_file(self.stop.path().with_extension("stop"));
+        self.results()
+    }
+
+    fn wait(mut self) -> Vec<(String, u16)> {
+        assert!(self.child.wait().unwrap().success());
+        std::thread::sleep(Duration::from_millis(200));
+        self.results()
+    }
+}
+
+fn double_with_users() -> EsnDouble {
+    let double = EsnDouble::start();
+    for i in 0..USERS {
+        double.add_user(&format!("u{i}@linagora.local"));
+    }
+    double
+}
+
+/// Delivered ITIPs per uid.
+fn delivered(double: &EsnDouble) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in double.delivered_itips() {
+        *out.entry(r.json()["uid"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+fn uids(range: std::ops::Range<usize>) -> BTreeSet<String> {
+    range.map(|i| format!("inv-{i}@broker.test")).collect()
+}
+
+fn logs(nodes: &[&Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("--- {} node:\n{}", n.role, n.log()))
+        .collect()
+}
+
+#[test]
+fn two_ingest_two_process_nodes_deliver_every_invitation_exactly_once() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("once");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest: Vec<Node> = (0..2)
+        .map(|_| Node::start("ingest", &uri, &prefix, &double, ""))
+        .collect();
+    let process: Vec<Node> = (0..2)
+        .map(|_| Node::start("process", &uri, &prefix, &double, ""))
+        .collect();
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
+    let n = 300;
+    let sent = Sender::start(&[ingest[0].smtp_port, ingest[1].smtp_port], 0, n, 0.0).wait();
+    assert_eq!(
+        sent.iter().filter(|(_, c)| *c == 250).count(),
+        n,
+        "{sent:?}"
+    );
+    let all: Vec<&Node> = ingest.iter().chain(&process).chain([&deliver]).collect();
+    eventually("every invitation delivered", WAIT, || {
+        (delivered(&double).len() == n).then_some(())
+    });
+    // both processing nodes took part
+    for node in &process {
+        assert!(node.log().contains("mail processed"), "{}", logs(&all));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let got = delivered(&double);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..n));
+    let twice: Vec<_> = got.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    // nothing left behind on the broker
+    let left: u64 = broker.queue_depths(&prefix).iter().map(|(_, c)| c).sum();
+    assert_eq!(left, 0, "{:?}", broker.queue_depths(&prefix));
+}
+
+#[test]
+fn a_processing_node_killed_mid_load_loses_nothing() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("kill");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
+    let mut victim = Node::start("process", &uri, &prefix, &double, "");
+    let survivor = Node::start("process", &uri, &prefix, &double, "");
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
+    let n = 300;
+    let sender = Sender::start(&[ingest.smtp_port], 0, n, 0.0);
+    eventually("the victim is busy", WAIT, || {
+        (victim.log().matches("mail processed").count() >= 20).then_some(())
+    });
+    victim.kill9();
+    let sent = sender.wait();
+    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
+    eventually("every invitation delivered", WAIT, || {
+        (delivered(&double).len() == n).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let got = delivered(&double);
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..n));
+    // An ITIP REQUEST is idempotent, yet a repeat is only possible for the mails the victim
+    // held unacked (prefetch = 4 workers) when it died.
+    let repeats: usize = got.values().map(|c| c - 1).sum();
+    eprintln!(
+        "victim processed {} mails before kill -9; {repeats} repeated ITIPs",
+        victim.log().matches("mail processed").count()
+    );
+    assert!(
+        repeats <= 4,
+        "{repeats} repeats\n{}",
+        logs(&[&ingest, &survivor, &deliver])
+    );
+}
+
+#[test]
+fn broker_stopped_mid_load_gets_451_then_250_and_every_acked_mail_is_applied() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let mut broker = RabbitMq::start();
+    let prefix = unique_prefix("stop");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
+    let process = Node::start("process", &uri, &prefix, &double, "");
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
+    let sender = Sender::start(&[ingest.smtp_port], 0, 0, 0.02);
+    eventually("mails accepted", WAIT, || {
+        (sender.count(250) >= 30).then_some(())
+    });
+    broker.stop();
+    let before = sender.count(250);
+    eventually("451 while the broker is down", WAIT, || {
+        (sender.count(451) >= 10).then_some(())
+    });
+    assert!(
+        sender.count(250) <= before + 4,
+        "250 with the broker down: {:?}",
+        sender.results()
+    );
+    broker.spawn();
+    let down = sender.count(451);
+    eventually("250 again after the broker is back", WAIT, || {
+        (sender.count(250) >= before + 30).then_some(())
+    });
+    let results = sender.finish();
+    assert!(down >= 10);
+    eprintln!(
+        "sent {}: {} answered 250, {} answered 451, {} connection errors",
+        results.len(),
+        results.iter().filter(|(_, c)| *c == 250).count(),
+        results.iter().filter(|(_, c)| *c == 451).count(),
+        results.iter().filter(|(_, c)| *c == 0).count()
+    );
+    let acked: BTreeSet<String> = results
+        .iter()
+        .filter(|(_, c)| *c == 250)
+        .map(|(u, _)| u.clone())
+        .collect();
+    let all = [&ingest, &process, &deliver];
+    eventually("every 250-acknowledged mail applied", WAIT, || {
+        let got = delivered(&double);
+        acked.iter().all(|u| got.contains_key(u)).then_some(())
+    });
+    let log = ingest.log();
+    assert!(log.contains("answered 451"), "{}", logs(&all));
+    // the broker URI carries a password: never in the logs
+    assert!(!logs(&all).contains("guest:guest"));
+}
+
+#[test]
+fn a_dav_outage_fills_the_retry_queues_which_drain_after_recovery() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("outage");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
+    let process = Node::start("process", &uri, &prefix, &double, "");
+    double.set_down(true);
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
+    let n = 20;
+    let sent = Sender::start(&[ingest.smtp_port], 0, n, 0.0).wait();
+    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
+    let retrying = |broker: &RabbitMq| -> u64 {
+        broker
+            .queue_depths(&format!("{prefix}.outbox.retry."))
+            .iter()
+            .map(|(_, c)| c)
+            .sum()
+    };
+    eventually("jobs waiting in the retry queues", WAIT, || {
+        (retrying(broker) >= n as u64 / 2).then_some(())
+    });
+    // the operator's view, on the broker backend
+    let listing = deliver.cli(&["outbox", "list"]);
+    assert!(listing.contains("HTTP 503"), "{listing}");
+    assert!(listing.contains("dead: 0\n"), "{listing}");
+    double.set_down(false);
+    eventually("every invitation delivered after recovery", WAIT, || {
+        (delivered(&double).len() == n).then_some(())
+    });
+    eventually("the retry queues drained", WAIT, || {
+        (retrying(broker) == 0).then_some(())
+    });
+    assert_eq!(
+        delivered(&double).keys().cloned().collect::<BTreeSet<_>>(),
+        uids(0..n),
+        "{}",
+        logs(&[&ingest, &process, &deliver])
+    );
+    assert!(deliver.cli(&["outbox", "list"]).contains("pending: 0\n"));
+}
+
+#[test]
+fn dead_letters_carry_their_reason_and_the_cli_requeues_or_purges_them() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("dead");
+    let double = EsnDouble::start();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
+    let process = Node::start("process", &uri, &prefix, &double, "");
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
+    double.add_user("u0@linagora.local");
+    let sent = Sender::start(&[ingest.smtp_port], 0, 1, 0.0).wait();
+    assert_eq!(sent[0].1, 250);
+    eventually("the ITIP delivered", WAIT, || {
+        (delivered(&double).len() == 1).then_some(())
+    });
+    // A job esn-sabre refuses for good (400: no uid), published as a processing node would.
+    let outbox_queue = format!("{prefix}.outbox");
+    let job = serde_json::json!({
+        "id": 77, "kind": "esn-itip", "target": "u0@linagora.local",
+        "payload": {"recipient": "u0@linagora.local", "body": "{\"uid\":null}"},
+        "first_seen_ms": 1
+    });
+    publish(broker, &outbox_queue, &job.to_string());
+    eventually("the job dead-lettered", WAIT, || {
+        broker
+            .queue_depths(&format!("{prefix}.outbox.dead"))
+            .first()
+            .is_some_and(|(_, c)| *c == 1)
+            .then_some(())
+    });
+    let listing = deliver.cli(&["outbox", "list"]);
+    assert!(listing.contains("dead: 1\n"), "{listing}");
+    assert!(
+        listing.contains("77\tesn-itip\tu0@linagora.local\t1\t-\t"),
+        "{listing}"
+    );
+    assert!(listing.contains("400"), "{listing}");
+    assert_eq!(
+        deliver.cli(&["outbox", "purge", "78"]),
+        "0 dead letter(s) deleted\n"
+    );
+    assert_eq!(
+        deliver.cli(&["outbox", "retry", "77"]),
+        "1 dead letter(s) requeued\n"
+    );
+    eventually("dead again after the retry", WAIT, || {
+        deliver
+            .cli(&["outbox", "list"])
+            .contains("dead: 1\n")
+            .then_some(())
+    });
+    assert_eq!(
+        deliver.cli(&["outbox", "purge"]),
+        "1 dead letter(s) deleted\n"
+    );
+    assert!(deliver.cli(&["outbox", "list"]).contains("dead: 0\n"));
+    drop((ingest, process));
+}
+
+/// Publishes `body` to `queue` with mailetd's broker link (no Python AMQP client here).
+fn publish(broker: &RabbitMq, queue: &str, body: &str) {
+    let settings = mailetd::config::settings::SpoolSettings {
+        uri: mailetd::config::settings::Secret::new(broker.uri()),
+        queue: format!("{queue}.unused"),
+        outbox_queue: queue.to_string(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let link = mailetd::broker::Broker::new(&settings);
+        link.publish(queue, body.as_bytes(), None).await.unwrap();
+    });
+}
+
+#[test]
+fn mails_over_the_broker_limit_get_552_and_the_limit_is_advertised() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("size");
+    let double = double_with_users();
+    let ingest = Node::start(
+        "ingest",
+        &broker.uri(),
+        &prefix,
+        &double,
+        "max_message_bytes = 20000",
+    );
+    let out = crate::support::python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
+s.ehlo()
+print('SIZE', s.esmtp_features.get('size'))
+big = 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 400
+try:
+    s.sendmail('a@partner.example', ['u0@linagora.local'], big)
+    print('big 250')
+except smtplib.SMTPException as e:
+    print('big', getattr(e, 'smtp_code', None) or e.recipients)
+s.sendmail('a@partner.example', ['u0@linagora.local'], 'Subject: small\r\n\r\nhi\r\n')
+print('small 250')
+"#,
+        &[&ingest.smtp_port.to_string()],
+    );
+    assert!(out.contains("SIZE 20000\n"), "{out}");
+    assert!(!out.contains("big 250"), "{out}");
+    assert!(out.contains("552"), "{out}");
+    assert!(out.contains("small 250"), "{out}");
+    // the small one is on the broker, the big one nowhere
+    eventually("the small mail queued", WAIT, || {
+        broker
+            .queue_depths(&format!("{prefix}.spool"))
+            .iter()
+            .find(|(q, _)| q == &format!("{prefix}.spool"))
+            .is_some_and(|(_, c)| *c == 1)
+            .then_some(())
+    });
+}
+
+#[test]
+fn roles_other_than_all_need_the_broker_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone-email/conf");
+    for entry in std::fs::read_dir(&example).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        .arg("--conf")
+        .arg(dir.path())
+        .args(["serve", "--role", "process"])
+        .env("MAILETD_DATA_DIR", dir.path().join("var"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backend = \"rabbitmq\""), "{err}");
+}
+
+#[test]
+fn quorum_queues_carry_mails_and_retries_the_same_way() {
+    if !rabbitmq::available() {
+        return;
+    }
+    let broker = shared_broker();
+    let prefix = unique_prefix("quorum");
+    let double = double_with_users();
+    let uri = broker.uri();
+    let ingest = Node::start("ingest", &uri, &prefix, &double, "quorum = true");
+    let process = Node::start("process", &uri, &prefix, &double, "quorum = true");
+    // the first attempts fail: the jobs go through the (quorum) retry queues
+    double.fail_next(8);
+    let deliver = Node::start("deliver", &uri, &prefix, &double, "quorum = true");
+    let n = 20;
+    let sent = Sender::start(&[ingest.smtp_port], 0, n, 0.0).wait();
+    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
+    eventually("every invitation delivered", WAIT, || {
+        (delivered(&double).len() == n).then_some(())
+    });
+    assert!(
+        double.requests().iter().any(|r| r.status == 503),
+        "the outage did not happen"
+    );
+    let types = broker.ctl(&[
+        "list_queues",
+        "--quiet",
+        "--no-table-headers",
+        "name",
+        "type",
+    ]);
+    let ours: Vec<&str> = types.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert!(!ours.is_empty());
+    assert!(
+        ours.iter().all(|l| l.ends_with("quorum")),
+        "{ours:?}\n{}",
+        logs(&[&ingest, &process, &deliver])
+    );
+}
