@@ -60,6 +60,7 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
             retry_base: Duration::from_secs(settings.retry_base_secs),
             error_repository,
             shutdown_timeout: grace,
+            dedup_window: Duration::from_secs(settings.dedup.window_secs),
         },
         processing.clone(),
     ));

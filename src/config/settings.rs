@@ -27,6 +27,23 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// DAV dialect and standard CalDAV/CardDAV endpoints (`[dav]`).
     pub dav: DavSettings,
+    /// Mirrored-twice deduplication (`[dedup]`).
+    pub dedup: DedupSettings,
+}
+
+/// `[dedup]`: the same mail mirrored twice (incoming and outgoing copy of an internal mail)
+/// within the window yields its DAV jobs once; see `outbox::dedup`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct DedupSettings {
+    /// Seconds during which a second copy is recognised; 0 disables deduplication.
+    pub window_secs: u64,
+}
+
+impl Default for DedupSettings {
+    fn default() -> Self {
+        DedupSettings { window_secs: 600 }
+    }
 }
 
 /// Outbox settings (`[outbox]`).
@@ -53,6 +70,7 @@ impl Default for Settings {
             retry_base_secs: 5,
             outbox: OutboxSettings::default(),
             dav: DavSettings::default(),
+            dedup: DedupSettings::default(),
         }
     }
 }

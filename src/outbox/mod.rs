@@ -2,6 +2,7 @@
 //! stored in the same transaction that releases the mail, then delivered with retries.
 
 pub mod cli;
+pub mod dedup;
 pub mod job;
 pub mod store;
 pub mod worker;
