@@ -35,6 +35,24 @@ pub(crate) struct Shared {
     pub limits: spawn::Limits,
 }
 
+/// Runs one SMTP session of `config` over an in-memory pipe (no socket, no limits): the
+/// client sends `input` then EOF; returns the server's replies. Used by the fuzz targets.
+#[doc(hidden)]
+pub async fn session_in_memory(
+    config: SmtpServerConfig,
+    spool: Arc<dyn Spool>,
+    input: &[u8],
+) -> Vec<u8> {
+    let shared = Arc::new(Shared {
+        limits: spawn::Limits::new(config.connection_limit, config.connection_limit_per_ip),
+        config,
+        spool,
+        tls: None,
+        shutdown: CancellationToken::new(),
+    });
+    session::run_in_memory(shared, input).await
+}
+
 /// Binds every `<bind>` address of every server, then serves until `shutdown` is cancelled.
 /// Returns an error naming the address when a bind fails (nothing is served then). On
 /// cancel: stops accepting, gives open sessions up to `shutdown_timeout` (when

@@ -6,5 +6,6 @@ mod contacts;
 mod container;
 mod default_conf;
 mod esn;
+mod faults;
 mod smtp;
 mod support;
