@@ -428,9 +428,10 @@ fn disk_full_answers_451_processes_nothing_partial_and_resumes_when_space_return
     double.add_user("bob@linagora.local");
     let m = start_mailetd(&double, &[("MAILETD_DATA_DIR", data.to_str().unwrap())]);
     let mail = |name: &str, uid: &str| {
+        // more than the free pages a full disk leaves in the store file
+        let padding = format!("{}\r\n", "X".repeat(76)).repeat(8 * 1024);
         let body = format!(
-            "From: org@partner.example\r\nTo: bob@linagora.local\r\nMessage-ID: <{uid}@partner.example>\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//f//EN\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\nORGANIZER:mailto:org@partner.example\r\nATTENDEE:mailto:bob@linagora.local\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n{}",
-            "X".repeat(512 * 1024) // more than the free pages a full disk leaves in the file
+            "From: org@partner.example\r\nTo: bob@linagora.local\r\nMessage-ID: <{uid}@partner.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n{padding}--b\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//f//EN\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\nORGANIZER:mailto:org@partner.example\r\nATTENDEE:mailto:bob@linagora.local\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--b--\r\n"
         );
         let path = holder.path().join(name);
         std::fs::write(&path, body).unwrap();
@@ -472,7 +473,10 @@ fn disk_full_answers_451_processes_nothing_partial_and_resumes_when_space_return
         BTreeSet::from(["before".to_string(), "after".to_string()]),
         "the refused mail was not processed"
     );
-    assert!(m.log().contains("answered 451"), "{}", m.log());
+    let log = m.log();
+    assert!(log.contains("answered 451"), "{log}");
+    // redb latched the I/O error (PreviousIo until reopened): the store reopened itself
+    assert!(log.contains("store reopened after an I/O error"), "{log}");
 }
 
 #[test]
