@@ -226,8 +226,12 @@ fn kill_9_at_random_points_during_a_load_loses_no_acknowledged_invitation() {
     let load = start_load(m.smtp_port, n, 4, &users, "kill");
     let kills = 3;
     for round in 0..kills {
-        // a random point: after a random number of acknowledged… deliveries, in the middle
-        let pause = 300 + rand::random::<u64>() % 1500;
+        // a random point while mails are being received, processed and delivered
+        let before = double.delivered_itips().len();
+        eventually("deliveries since the last restart", WAIT, || {
+            (double.delivered_itips().len() > before).then_some(())
+        });
+        let pause = rand::random::<u64>() % 1000;
         std::thread::sleep(Duration::from_millis(pause));
         m.kill9();
         eprintln!(
