@@ -118,3 +118,37 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod in_memory_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::XmlDocument;
+    use crate::spool::EmbeddedSpool;
+
+    #[tokio::test]
+    async fn an_in_memory_session_spools_a_pipelined_mail_and_answers_every_command() {
+        let xml = "<smtpservers><smtpserver enabled=\"true\"><bind>127.0.0.1:2525</bind><helloName autodetect=\"false\">mx.test</helloName></smtpserver></smtpservers>";
+        let doc = XmlDocument::parse(xml, Path::new("smtpserver.xml")).unwrap();
+        let config = crate::config::smtpserver::parse(&doc, Path::new("."))
+            .unwrap()
+            .remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+        let replies = session_in_memory(
+            config,
+            spool.clone(),
+            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        )
+        .await;
+        let replies = String::from_utf8(replies).unwrap();
+        assert!(replies.starts_with("220 "), "{replies}");
+        assert!(replies.contains("250 2.6.0 Message received"), "{replies}");
+        assert!(
+            replies.ends_with("Service closing transmission channel\r\n"),
+            "{replies}"
+        );
+        assert_eq!(spool.depth(), 1);
+    }
+}
