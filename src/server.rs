@@ -105,6 +105,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
                 retry_base: Duration::from_secs(settings.retry_base_secs),
                 error_repository,
                 shutdown_timeout: grace,
+                dedup_window: Duration::from_secs(settings.dedup.window_secs),
             },
             processing.clone(),
         ))

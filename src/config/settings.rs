@@ -34,6 +34,8 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// What this node does (`ingest`, `process`, `deliver`, `all`); `--role` overrides it.
     pub role: Role,
+    /// Mirrored-twice deduplication (`[dedup]`).
+    pub dedup: DedupSettings,
 }
 
 /// Which part of the work a node does. Nodes of each role share the work through the broker.
@@ -140,6 +142,21 @@ impl Default for HttpSettings {
     }
 }
 
+/// `[dedup]`: the same mail mirrored twice (incoming and outgoing copy of an internal mail)
+/// within the window yields its DAV jobs once; see `outbox::dedup`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct DedupSettings {
+    /// Seconds during which a second copy is recognised; 0 disables deduplication.
+    pub window_secs: u64,
+}
+
+impl Default for DedupSettings {
+    fn default() -> Self {
+        DedupSettings { window_secs: 600 }
+    }
+}
+
 /// Outbox settings (`[outbox]`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -167,6 +184,7 @@ impl Default for Settings {
             http: HttpSettings::default(),
             spool: SpoolSettings::default(),
             role: Role::All,
+            dedup: DedupSettings::default(),
         }
     }
 }

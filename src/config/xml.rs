@@ -89,6 +89,9 @@ impl XmlDocument {
 
     /// Parses XML text; `path` is used in error positions.
     pub fn parse(text: &str, path: &Path) -> Result<XmlDocument, ConfigError> {
+        // quick-xml skips a byte-order mark without counting it in its positions, so the
+        // offsets would point 3 bytes early into `text` (fuzzing found a panic there)
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let file = Arc::new(path.to_path_buf());
         let lines = LineIndex::new(text);
         let at = |offset: u64| {
@@ -209,7 +212,8 @@ fn element(
 }
 
 fn find_in_tag(text: &str, tag_start: usize, attr: &str) -> Option<usize> {
-    let tag_end = text[tag_start..].find('>')? + tag_start;
+    // `get`: an offset that is not on a char boundary means "not found", never a panic
+    let tag_end = text.get(tag_start..)?.find('>')? + tag_start;
     let tag = &text[tag_start..tag_end];
     let mut search = 0;
     while let Some(i) = tag[search..].find(attr) {
@@ -264,6 +268,24 @@ impl LineIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzzing finding (xml_config): a byte-order mark made attribute offsets land inside it
+    /// and `find_in_tag` sliced a str off a char boundary.
+    #[test]
+    fn byte_order_mark_is_skipped_and_positions_stay_right() {
+        let doc =
+            XmlDocument::parse("\u{feff}<a>\n  <b x=\"1\"/></a>", Path::new("c.xml")).unwrap();
+        let b = doc.root.child("b").unwrap();
+        let x = b.attribute("x").unwrap();
+        assert_eq!(x.value, "1");
+        assert_eq!((x.position.line, x.position.column), (2, 6));
+        let err = XmlDocument::parse(
+            "\u{feff}D <<?xml version=\"1.0\"?>\n<a e=\"1\"/>",
+            Path::new("c.xml"),
+        );
+        assert!(err.is_err());
+        assert_eq!(find_in_tag("\u{feff}<a x=\"1\">", 2, "x"), None);
+    }
 
     #[test]
     fn tree_with_positions_and_interpolation() {

@@ -181,8 +181,14 @@ impl UserLookup {
                 body: excerpt(&body),
             });
         }
-        let users: Vec<UserEntry> = serde_json::from_slice(&body)
-            .map_err(|e| LookupError::BadResponse(format!("{e}: {}", excerpt(&body))))?;
+        let users: Vec<UserEntry> = serde_json::from_slice(&body).map_err(|e| {
+            LookupError::BadResponse(format!(
+                "HTTP {} from GET {}: {e}: {}",
+                status.as_u16(),
+                self.users_url,
+                excerpt(&body)
+            ))
+        })?;
         Ok((pick_user(email, users), max_age))
     }
 }

@@ -35,6 +35,24 @@ pub(crate) struct Shared {
     pub limits: spawn::Limits,
 }
 
+/// Runs one SMTP session of `config` over an in-memory pipe (no socket, no limits): the
+/// client sends `input` then EOF; returns the server's replies. Used by the fuzz targets.
+#[doc(hidden)]
+pub async fn session_in_memory(
+    config: SmtpServerConfig,
+    spool: Arc<dyn Spool>,
+    input: &[u8],
+) -> Vec<u8> {
+    let shared = Arc::new(Shared {
+        limits: spawn::Limits::new(config.connection_limit, config.connection_limit_per_ip),
+        config,
+        spool,
+        tls: None,
+        shutdown: CancellationToken::new(),
+    });
+    session::run_in_memory(shared, input).await
+}
+
 /// Binds every `<bind>` address of every server, then serves until `shutdown` is cancelled.
 /// Returns an error naming the address when a bind fails (nothing is served then). On
 /// cancel: stops accepting, gives open sessions up to `shutdown_timeout` (when
@@ -99,4 +117,38 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod in_memory_tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::XmlDocument;
+    use crate::spool::EmbeddedSpool;
+
+    #[tokio::test]
+    async fn an_in_memory_session_spools_a_pipelined_mail_and_answers_every_command() {
+        let xml = "<smtpservers><smtpserver enabled=\"true\"><bind>127.0.0.1:2525</bind><helloName autodetect=\"false\">mx.test</helloName></smtpserver></smtpservers>";
+        let doc = XmlDocument::parse(xml, Path::new("smtpserver.xml")).unwrap();
+        let config = crate::config::smtpserver::parse(&doc, Path::new("."))
+            .unwrap()
+            .remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+        let replies = session_in_memory(
+            config,
+            spool.clone(),
+            b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        )
+        .await;
+        let replies = String::from_utf8(replies).unwrap();
+        assert!(replies.starts_with("220 "), "{replies}");
+        assert!(replies.contains("250 2.6.0 Message received"), "{replies}");
+        assert!(
+            replies.ends_with("Service closing transmission channel\r\n"),
+            "{replies}"
+        );
+        assert_eq!(spool.depth(), 1);
+    }
 }

@@ -98,6 +98,43 @@ pub(super) async fn run(
     tracing::debug!(session = %session.id, "SMTP session closed");
 }
 
+/// Runs a session over an in-memory pipe: `input` is everything the client sends, then
+/// EOF. Returns every byte the server answered. For fuzzing and protocol tests.
+pub(super) async fn run_in_memory(shared: Arc<Shared>, input: &[u8]) -> Vec<u8> {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let input = input.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = client_write.write_all(&input).await;
+        let _ = client_write.shutdown().await;
+    });
+    let reader = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let _ = client_read.read_to_end(&mut out).await;
+        out
+    });
+    let mut session = Session {
+        shared,
+        stream: SessionStream::Memory(server),
+        peer: SocketAddr::from(([127, 0, 0, 1], 25)),
+        inbuf: Vec::new(),
+        pos: 0,
+        out: Vec::new(),
+        helo: None,
+        esmtp: false,
+        tx: None,
+        id: "inmemory".into(),
+        errors: 0,
+        discarding: false,
+        line_deadline: None,
+    };
+    let _ = session.serve().await;
+    let _ = session.stream.shutdown().await;
+    drop(session);
+    let _ = writer.await;
+    reader.await.unwrap_or_default()
+}
+
 impl Session {
     async fn serve(&mut self) -> io::Result<()> {
         let implicit_tls = self

@@ -119,6 +119,8 @@ pub enum SessionStream {
     Tls(Box<TlsStream<TcpStream>>),
     /// Only while the TLS handshake owns the socket.
     Closed,
+    /// An in-memory pipe: a session driven without sockets ([`super::session_in_memory`]).
+    Memory(tokio::io::DuplexStream),
 }
 
 impl SessionStream {
@@ -141,6 +143,7 @@ impl AsyncRead for SessionStream {
         match self.get_mut() {
             SessionStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            SessionStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
             SessionStream::Closed => Poll::Ready(Err(closed())),
         }
     }
@@ -155,6 +158,7 @@ impl AsyncWrite for SessionStream {
         match self.get_mut() {
             SessionStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            SessionStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
             SessionStream::Closed => Poll::Ready(Err(closed())),
         }
     }
@@ -163,6 +167,7 @@ impl AsyncWrite for SessionStream {
         match self.get_mut() {
             SessionStream::Plain(s) => Pin::new(s).poll_flush(cx),
             SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            SessionStream::Memory(s) => Pin::new(s).poll_flush(cx),
             SessionStream::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -171,6 +176,7 @@ impl AsyncWrite for SessionStream {
         match self.get_mut() {
             SessionStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             SessionStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            SessionStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
             SessionStream::Closed => Poll::Ready(Ok(())),
         }
     }

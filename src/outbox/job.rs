@@ -29,6 +29,9 @@ pub struct OutboxJob {
     /// The last failure, for listings and dead letters.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Mirrored-twice deduplication key, checked and dropped when the job is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<super::dedup::DedupKey>,
 }
 
 impl OutboxJob {
@@ -44,6 +47,7 @@ impl OutboxJob {
             first_seen_ms: 0,
             next_attempt_ms: 0,
             last_error: None,
+            dedup: None,
         }
     }
 }

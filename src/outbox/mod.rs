@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod dedup;
 pub mod job;
 pub mod rabbitmq;
 pub mod store;

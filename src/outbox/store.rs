@@ -26,6 +26,11 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
     let mut table = txn.open_table(JOBS)?;
     let now = now_ms();
     for mut job in jobs {
+        if super::dedup::is_duplicate(txn, &job)? {
+            tracing::info!(mail = %job.mail_name, kind = %job.kind, target = %job.target, "outbox: same job from the same mail stored within the dedup window (mirrored twice); dropped");
+            continue;
+        }
+        job.dedup = None;
         seq += 1;
         job.id = seq;
         if job.first_seen_ms == 0 {

@@ -31,6 +31,8 @@ pub struct SpoolerSettings {
     pub error_repository: Repository,
     /// How long to wait for running mails at shutdown.
     pub shutdown_timeout: Duration,
+    /// Mirrored-twice deduplication window (`[dedup] window_secs`); zero disables it.
+    pub dedup_window: Duration,
 }
 
 /// Runs until `shutdown` is cancelled, then waits (up to the timeout) for running mails.
@@ -90,6 +92,11 @@ pub async fn handle(
     let original = mail.clone();
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
+    crate::outbox::dedup::stamp(
+        &original,
+        &mut run.jobs,
+        settings.dedup_window.as_millis() as u64,
+    );
     let released = match result {
         Ok(()) => {
             // logged before the release: a crash in between re-processes the mail and logs it
@@ -191,6 +198,7 @@ mod tests {
             retry_base: Duration::from_millis(1),
             error_repository: errors.clone(),
             shutdown_timeout: Duration::from_secs(5),
+            dedup_window: Duration::from_secs(600),
         };
         tokio::spawn(run(container, spool.clone(), settings, shutdown.clone()));
         (spool, errors, shutdown)

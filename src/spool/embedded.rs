@@ -25,6 +25,9 @@ pub const DELAYED: TableDefinition<u64, u64> = TableDefinition::new("spool_delay
 /// Records that could not be decoded, kept for inspection instead of being dropped.
 pub const CORRUPT: TableDefinition<u64, &[u8]> = TableDefinition::new("spool_corrupt");
 
+/// Delay before a mail whose release failed is processed again.
+const RELEASE_RETRY_MS: u64 = 5000;
+
 #[derive(Default)]
 struct Queue {
     ready: VecDeque<MailId>,
@@ -144,6 +147,18 @@ impl EmbeddedSpool {
             }
             Err(reason) => Err(StoreError(format!("corrupt:{reason}"))),
         }
+    }
+
+    /// The release of a leased mail could not be stored (disk full, I/O error): the stored
+    /// copy is still the truth, so it is processed again later instead of staying leased
+    /// until a restart.
+    fn release_later(&self, id: MailId) {
+        let mut q = self.queue.lock().unwrap();
+        if q.leased.remove(&id) {
+            q.delayed.insert((now_ms() + RELEASE_RETRY_MS, id));
+        }
+        drop(q);
+        self.notify.notify_one();
     }
 
     async fn quarantine(&self, id: MailId, reason: &str) {
@@ -277,7 +292,8 @@ impl Spool for EmbeddedSpool {
                 crate::outbox::store::insert_jobs(txn, jobs)?;
                 Ok(())
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.release_later(id))?;
         {
             let mut q = self.queue.lock().unwrap();
             q.leased.remove(&id);
@@ -298,7 +314,8 @@ impl Spool for EmbeddedSpool {
                 txn.open_table(DELAYED)?.insert(id, at_ms)?;
                 Ok(())
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.release_later(id))?;
         {
             let mut q = self.queue.lock().unwrap();
             q.leased.remove(&id);

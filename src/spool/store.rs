@@ -1,10 +1,15 @@
 //! The embedded durable store: one redb file, one writer thread that commits whatever
 //! operations queued up while the previous fsync ran (group commit), so concurrent SMTP
 //! sessions share fsyncs.
+//!
+//! After an I/O error (disk full, EIO) redb refuses every later operation with
+//! `PreviousIo` until the database is reopened; the writer reopens it before the next batch,
+//! so the service resumes by itself once space returns. A failed commit leaves the file as
+//! of the previous commit, which is what reopening reads.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -24,9 +29,12 @@ impl StoreError {
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Operation = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, redb::Error> + Send>;
 
+/// The database, `None` while it is being reopened after an I/O error.
+type SharedDb = Arc<RwLock<Option<Database>>>;
+
 /// The single-file store shared by the spool and the outbox.
 pub struct Store {
-    db: Arc<Database>,
+    db: SharedDb,
     path: PathBuf,
     ops: Option<mpsc::Sender<Operation>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -42,15 +50,13 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let db = Arc::new(
-            Database::create(path)
-                .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?,
-        );
+        let db = Arc::new(RwLock::new(Some(create(path)?)));
         let (ops, rx) = mpsc::channel::<Operation>();
         let writer_db = db.clone();
+        let writer_path = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer_loop(&writer_db, &writer_path, rx))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok(Arc::new(Store {
             db,
@@ -90,7 +96,13 @@ impl Store {
 
     /// A consistent read snapshot.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(StoreError::from_redb)
+        match self.db.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(db) => db.begin_read().map_err(StoreError::from_redb),
+            None => Err(StoreError(format!(
+                "{} is being reopened after an I/O error",
+                self.path.display()
+            ))),
+        }
     }
 }
 
@@ -104,8 +116,35 @@ impl Drop for Store {
     }
 }
 
-fn writer_loop(db: &Database, rx: mpsc::Receiver<Operation>) {
+fn create(path: &Path) -> Result<Database, StoreError> {
+    Database::create(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Drops the latched database and opens the file again; `false` when that failed too (the
+/// next batch tries again).
+fn reopen(db: &RwLock<Option<Database>>, path: &Path) -> bool {
+    let mut guard = db.write().unwrap_or_else(|e| e.into_inner());
+    // the old handle must be closed first: redb locks the file
+    drop(guard.take());
+    match create(path) {
+        Ok(fresh) => {
+            *guard = Some(fresh);
+            tracing::warn!(path = %path.display(), "store reopened after an I/O error");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store: cannot reopen after an I/O error; retrying at the next write");
+            false
+        }
+    }
+}
+
+fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Operation>) {
+    let mut broken = false;
     while let Ok(first) = rx.recv() {
+        if broken || db.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            broken = !reopen(db, path);
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -114,16 +153,22 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Operation>) {
             }
         }
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<(), StoreError> {
-            let txn = db.begin_write().map_err(StoreError::from_redb)?;
+        let guard = db.read().unwrap_or_else(|e| e.into_inner());
+        let outcome = (|| -> Result<(), redb::Error> {
+            let db = guard.as_ref().ok_or(redb::Error::PreviousIo)?;
+            let txn = db.begin_write()?;
             for op in batch {
-                completions.push(op(&txn).map_err(StoreError::from_redb)?);
+                completions.push(op(&txn)?);
             }
-            txn.commit().map_err(StoreError::from_redb)
+            txn.commit()?;
+            Ok(())
         })();
+        drop(guard);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, operations = completions.len(), "store commit failed; the operations are refused");
+            broken = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
         }
+        let outcome = outcome.map_err(StoreError::from_redb);
         for completion in completions {
             completion(outcome.clone());
         }

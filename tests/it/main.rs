@@ -8,6 +8,7 @@ mod contacts;
 mod container;
 mod default_conf;
 mod esn;
+mod faults;
 mod ops;
 mod ship;
 mod smtp;

@@ -13,7 +13,9 @@
 //! - `GET|PUT /addressbooks/{id}/collected/{uid}.vcf` (impersonating the owner): 404/200,
 //!   201 (204 when replacing).
 //! - A switchable failure mode answers 503 to the next N requests, or to all until switched
-//!   back. Every request is recorded (method, path with query, headers, body, status).
+//!   back. Fault modes of the user API alone: a delay before each answer
+//!   ([`EsnDouble::set_users_delay`]) and a `200` with a body that is not JSON
+//!   ([`EsnDouble::set_users_garbage`]). Every request is recorded (method, path with query, headers, body, status).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +68,8 @@ struct State {
     fail_always: bool,
     requests: Vec<Recorded>,
     cards: HashMap<String, Vec<u8>>,
+    users_delay: std::time::Duration,
+    users_garbage: bool,
 }
 
 /// The running double; stops with the test process.
@@ -172,6 +176,16 @@ impl EsnDouble {
         self.state.lock().unwrap().fail_always = down;
     }
 
+    /// The user API waits this long before each answer (a slow OpenPaaS).
+    pub fn set_users_delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().users_delay = delay;
+    }
+
+    /// The user API answers `200` with a body that is not JSON, until switched back.
+    pub fn set_users_garbage(&self, garbage: bool) {
+        self.state.lock().unwrap().users_garbage = garbage;
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
@@ -246,6 +260,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
     let body: Bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    if parts.uri.path() == "/api/users" {
+        let delay = state.lock().unwrap().users_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
     let response = {
         let mut s = state.lock().unwrap();
         let failing = if s.fail_always {
@@ -258,6 +278,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         };
         if failing {
             reply(503, &[], "Service Unavailable")
+        } else if s.users_garbage && parts.uri.path() == "/api/users" {
+            reply(
+                200,
+                &[("Content-Type", "application/json;charset=utf-8")],
+                "<html><body>Gateway says hello</body></html>",
+            )
         } else {
             route(&mut s, &parts.method, &parts.uri, &parts.headers, &body)
         }
