@@ -265,11 +265,15 @@ fn imip(from: &str, to: &[&str], method: &str, ics: &str) -> String {
     )
 }
 
+/// A Message-ID part unique to each mail sent: the same calendar sent again is another
+/// mail (mailetd deduplicates a mail mirrored twice by Message-ID + sender + body).
 fn uuid_like(text: &str) -> String {
     use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SENT: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
-    format!("{:x}", h.finish())
+    format!("{:x}.{}", h.finish(), SENT.fetch_add(1, Ordering::Relaxed))
 }
 
 const SEND: &str = r#"
