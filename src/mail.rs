@@ -230,6 +230,22 @@ impl Mail {
         &self.message[..self.header_end()]
     }
 
+    /// The envelope sender for logs and listings: the address, or `<>` for the null sender.
+    pub fn sender_text(&self) -> String {
+        self.sender
+            .as_ref()
+            .map_or_else(|| "<>".to_string(), ToString::to_string)
+    }
+
+    /// The envelope recipients for logs and listings, joined by `separator`.
+    pub fn recipients_text(&self, separator: &str) -> String {
+        self.recipients
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(separator)
+    }
+
     /// The message size in bytes.
     pub fn size(&self) -> usize {
         self.message.len()

@@ -106,15 +106,8 @@ async fn replay_one(container: &Container, mail: Mail, file: &Path, out: &mut St
         "mail {} ({}): from {} to {}",
         mail.name,
         file.display(),
-        mail.sender
-            .as_ref()
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "<>".into()),
-        mail.recipients
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        mail.sender_text(),
+        mail.recipients_text(", ")
     );
     let mut run = Run::traced();
     let result = container.process(mail, &mut run).await;

@@ -33,15 +33,8 @@ pub fn list(repo: &Repository) -> anyhow::Result<String> {
             out,
             "{key}  state={}  from={}  to={}  error={}",
             mail.state,
-            mail.sender
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "<>".into()),
-            mail.recipients
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            mail.sender_text(),
+            mail.recipients_text(","),
             mail.error_message
                 .as_deref()
                 .unwrap_or("-")

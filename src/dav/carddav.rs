@@ -3,32 +3,22 @@
 //! service account or the owner's own credentials, and, when `create_collections` allows it,
 //! one extended MKCOL of a missing address book.
 
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 
-use crate::config::settings::{DavSettings, Secret};
-use crate::config::{ConfigError, Position};
+use crate::config::ConfigError;
+use crate::config::settings::DavSettings;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob};
+use crate::dav::credentials::Credentials;
 use crate::dav::known_contacts::KnownContacts;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
 /// Extended MKCOL (RFC 5689) body creating an address book.
 const MKCOL_ADDRESSBOOK: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <D:mkcol xmlns:D="DAV:" xmlns:CR="urn:ietf:params:xml:ns:carddav"><D:set><D:prop><D:resourcetype><D:collection/><CR:addressbook/></D:resourcetype><D:displayname>Collected contacts</D:displayname></D:prop></D:set></D:mkcol>"#;
-
-/// Who the handler authenticates as.
-enum Credentials {
-    /// One service account for every owner.
-    Service { username: String, password: Secret },
-    /// Each owner's own account, by lowercased owner address.
-    PerUser(HashMap<String, (String, Secret)>),
-    /// No Authorization header (a server without auth).
-    None,
-}
 
 /// Delivers `carddav-contact` jobs.
 pub struct CardDavContactHandler {
@@ -71,14 +61,7 @@ impl CardDavContactHandler {
                 settings.addressbook_url
             )));
         }
-        let credentials = match (&settings.credentials_file, &settings.username) {
-            (Some(file), _) => Credentials::PerUser(read_credentials(file)?),
-            (None, Some(username)) => Credentials::Service {
-                username: username.clone(),
-                password: settings.password.clone().unwrap_or_default(),
-            },
-            (None, None) => Credentials::None,
-        };
+        let credentials = Credentials::from_settings(settings)?;
         Ok(CardDavContactHandler {
             client: http_client(settings)?,
             base,
@@ -106,10 +89,7 @@ impl CardDavContactHandler {
     }
 
     fn has_credentials(&self, owner: &str) -> bool {
-        match &self.credentials {
-            Credentials::PerUser(map) => map.contains_key(&owner.to_lowercase()),
-            _ => true,
-        }
+        self.credentials.covers(owner)
     }
 
     /// DAV requests sent so far.
@@ -119,16 +99,8 @@ impl CardDavContactHandler {
 
     fn request(&self, method: Method, url: &str, owner: &str) -> Option<reqwest::RequestBuilder> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let builder = self.client.request(method, url);
-        match &self.credentials {
-            Credentials::Service { username, password } => {
-                Some(builder.basic_auth(username, Some(password.expose())))
-            }
-            Credentials::PerUser(map) => map
-                .get(&owner.to_lowercase())
-                .map(|(u, p)| builder.basic_auth(u, Some(p.expose()))),
-            Credentials::None => Some(builder),
-        }
+        self.credentials
+            .authorize(self.client.request(method, url), owner)
     }
 
     async fn put(&self, url: &str, contact: &ContactJob) -> Result<StatusCode, Delivery> {
@@ -240,36 +212,6 @@ pub fn classify(method: &str, url: &str, status: StatusCode) -> Delivery {
     }
 }
 
-/// `user:password` per line; blank lines and `#` comments ignored.
-pub(crate) fn read_credentials(
-    path: &Path,
-) -> Result<HashMap<String, (String, Secret)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Position::file_start(path).error(format!("cannot read the DAV credentials file: {e}"))
-    })?;
-    let file = std::sync::Arc::new(path.to_path_buf());
-    let mut map = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match line.split_once(':') {
-            Some((user, password)) if !user.trim().is_empty() => {
-                map.insert(
-                    user.trim().to_lowercase(),
-                    (user.trim().to_string(), Secret::new(password)),
-                );
-            }
-            _ => {
-                return Err(Position::new(&file, n as u32 + 1, 1)
-                    .error("expected user:password (the password is not shown)"));
-            }
-        }
-    }
-    Ok(map)
-}
-
 #[async_trait::async_trait]
 impl JobHandler for CardDavContactHandler {
     fn kinds(&self) -> &[&'static str] {
@@ -335,6 +277,7 @@ impl JobHandler for CardDavContactHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn handler(template: &str) -> CardDavContactHandler {
         let settings = DavSettings {

@@ -3,6 +3,7 @@
 pub mod caldav;
 pub mod carddav;
 pub mod contact;
+pub mod credentials;
 pub mod esn_contact;
 pub mod esn_itip;
 pub mod known_contacts;

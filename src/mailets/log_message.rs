@@ -48,15 +48,8 @@ impl Mailet for LogMessage {
                 .as_deref()
                 .map(|c| format!(" ({c})"))
                 .unwrap_or_default(),
-            mail.sender
-                .as_ref()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "<>".into()),
-            mail.recipients
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            mail.sender_text(),
+            mail.recipients_text(", ")
         );
         let split = mail.header_end();
         if self.headers {

@@ -104,7 +104,7 @@ pub async fn handle(
             // the ones ingest's tests and operators grep for)
             tracing::info!(
                 mail = id,
-                from = %original.sender.as_ref().map_or_else(|| "<>".to_string(), ToString::to_string),
+                from = %original.sender_text(),
                 rcpts = original.recipients.len(),
                 size = original.size(),
                 jobs = run.jobs.len(),

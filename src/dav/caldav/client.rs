@@ -2,7 +2,6 @@
 //! ETags, Basic auth with a service account or per-user credentials. TLS is verified unless
 //! `[dav] trust_all_certs` is set (the client comes from [`crate::dav::carddav::http_client`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quick_xml::Reader;
@@ -10,18 +9,9 @@ use quick_xml::events::Event;
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::ConfigError;
-use crate::config::settings::{DavSettings, Secret};
-use crate::dav::carddav::{http_client, read_credentials, transport_error};
-
-/// Who the client authenticates as.
-enum Credentials {
-    /// One service account with write rights on every calendar.
-    Service { username: String, password: Secret },
-    /// Each user's own account, by lowercased address.
-    PerUser(HashMap<String, (String, Secret)>),
-    /// No Authorization header.
-    None,
-}
+use crate::config::settings::DavSettings;
+use crate::dav::carddav::{http_client, transport_error};
+use crate::dav::credentials::Credentials;
 
 /// A calendar object read from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,14 +71,7 @@ pub struct CalDavClient {
 impl CalDavClient {
     /// Builds the client and reads the credentials of `[dav]` once.
     pub fn new(settings: &DavSettings) -> Result<Self, ConfigError> {
-        let credentials = match (&settings.credentials_file, &settings.username) {
-            (Some(file), _) => Credentials::PerUser(read_credentials(file)?),
-            (None, Some(username)) => Credentials::Service {
-                username: username.clone(),
-                password: settings.password.clone().unwrap_or_default(),
-            },
-            (None, None) => Credentials::None,
-        };
+        let credentials = Credentials::from_settings(settings)?;
         Ok(CalDavClient {
             http: http_client(settings)?,
             credentials,
@@ -98,10 +81,7 @@ impl CalDavClient {
 
     /// Whether there are credentials to act for `owner`.
     pub fn has_credentials(&self, owner: &str) -> bool {
-        match &self.credentials {
-            Credentials::PerUser(map) => map.contains_key(&owner.to_lowercase()),
-            _ => true,
-        }
+        self.credentials.covers(owner)
     }
 
     /// HTTP requests sent so far.
@@ -112,16 +92,13 @@ impl CalDavClient {
     fn request(&self, method: Method, url: &str, owner: &str) -> reqwest::RequestBuilder {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let builder = self.http.request(method, url);
-        match &self.credentials {
-            Credentials::Service { username, password } => {
-                builder.basic_auth(username, Some(password.expose()))
-            }
-            Credentials::PerUser(map) => match map.get(&owner.to_lowercase()) {
-                Some((u, p)) => builder.basic_auth(u, Some(p.expose())),
-                None => builder,
-            },
-            Credentials::None => builder,
+        if !self.credentials.covers(owner) {
+            // Unauthenticated: the server's 401 then says why, and the caller reports it.
+            return builder;
         }
+        self.credentials
+            .authorize(builder, owner)
+            .expect("covers() said there are credentials")
     }
 
     async fn send(
