@@ -135,6 +135,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         probes: crate::http::probes(&conf),
         stuck_after: Duration::from_secs(settings.http.stuck_after_secs),
         probe_ttl: Duration::from_secs(settings.http.probe_ttl_secs),
+        broker: broker.clone(),
     };
     let http = crate::http::start(&settings.http, admin, processing.clone()).await?;
     let ingest = if role.ingests() {

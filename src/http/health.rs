@@ -130,6 +130,16 @@ pub(super) async fn ready(State(admin): State<Arc<Admin>>) -> (StatusCode, Json<
     for probe in &admin.probes {
         checks.push(probe.check(admin.probe_ttl).await);
     }
+    if let Some(broker) = &admin.broker {
+        checks.push(if broker.is_connected() {
+            Check::ok("broker", "connected to RabbitMQ".to_string())
+        } else {
+            Check::failed(
+                "broker",
+                "RabbitMQ is unreachable: SMTP answers 451 until it is back".to_string(),
+            )
+        });
+    }
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
         StatusCode::OK

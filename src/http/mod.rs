@@ -85,6 +85,8 @@ pub struct Admin {
     pub stuck_after: Duration,
     /// How long a probe answer is reused.
     pub probe_ttl: Duration,
+    /// The RabbitMQ link, when the spool is on the broker (readiness follows its connection).
+    pub broker: Option<Arc<crate::broker::Broker>>,
 }
 
 /// Binds the endpoint and serves it until `shutdown`. Returns `None` when disabled, or when

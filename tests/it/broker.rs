@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::rabbitmq::{self, RabbitMq};
-use crate::support::{eventually, free_port, wait_for_port, write_files};
+use crate::support::{eventually, free_port, python, wait_for_port, write_files};
 
 const WAIT: Duration = Duration::from_secs(120);
 const USERS: usize = 5;
@@ -34,6 +34,7 @@ struct Node {
     dir: tempfile::TempDir,
     role: &'static str,
     smtp_port: u16,
+    http_port: u16,
     env: Vec<(&'static str, String)>,
     child: Option<Child>,
 }
@@ -67,15 +68,26 @@ impl Node {
                 ),
             ],
         );
+        let http_port = free_port();
+        let mut env = double.env();
+        env.push(("MAILETD_HTTP__BIND", format!("127.0.0.1:{http_port}")));
         let mut node = Node {
             dir,
             role,
             smtp_port,
-            env: double.env(),
+            http_port,
+            env,
             child: None,
         };
         node.spawn();
         node
+    }
+
+    /// `(status, body)` of this node's `GET /health/ready`.
+    fn readiness(&self) -> (u16, String) {
+        let out = python(READY, &[&self.http_port.to_string()]);
+        let (status, body) = out.split_once(' ').unwrap();
+        (status.parse().unwrap(), body.to_string())
     }
 
     fn conf(&self) -> PathBuf {
@@ -401,10 +413,16 @@ fn broker_stopped_mid_load_gets_451_then_250_and_every_acked_mail_is_applied() {
         "250 with the broker down: {:?}",
         sender.results()
     );
+    let (status, body) = ingest.readiness();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("RabbitMQ is unreachable"), "{body}");
     broker.spawn();
     let down = sender.count(451);
     eventually("250 again after the broker is back", WAIT, || {
         (sender.count(250) >= before + 30).then_some(())
+    });
+    eventually("ready again once the broker is back", WAIT, || {
+        (ingest.readiness().0 == 200).then_some(())
     });
     let results = sender.finish();
     assert!(down >= 10);
@@ -659,3 +677,13 @@ fn quorum_queues_carry_mails_and_retries_the_same_way() {
         logs(&[&ingest, &process, &deliver])
     );
 }
+
+/// Prints `STATUS BODY` of `GET /health/ready` on `127.0.0.1:argv[1]`.
+const READY: &str = r#"
+import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % sys.argv[1], timeout=10)
+    print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"#;
