@@ -79,6 +79,24 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `"; did you mean A, B?"` with the names of `known` closest to `wanted`, or `""`.
+pub fn did_you_mean<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let suggestions = closest_names(wanted, known);
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", suggestions.join(", "))
+    }
+}
+
+/// `class` without the first of `prefixes` it starts with (James package names → short name).
+pub fn strip_class_prefix<'a>(class: &'a str, prefixes: &[&str]) -> &'a str {
+    prefixes
+        .iter()
+        .find_map(|p| class.strip_prefix(p))
+        .unwrap_or(class)
+}
+
 /// The names in `known` closest to `wanted` (edit distance, case-insensitive), best first.
 pub fn closest_names<'a>(wanted: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let wanted_lower = wanted.to_ascii_lowercase();

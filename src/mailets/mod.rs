@@ -23,7 +23,7 @@ mod to_repository;
 pub use metrics_mailet::metric_counts;
 
 use crate::config::ConfigError;
-use crate::config::error::closest_names;
+use crate::config::error::{did_you_mean, strip_class_prefix};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext};
 
 /// Builds a mailet from its configuration.
@@ -77,10 +77,7 @@ pub const CLASS_PREFIXES: &[&str] = &[
 
 /// The short name of a mailet class (`org.apache.james.transport.mailets.Null` → `Null`).
 pub fn short_name(class: &str) -> &str {
-    CLASS_PREFIXES
-        .iter()
-        .find_map(|p| class.strip_prefix(p))
-        .unwrap_or(class)
+    strip_class_prefix(class, CLASS_PREFIXES)
 }
 
 /// Builds the mailet named by `config.name`, or explains which names are known.
@@ -88,12 +85,7 @@ pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Maile
     match REGISTRY.iter().find(|(name, _)| *name == config.name) {
         Some((_, builder)) => builder(config, ctx),
         None => {
-            let suggestions = closest_names(&config.name, REGISTRY.iter().map(|(n, _)| *n));
-            let hint = if suggestions.is_empty() {
-                String::new()
-            } else {
-                format!("; did you mean {}?", suggestions.join(", "))
-            };
+            let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
             Err(config.error(format!("unknown mailet class {:?}{hint}", config.class)))
         }
     }

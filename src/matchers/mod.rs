@@ -23,7 +23,7 @@ mod smtp_auth_successful;
 mod smtp_is_auth_network;
 
 use crate::config::ConfigError;
-use crate::config::error::closest_names;
+use crate::config::error::{did_you_mean, strip_class_prefix};
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig};
 
 /// Builds a matcher from its configuration.
@@ -93,10 +93,7 @@ pub const CLASS_PREFIXES: &[&str] = &[
 
 /// The short name of a matcher class.
 pub fn short_name(class: &str) -> &str {
-    CLASS_PREFIXES
-        .iter()
-        .find_map(|p| class.strip_prefix(p))
-        .unwrap_or(class)
+    strip_class_prefix(class, CLASS_PREFIXES)
 }
 
 /// Builds the matcher named by `config.name`, or explains which names are known.
@@ -104,12 +101,7 @@ pub fn build(config: &MatcherConfig, ctx: &MailetContext) -> Result<Box<dyn Matc
     match REGISTRY.iter().find(|(name, _)| *name == config.name) {
         Some((_, builder)) => builder(config, ctx),
         None => {
-            let suggestions = closest_names(&config.name, REGISTRY.iter().map(|(n, _)| *n));
-            let hint = if suggestions.is_empty() {
-                String::new()
-            } else {
-                format!("; did you mean {}?", suggestions.join(", "))
-            };
+            let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
             Err(config.error(format!("unknown matcher {:?}{hint}", config.class)))
         }
     }
