@@ -12,7 +12,7 @@ use mailetd::dav::caldav::apply::Options;
 use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
 use mailetd::outbox::{Delivery, JobHandler};
 
-use crate::support::davhttp::{self, CALENDAR_QUERY_ALL};
+use crate::support::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
 use crate::support::mailetd::Mailetd;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};

@@ -23,7 +23,7 @@ use mailetd::outbox::{Delivery, JobHandler};
 use mailetd::pipeline::{Mailet, MailetConfig, MailetContext};
 use mailetd::spool::Store;
 
-use crate::support::davhttp::Card;
+use crate::support::davhttp::{Card, DavServer};
 use crate::support::mailetd::Mailetd;
 use crate::support::python;
 use crate::support::radicale::{self, Radicale};

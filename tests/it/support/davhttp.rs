@@ -168,3 +168,49 @@ impl Card {
         })
     }
 }
+
+/// A DAV server started by a test harness (Radicale, SabreDAV, Xandikos): the queries every
+/// harness shares, on top of its own authenticated `request`.
+pub trait DavServer {
+    /// A request to `path` (starting with `/`) with the harness's credentials.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response;
+
+    /// The server's own log, for assertion messages.
+    fn log(&self) -> String;
+
+    /// `REPORT` on a collection path with `Depth: 1`.
+    fn report(&self, path: &str, body: &str) -> Response {
+        self.request(
+            "REPORT",
+            path,
+            &[("Depth", "1"), ("Content-Type", "application/xml")],
+            Some(body),
+        )
+    }
+
+    /// Every vCard of the book at `path` (addressbook-query); empty when the book is missing.
+    fn cards(&self, path: &str) -> Vec<Card> {
+        let r = self.report(path, ADDRESSBOOK_QUERY_ALL);
+        if r.status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(r.status, 207, "REPORT {path}: {r:?}\n{}", self.log());
+        texts_of(&r.body, "address-data")
+            .iter()
+            .map(|t| Card::parse(t))
+            .collect()
+    }
+
+    /// Every calendar object of the calendar at `path` (calendar-query).
+    fn events(&self, path: &str) -> Vec<String> {
+        let r = self.report(path, CALENDAR_QUERY_ALL);
+        assert_eq!(r.status, 207, "REPORT {path}: {r:?}\n{}", self.log());
+        texts_of(&r.body, "calendar-data")
+    }
+}

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::davhttp::{self, ADDRESSBOOK_QUERY_ALL, CALENDAR_QUERY_ALL, Card, Response};
+use super::davhttp::{self, DavServer, Response};
 use super::{eventually, free_port, python};
 
 /// The service account (created by the Debian sample schema).
@@ -159,35 +159,21 @@ impl SabreDav {
         );
         assert_eq!(r.status, 201, "MKCALENDAR: {r:?}\n{}", self.log());
     }
+}
 
-    /// `REPORT` on a collection path with `Depth: 1`.
-    pub fn report(&self, path: &str, body: &str) -> Response {
-        self.request(
-            "REPORT",
-            path,
-            &[("Depth", "1"), ("Content-Type", "application/xml")],
-            Some(body),
-        )
+impl DavServer for SabreDav {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        SabreDav::request(self, method, path, headers, body)
     }
 
-    /// Every vCard of the book at `path` (addressbook-query); empty when the book is missing.
-    pub fn cards(&self, path: &str) -> Vec<Card> {
-        let r = self.report(path, ADDRESSBOOK_QUERY_ALL);
-        if r.status == 404 {
-            return Vec::new();
-        }
-        assert_eq!(r.status, 207, "REPORT {path}: {r:?}\n{}", self.log());
-        davhttp::texts_of(&r.body, "address-data")
-            .iter()
-            .map(|t| Card::parse(t))
-            .collect()
-    }
-
-    /// Every calendar object of the calendar at `path` (calendar-query).
-    pub fn events(&self, path: &str) -> Vec<String> {
-        let r = self.report(path, CALENDAR_QUERY_ALL);
-        assert_eq!(r.status, 207, "REPORT {path}: {r:?}\n{}", self.log());
-        davhttp::texts_of(&r.body, "calendar-data")
+    fn log(&self) -> String {
+        SabreDav::log(self)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::davhttp::{self, Response};
+use super::davhttp::{self, DavServer, Response};
 use super::{eventually, free_port};
 
 /// A running Xandikos; killed on drop.
@@ -82,6 +82,22 @@ impl Xandikos {
             Some(&body),
         );
         assert_eq!(r.status, 201, "MKCALENDAR: {r:?}\n{}", self.log());
+    }
+}
+
+impl DavServer for Xandikos {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        Xandikos::request(self, method, path, headers, body)
+    }
+
+    fn log(&self) -> String {
+        Xandikos::log(self)
     }
 }
 
