@@ -1,4 +1,6 @@
-//! `HostIsLocal`: the recipients whose domain is local (`domainlist.xml`).
+//! `HostIsLocal`: the recipients whose domain is local (`domainlist.xml`). Also registered as
+//! `RecipientIsLocal`: mailetd has no user repository, so a local recipient is one in a local
+//! domain (user-level locality is the DAV mailets' user lookup).
 //!
 //! ```xml
 //! <mailet match="HostIsLocal" class="ToProcessor"><processor>local-address-error</processor></mailet>
@@ -41,5 +43,18 @@ mod tests {
     fn local_hosts_only() {
         let m = mail(None, &["b@example.org", "c@remote.test"], "");
         assert_eq!(run("HostIsLocal", None, &m), ["b@example.org"]);
+    }
+
+    #[test]
+    fn local_recipients_only() {
+        let m = mail(
+            Some("a@remote.test"),
+            &["b@example.org", "c@remote.test", "d@EXAMPLE.org"],
+            "",
+        );
+        assert_eq!(
+            run("RecipientIsLocal", None, &m),
+            ["b@example.org", "d@example.org"]
+        );
     }
 }

@@ -10,7 +10,6 @@ mod has_mime_type_parameter;
 mod host_is_local;
 mod is_single_recipient;
 mod recipient_is;
-mod recipient_is_local;
 mod relay_limit;
 mod remote_addr_in_network;
 mod remote_addr_not_in_network;
@@ -57,10 +56,7 @@ pub const REGISTRY: &[(&str, MatcherBuilder)] = &[
         is_single_recipient::IsSingleRecipient::build,
     ),
     ("RecipientIs", recipient_is::RecipientIs::build),
-    (
-        "RecipientIsLocal",
-        recipient_is_local::RecipientIsLocal::build,
-    ),
+    ("RecipientIsLocal", host_is_local::HostIsLocal::build),
     ("RelayLimit", relay_limit::RelayLimit::build),
     (
         "RemoteAddrInNetwork",
