@@ -1,44 +1,61 @@
-//! The default spool: mails in the embedded [`Store`], a due-time index in memory.
+//! The default spool: mails in an append-only [`Journal`] beside the embedded [`Store`]
+//! (which keeps the outbox), a due-time queue in memory, and the newest mails kept in memory
+//! too so that processing them reads nothing back from disk.
 //!
-//! Why redb: a single-file ACID store with one fsync per commit, so a writer thread can
-//! commit many sessions' mails at once (group commit) and a kill -9 leaves either the whole
-//! mail or nothing. A file-per-mail spool needs a file fsync plus a directory fsync per mail.
+//! Why a journal and not the redb store: a received mail is written once, read once and
+//! dropped, and the journal makes one `write` per batch with its `fdatasync` overlapping the
+//! next batch, where a B-tree commit rewrites pages and syncs serially. A file per mail would
+//! need a file fsync plus a directory fsync per mail. Mails left in the spool's tables by an
+//! earlier version are moved into the journal when the spool opens.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use tokio::sync::Notify;
 
-use super::store::{Store, StoreError};
+use super::journal::{Journal, JournalError};
+use super::store::Store;
 use super::{Spool, SpoolError};
 use crate::mail::{Mail, MailId, now_ms};
 use crate::outbox::OutboxJob;
 
-/// Spooled mails: id → `Mail::to_spool_bytes`.
-pub const MAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("spool_mails");
-/// Mails waiting for a retry: id → due time (ms since epoch).
-pub const DELAYED: TableDefinition<u64, u64> = TableDefinition::new("spool_delayed");
-/// Records that could not be decoded, kept for inspection instead of being dropped.
-pub const CORRUPT: TableDefinition<u64, &[u8]> = TableDefinition::new("spool_corrupt");
+/// Where versions up to 0.1 kept spooled mails (id → `Mail::to_spool_bytes`), read once to
+/// move them into the journal.
+const LEGACY_MAILS: TableDefinition<u64, &[u8]> = TableDefinition::new("spool_mails");
+/// Their retry due times (id → ms since epoch).
+const LEGACY_DELAYED: TableDefinition<u64, u64> = TableDefinition::new("spool_delayed");
 
 /// Delay before a mail whose release failed is processed again.
 const RELEASE_RETRY_MS: u64 = 5000;
+/// Bytes of waiting mails kept in memory; beyond, mails are read back from the journal.
+const HOT_BYTES: usize = 64 << 20;
+
+impl From<JournalError> for SpoolError {
+    fn from(e: JournalError) -> Self {
+        SpoolError(e.to_string())
+    }
+}
 
 #[derive(Default)]
 struct Queue {
     ready: VecDeque<MailId>,
     delayed: BTreeSet<(u64, MailId)>,
     leased: HashSet<MailId>,
+    /// Waiting mails still in memory, by id.
+    hot: HashMap<MailId, Mail>,
+    hot_bytes: usize,
     stored: usize,
 }
 
 /// The embedded spool.
 pub struct EmbeddedSpool {
     store: Arc<Store>,
+    journal: Journal,
+    corrupt_dir: PathBuf,
     queue: Mutex<Queue>,
     notify: Notify,
     next_id: AtomicU64,
@@ -46,77 +63,63 @@ pub struct EmbeddedSpool {
 }
 
 impl EmbeddedSpool {
-    /// Opens the spool in `store`, queueing every mail found there (crash recovery).
-    pub fn open(store: Arc<Store>) -> Result<Arc<EmbeddedSpool>, SpoolError> {
+    /// Opens the journal in `journal_dir` beside `store`, queueing every mail found there
+    /// (crash recovery).
+    pub fn open(store: Arc<Store>, journal_dir: &Path) -> Result<Arc<EmbeddedSpool>, SpoolError> {
+        let (journal, recovered) = Journal::open(journal_dir)?;
         let mut queue = Queue::default();
+        let now = now_ms();
         let mut max_id = 0;
-        {
-            let read = store.read()?;
-            let now = now_ms();
-            let delayed: std::collections::HashMap<u64, u64> = match read.open_table(DELAYED) {
-                Ok(table) => table
-                    .iter()
-                    .map_err(redb_err)?
-                    .filter_map(Result::ok)
-                    .map(|(k, v)| (k.value(), v.value()))
-                    .collect(),
-                Err(redb::TableError::TableDoesNotExist(_)) => Default::default(),
-                Err(e) => return Err(redb_err(e)),
-            };
-            match read.open_table(MAILS) {
-                Ok(table) => {
-                    for entry in table.iter().map_err(redb_err)? {
-                        let (id, _) = entry.map_err(redb_err)?;
-                        let id = id.value();
-                        max_id = max_id.max(id);
-                        queue.stored += 1;
-                        match delayed.get(&id) {
-                            Some(&at) if at > now => {
-                                queue.delayed.insert((at, id));
-                            }
-                            _ => queue.ready.push_back(id),
-                        }
-                    }
-                }
-                Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(redb_err(e)),
-            }
-            if let Ok(table) = read.open_table(CORRUPT) {
-                max_id = max_id.max(
-                    table
-                        .last()
-                        .ok()
-                        .flatten()
-                        .map(|(k, _)| k.value())
-                        .unwrap_or(0),
-                );
+        for mail in &recovered {
+            max_id = max_id.max(mail.id);
+            queue.stored += 1;
+            if mail.due_ms > now {
+                queue.delayed.insert((mail.due_ms, mail.id));
+            } else {
+                queue.ready.push_back(mail.id);
             }
         }
+        let moved = migrate_legacy(&store, &journal, &mut queue)?;
         if queue.stored > 0 {
             tracing::info!(
                 mails = queue.stored,
                 "spool: recovered mails left from a previous run"
             );
         }
+        if moved > 0 {
+            tracing::info!(
+                mails = moved,
+                "spool: moved mails from the store's tables into the journal"
+            );
+        }
         Ok(Arc::new(EmbeddedSpool {
             store,
+            journal,
+            corrupt_dir: journal_dir.join("corrupt"),
             queue: Mutex::new(queue),
             notify: Notify::new(),
-            next_id: AtomicU64::new(max_id.max(now_ms() * 1000) + 1),
+            next_id: AtomicU64::new(max_id.max(now * 1000) + 1),
             closed: AtomicBool::new(false),
         }))
     }
 
-    /// Opens a store file at `path` and the spool in it.
+    /// Opens the store file at `path` and the spool's journal beside it (`spool/` in the
+    /// same directory).
     pub fn open_path(path: &Path) -> Result<(Arc<Store>, Arc<EmbeddedSpool>), SpoolError> {
         let store = Store::open(path)?;
-        let spool = Self::open(store.clone())?;
+        let dir = path.parent().unwrap_or(Path::new(".")).join("spool");
+        let spool = Self::open(store.clone(), &dir)?;
         Ok((store, spool))
     }
 
-    /// The shared store (the outbox lives in the same file).
+    /// The shared store (the outbox lives there).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Number of records set aside as undecodable (for status and tests).
+    pub fn corrupt_count(&self) -> usize {
+        std::fs::read_dir(&self.corrupt_dir).map_or(0, |d| d.count())
     }
 
     /// Time (ms since epoch) the oldest stored mail was queued, if any is waiting.
@@ -130,22 +133,19 @@ impl EmbeddedSpool {
             .copied()
     }
 
-    fn load(&self, id: MailId) -> Result<Option<Mail>, StoreError> {
-        let read = self.store.read()?;
-        let table = match read.open_table(MAILS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(StoreError(e.to_string())),
-        };
-        let Some(bytes) = table.get(id).map_err(|e| StoreError(e.to_string()))? else {
+    fn load(&self, id: MailId) -> Result<Option<Mail>, SpoolError> {
+        let Some(bytes) = self.journal.read(id)? else {
             return Ok(None);
         };
-        match Mail::from_spool_bytes(bytes.value()) {
+        match Mail::from_spool_bytes(&bytes) {
             Ok(mut mail) => {
                 mail.id = id;
                 Ok(Some(mail))
             }
-            Err(reason) => Err(StoreError(format!("corrupt:{reason}"))),
+            Err(reason) => {
+                self.quarantine(id, &reason, &bytes);
+                Ok(None)
+            }
         }
     }
 
@@ -161,30 +161,78 @@ impl EmbeddedSpool {
         self.notify.notify_one();
     }
 
-    async fn quarantine(&self, id: MailId, reason: &str) {
-        tracing::error!(
-            mail = id,
-            reason,
-            "spool: undecodable record moved to the corrupt table"
-        );
-        let result = self
-            .store
-            .write(move |txn| {
-                let mut mails = txn.open_table(MAILS)?;
-                let record = mails.remove(id)?.map(|v| v.value().to_vec());
-                if let Some(record) = record {
-                    txn.open_table(CORRUPT)?.insert(id, record.as_slice())?;
-                }
-                txn.open_table(DELAYED)?.remove(id)?;
-                Ok(())
-            })
-            .await;
-        let mut q = self.queue.lock().unwrap();
-        q.leased.remove(&id);
-        if result.is_ok() {
-            q.stored = q.stored.saturating_sub(1);
+    /// Sets an undecodable record aside in `corrupt/` and forgets it.
+    fn quarantine(&self, id: MailId, reason: &str, bytes: &[u8]) {
+        let kept = self.corrupt_dir.join(format!("mail-{id}.bin"));
+        let saved =
+            std::fs::create_dir_all(&self.corrupt_dir).and_then(|()| std::fs::write(&kept, bytes));
+        match saved {
+            Ok(()) => {
+                tracing::error!(mail = id, reason, kept = %kept.display(), "spool: undecodable record set aside");
+                self.journal.release(id);
+                let mut q = self.queue.lock().unwrap();
+                q.leased.remove(&id);
+                q.stored = q.stored.saturating_sub(1);
+            }
+            Err(e) => {
+                tracing::error!(mail = id, reason, error = %e, "spool: undecodable record kept in the journal (cannot copy it aside)");
+                self.release_later(id);
+            }
         }
     }
+}
+
+/// Moves mails an earlier version kept in the store's tables into the journal, then empties
+/// those tables; returns how many moved.
+fn migrate_legacy(
+    store: &Store,
+    journal: &Journal,
+    queue: &mut Queue,
+) -> Result<usize, SpoolError> {
+    let mut legacy = Vec::new();
+    {
+        let read = store.read()?;
+        let delayed: HashMap<u64, u64> = match read.open_table(LEGACY_DELAYED) {
+            Ok(table) => table
+                .iter()
+                .map_err(redb_err)?
+                .filter_map(Result::ok)
+                .map(|(k, v)| (k.value(), v.value()))
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        if let Ok(table) = read.open_table(LEGACY_MAILS) {
+            for entry in table.iter().map_err(redb_err)? {
+                let (id, bytes) = entry.map_err(redb_err)?;
+                let id = id.value();
+                legacy.push((
+                    id,
+                    delayed.get(&id).copied().unwrap_or(0),
+                    bytes.value().to_vec(),
+                ));
+            }
+        }
+    }
+    if legacy.is_empty() {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let moved = legacy.len();
+    for (id, due_ms, bytes) in legacy {
+        journal.put_blocking(id, due_ms, bytes)?;
+        queue.stored += 1;
+        if due_ms > now {
+            queue.delayed.insert((due_ms, id));
+        } else {
+            queue.ready.push_back(id);
+        }
+    }
+    futures_lite::future::block_on(store.write(|txn| {
+        txn.delete_table(LEGACY_MAILS)?;
+        txn.delete_table(LEGACY_DELAYED)?;
+        Ok(())
+    }))?;
+    Ok(moved)
 }
 
 fn redb_err(e: impl std::fmt::Display) -> SpoolError {
@@ -209,17 +257,20 @@ impl Spool for EmbeddedSpool {
         if mail.name.is_empty() {
             mail.name = format!("mail-{id}");
         }
-        let record = mail.to_spool_bytes();
-        self.store
-            .write(move |txn| {
-                txn.open_table(MAILS)?.insert(id, record.as_slice())?;
-                Ok(())
-            })
-            .await?;
+        if let Err(e) = self.journal.put(id, 0, mail.to_spool_bytes()).await {
+            // the bytes may have reached the file: the client was told to retry, so the
+            // copy must not be processed as well
+            self.journal.release(id);
+            return Err(e.into());
+        }
         {
             let mut q = self.queue.lock().unwrap();
             q.ready.push_back(id);
             q.stored += 1;
+            if q.hot_bytes + mail.size() <= HOT_BYTES {
+                q.hot_bytes += mail.size();
+                q.hot.insert(id, mail);
+            }
         }
         self.notify.notify_one();
         Ok(id)
@@ -231,7 +282,7 @@ impl Spool for EmbeddedSpool {
                 return None;
             }
             let notified = self.notify.notified();
-            let (next, wait_ms) = {
+            let (next, hot, wait_ms) = {
                 let mut q = self.queue.lock().unwrap();
                 let now = now_ms();
                 while let Some(&(at, id)) = q.delayed.first() {
@@ -242,25 +293,29 @@ impl Spool for EmbeddedSpool {
                     q.ready.push_back(id);
                 }
                 let next = q.ready.pop_front();
+                let mut hot = None;
                 if let Some(id) = next {
                     q.leased.insert(id);
+                    hot = q.hot.remove(&id);
+                    if let Some(mail) = &hot {
+                        q.hot_bytes -= mail.size();
+                    }
                 }
-                let wait = q.delayed.first().map(|(at, _)| at.saturating_sub(now));
-                (next, wait)
-            };
-            if let Some(id) = next {
-                if !self.queue.lock().unwrap().ready.is_empty() {
+                if next.is_some() && !q.ready.is_empty() {
                     self.notify.notify_one();
                 }
+                let wait = q.delayed.first().map(|(at, _)| at.saturating_sub(now));
+                (next, hot, wait)
+            };
+            if let Some(mail) = hot {
+                return Some(mail);
+            }
+            if let Some(id) = next {
                 match self.load(id) {
                     Ok(Some(mail)) => return Some(mail),
                     Ok(None) => {
                         let mut q = self.queue.lock().unwrap();
                         q.leased.remove(&id);
-                        continue;
-                    }
-                    Err(StoreError(reason)) if reason.starts_with("corrupt:") => {
-                        self.quarantine(id, &reason["corrupt:".len()..]).await;
                         continue;
                     }
                     Err(e) => {
@@ -284,16 +339,17 @@ impl Spool for EmbeddedSpool {
     }
 
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError> {
+        // The jobs are durable before the mail is released: a crash in between runs the
+        // mail again, and the outbox's dedup keys absorb the repeated jobs.
         let stored_jobs = !jobs.is_empty();
-        self.store
-            .write(move |txn| {
-                txn.open_table(MAILS)?.remove(id)?;
-                txn.open_table(DELAYED)?.remove(id)?;
-                crate::outbox::store::insert_jobs(txn, jobs)?;
-                Ok(())
-            })
-            .await
-            .inspect_err(|_| self.release_later(id))?;
+        if stored_jobs {
+            self.store
+                .write(move |txn| crate::outbox::store::insert_jobs(txn, jobs))
+                .await
+                .map_err(SpoolError::from)
+                .inspect_err(|_| self.release_later(id))?;
+        }
+        self.journal.release(id);
         {
             let mut q = self.queue.lock().unwrap();
             q.leased.remove(&id);
@@ -307,14 +363,10 @@ impl Spool for EmbeddedSpool {
 
     async fn retry_at(&self, mail: &Mail, at_ms: u64) -> Result<(), SpoolError> {
         let id = mail.id;
-        let record = mail.to_spool_bytes();
-        self.store
-            .write(move |txn| {
-                txn.open_table(MAILS)?.insert(id, record.as_slice())?;
-                txn.open_table(DELAYED)?.insert(id, at_ms)?;
-                Ok(())
-            })
+        self.journal
+            .put(id, at_ms, mail.to_spool_bytes())
             .await
+            .map_err(SpoolError::from)
             .inspect_err(|_| self.release_later(id))?;
         {
             let mut q = self.queue.lock().unwrap();
@@ -338,16 +390,6 @@ impl Spool for EmbeddedSpool {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
-}
-
-/// Number of records in the corrupt table (for status and tests).
-pub fn corrupt_count(store: &Store) -> usize {
-    store
-        .read()
-        .ok()
-        .and_then(|r| r.open_table(CORRUPT).ok())
-        .and_then(|t| t.len().ok())
-        .unwrap_or(0) as usize
 }
 
 #[cfg(test)]
@@ -384,6 +426,43 @@ mod tests {
         assert_eq!(a.message, b"Subject: 1\r\n\r\nhello\r\n");
         assert_eq!(b.message, b"Subject: 2\r\n\r\nhello\r\n");
         assert_eq!(a.recipients[0].to_string(), "b@example.org");
+    }
+
+    #[test]
+    fn mails_an_earlier_version_left_in_the_store_are_moved_into_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut ready = mail(1);
+            ready.id = 11;
+            let mut later = mail(2);
+            later.id = 12;
+            let (a, b) = (ready.to_spool_bytes(), later.to_spool_bytes());
+            futures_lite::future::block_on(store.write(move |txn| {
+                let mut mails = txn.open_table(LEGACY_MAILS)?;
+                mails.insert(11, a.as_slice())?;
+                mails.insert(12, b.as_slice())?;
+                txn.open_table(LEGACY_DELAYED)?.insert(12, u64::MAX)?;
+                Ok(())
+            }))
+            .unwrap();
+        }
+        for _ in 0..2 {
+            // the second open finds them in the journal only, not twice
+            let (store, spool) = EmbeddedSpool::open_path(&path).unwrap();
+            assert_eq!(spool.depth(), 2);
+            let q = spool.queue.lock().unwrap();
+            assert_eq!(q.ready, [11]);
+            assert_eq!(
+                q.delayed.iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+                [12]
+            );
+            drop(q);
+            assert!(store.read().unwrap().open_table(LEGACY_MAILS).is_err());
+            let back = Mail::from_spool_bytes(&spool.journal.read(11).unwrap().unwrap()).unwrap();
+            assert_eq!(back.message, b"Subject: 1\r\n\r\nhello\r\n");
+        }
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! The durable spool: every mail that got a 250 is here until the pipeline is done with it.
 //! The [`Spool`] trait is what ingest and the spooler see; [`embedded`] is the default
-//! single-file implementation (redb), and a broker-backed one can take its place.
+//! implementation (an append-only journal), and [`rabbitmq`] the broker-backed one.
 
 pub mod embedded;
+pub mod journal;
 pub mod rabbitmq;
 pub mod store;
 

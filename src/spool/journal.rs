@@ -1,0 +1,868 @@
+//! The spool's journal: append-only segment files of checksummed records, written by one
+//! appender thread and made durable by one syncer thread.
+//!
+//! Why not a B-tree store: a received mail is written once and read at most once, so a
+//! log is all the spool needs. The appender writes each batch with one `write`, the syncer
+//! runs `fdatasync` while the appender already writes the next batch, and every put whose
+//! bytes a sync covered is acknowledged together (group commit without a serial
+//! write-then-sync loop). Releases are appended without waiting: they become durable with
+//! the next sync, and a crash before that only makes a processed mail run again (at least
+//! once, as James's spool).
+//!
+//! Record: `len u32 | crc32 u32 | body`, body `kind u8 | id u64 | due u64 | payload` (put) or
+//! `kind u8 | id u64` (release), integers little-endian, crc over the body. A segment starts
+//! with [`MAGIC`]. Segments are deleted from the oldest while every put in them is released
+//! or superseded (deleting a later one first could revive mails its releases ended); a head
+//! segment pinned by a few long-lived mails is compacted by copying them forward.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::mail::MailId;
+
+/// First bytes of every segment file.
+pub const MAGIC: &[u8; 16] = b"mailetd-spool-1\n";
+/// A segment is closed once it is this large (a single bigger record still fits: it is
+/// written whole into a fresh segment).
+const SEGMENT_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
+/// Compaction starts when this many segments exist and the oldest is mostly dead.
+const COMPACT_AFTER_SEGMENTS: usize = 4;
+/// Largest number of requests written with one `write`.
+const MAX_BATCH: usize = 1024;
+
+const PUT: u8 = 1;
+const RELEASE: u8 = 2;
+const HEADER: usize = 8;
+const PUT_BODY: usize = 17;
+const RELEASE_BODY: usize = 9;
+
+/// A journal operation failed (disk full, I/O error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct JournalError(pub String);
+
+/// Where a put's record lives.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    segment: u64,
+    offset: u64,
+    body_len: u32,
+    due_ms: u64,
+}
+
+/// A mail found in the journal when it was opened.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The mail's spool id.
+    pub id: MailId,
+    /// When it is due (0: at once).
+    pub due_ms: u64,
+}
+
+struct Segment {
+    file: Arc<File>,
+    live: usize,
+    live_bytes: u64,
+}
+
+#[derive(Default)]
+struct Index {
+    slots: HashMap<MailId, Slot>,
+    segments: BTreeMap<u64, Segment>,
+}
+
+impl Index {
+    fn forget(&mut self, id: MailId) {
+        if let Some(old) = self.slots.remove(&id)
+            && let Some(seg) = self.segments.get_mut(&old.segment)
+        {
+            seg.live -= 1;
+            seg.live_bytes -= u64::from(old.body_len);
+        }
+    }
+
+    fn place(&mut self, id: MailId, slot: Slot) {
+        self.forget(id);
+        if let Some(seg) = self.segments.get_mut(&slot.segment) {
+            seg.live += 1;
+            seg.live_bytes += u64::from(slot.body_len);
+        }
+        self.slots.insert(id, slot);
+    }
+}
+
+type Done = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+enum Request {
+    Put {
+        id: MailId,
+        due_ms: u64,
+        payload: Vec<u8>,
+        done: Done,
+    },
+    Release(MailId),
+}
+
+/// Writes waiting for the syncer: the file to sync and who to tell.
+struct SyncWork {
+    file: Arc<File>,
+    waiters: Vec<Done>,
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    work: Vec<SyncWork>,
+    closed: bool,
+    /// Set by the syncer after a failed sync: the appender starts a new segment, since what
+    /// the kernel kept of the old one's tail is unknown.
+    failed: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    index: Mutex<Index>,
+    sync: Mutex<SyncQueue>,
+    sync_ready: Condvar,
+}
+
+/// The journal: open it, put and release mails, read them back.
+pub struct Journal {
+    shared: Arc<Shared>,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, returning the mails it holds, oldest first.
+    /// A torn record at the end of the newest segment (a crash mid-write) is cut off: it was
+    /// never acknowledged.
+    pub fn open(dir: &Path) -> Result<(Journal, Vec<Recovered>), JournalError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| JournalError(format!("cannot create {}: {e}", dir.display())))?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(|e| JournalError(format!("cannot list {}: {e}", dir.display())))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        let mut index = Index::default();
+        let mut active = None;
+        for (i, &number) in numbers.iter().enumerate() {
+            let newest = i + 1 == numbers.len();
+            let sound = recover_segment(dir, number, newest, &mut index)?;
+            if newest && sound {
+                active = Some(number);
+            }
+        }
+        let mut order: Vec<(MailId, Slot)> = index.slots.iter().map(|(k, v)| (*k, *v)).collect();
+        order.sort_by_key(|(id, slot)| (slot.due_ms, *id));
+        let recovered = order
+            .into_iter()
+            .map(|(id, slot)| Recovered {
+                id,
+                due_ms: slot.due_ms,
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(index),
+            sync: Mutex::new(SyncQueue::default()),
+            sync_ready: Condvar::new(),
+        });
+        drop_dead_head(&shared);
+        let (tx, rx) = mpsc::channel();
+        let appender_shared = shared.clone();
+        let next_number = numbers.last().map_or(1, |n| n + 1);
+        let appender = std::thread::Builder::new()
+            .name("spool-appender".into())
+            .spawn(move || Appender::new(appender_shared, active, next_number).run(rx))
+            .map_err(|e| JournalError(format!("cannot start the spool appender: {e}")))?;
+        let syncer_shared = shared.clone();
+        let syncer = std::thread::Builder::new()
+            .name("spool-syncer".into())
+            .spawn(move || sync_loop(&syncer_shared))
+            .map_err(|e| JournalError(format!("cannot start the spool syncer: {e}")))?;
+        Ok((
+            Journal {
+                shared,
+                requests: Mutex::new(Some(tx)),
+                threads: Mutex::new(vec![appender, syncer]),
+            },
+            recovered,
+        ))
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn send(&self, request: Request) -> Result<(), JournalError> {
+        match self.requests.lock().unwrap().as_ref() {
+            Some(tx) => tx
+                .send(request)
+                .map_err(|_| JournalError("the spool appender has stopped".into())),
+            None => Err(JournalError("the spool is closed".into())),
+        }
+    }
+
+    /// Stores `payload` as mail `id` (replacing an earlier version), due at `due_ms`;
+    /// returns once it is on disk.
+    pub async fn put(&self, id: MailId, due_ms: u64, payload: Vec<u8>) -> Result<(), JournalError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Request::Put {
+            id,
+            due_ms,
+            payload,
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await
+            .map_err(|_| JournalError("the spool appender dropped a write".into()))?
+    }
+
+    /// [`Journal::put`] for callers outside the async runtime (start-up migration).
+    pub fn put_blocking(
+        &self,
+        id: MailId,
+        due_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<(), JournalError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Request::Put {
+            id,
+            due_ms,
+            payload,
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.recv()
+            .map_err(|_| JournalError("the spool appender dropped a write".into()))?
+    }
+
+    /// Forgets mail `id`; durable with the next sync, not awaited.
+    pub fn release(&self, id: MailId) {
+        if let Err(e) = self.send(Request::Release(id)) {
+            tracing::warn!(mail = id, error = %e, "spool: release not journaled; the mail runs again after a restart");
+        }
+    }
+
+    /// Reads mail `id`'s payload, checking its checksum; `None` when it is not stored.
+    pub fn read(&self, id: MailId) -> Result<Option<Vec<u8>>, JournalError> {
+        let (slot, file) = {
+            let index = self.shared.index.lock().unwrap();
+            let Some(slot) = index.slots.get(&id).copied() else {
+                return Ok(None);
+            };
+            let file = index.segments[&slot.segment].file.clone();
+            (slot, file)
+        };
+        let mut record = vec![0u8; HEADER + slot.body_len as usize];
+        file.read_exact_at(&mut record, slot.offset)
+            .map_err(|e| JournalError(format!("reading mail {id}: {e}")))?;
+        match parse_record(&record) {
+            Some((body, _)) if body[0] == PUT => Ok(Some(body[PUT_BODY..].to_vec())),
+            _ => Err(JournalError(format!(
+                "corrupt: record of mail {id} in segment {} fails its checksum",
+                slot.segment
+            ))),
+        }
+    }
+
+    /// Number of segment files.
+    pub fn segments(&self) -> usize {
+        self.shared.index.lock().unwrap().segments.len()
+    }
+
+    /// Writes what is queued, syncs it and stops the threads.
+    pub fn close(&self) {
+        drop(self.requests.lock().unwrap().take());
+        for thread in self.threads.lock().unwrap().drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:012}.seg"))
+}
+
+/// `(body, total record length)` of the record at the start of `bytes`, if it is whole and
+/// its checksum matches.
+fn parse_record(bytes: &[u8]) -> Option<(&[u8], usize)> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let body = bytes.get(HEADER..HEADER + len)?;
+    let well_formed = match body.first() {
+        Some(&PUT) => len >= PUT_BODY,
+        Some(&RELEASE) => len == RELEASE_BODY,
+        _ => false,
+    };
+    (well_formed && crc32fast::hash(body) == crc).then_some((body, HEADER + len))
+}
+
+fn u64_at(body: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(body[at..at + 8].try_into().expect("length checked"))
+}
+
+fn append_put(buf: &mut Vec<u8>, id: MailId, due_ms: u64, payload: &[u8]) -> u32 {
+    let body_len = PUT_BODY + payload.len();
+    let start = buf.len();
+    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(PUT);
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.extend_from_slice(&due_ms.to_le_bytes());
+    buf.extend_from_slice(payload);
+    let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    body_len as u32
+}
+
+fn append_release(buf: &mut Vec<u8>, id: MailId) {
+    let start = buf.len();
+    buf.extend_from_slice(&(RELEASE_BODY as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(RELEASE);
+    buf.extend_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Replays one segment into `index`; `false` when it cannot take more appends (torn or
+/// corrupt), in which case the next append starts a new segment.
+fn recover_segment(
+    dir: &Path,
+    number: u64,
+    newest: bool,
+    index: &mut Index,
+) -> Result<bool, JournalError> {
+    let path = segment_path(dir, number);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| JournalError(format!("reading {}: {e}", path.display())))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JournalError(format!("opening {}: {e}", path.display())))?;
+    index.segments.insert(
+        number,
+        Segment {
+            file: Arc::new(file),
+            live: 0,
+            live_bytes: 0,
+        },
+    );
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if newest && bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
+            // created but never written: a crash right after the file appeared
+            return Ok(false);
+        }
+        return Err(JournalError(format!(
+            "{} is not a mailetd spool segment",
+            path.display()
+        )));
+    }
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let Some((body, len)) = parse_record(&bytes[at..]) else {
+            let rest = bytes.len() - at;
+            if newest {
+                tracing::warn!(segment = %path.display(), bytes = rest, "spool: dropped a torn record at the journal's end (never acknowledged)");
+                let file = &index.segments[&number].file;
+                file.set_len(at as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| JournalError(format!("truncating {}: {e}", path.display())))?;
+            } else {
+                let kept = dir
+                    .join("corrupt")
+                    .join(format!("segment-{number}-at-{at}.bin"));
+                let _ = std::fs::create_dir_all(dir.join("corrupt"));
+                let _ = std::fs::write(&kept, &bytes[at..]);
+                tracing::error!(segment = %path.display(), offset = at, bytes = rest, kept = %kept.display(), "spool: corrupt record; the rest of the segment is kept for inspection");
+            }
+            return Ok(false);
+        };
+        let id = u64_at(body, 1);
+        if body[0] == PUT {
+            index.place(
+                id,
+                Slot {
+                    segment: number,
+                    offset: at as u64,
+                    body_len: body.len() as u32,
+                    due_ms: u64_at(body, 9),
+                },
+            );
+        } else {
+            index.forget(id);
+        }
+        at += len;
+    }
+    Ok(true)
+}
+
+/// Deletes the oldest segments while nothing in them is live (never the active one, which
+/// is the newest).
+fn drop_dead_head(shared: &Shared) {
+    let mut index = shared.index.lock().unwrap();
+    while index.segments.len() > 1 {
+        let (&number, segment) = index.segments.first_key_value().expect("not empty");
+        if segment.live > 0 {
+            break;
+        }
+        index.segments.pop_first();
+        let path = segment_path(&shared.dir, number);
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(segment = %path.display(), error = %e, "spool: cannot delete a finished segment");
+        }
+    }
+}
+
+/// The appender thread's state.
+struct Appender {
+    shared: Arc<Shared>,
+    /// The segment being appended to and its size; `None` until the next write opens one.
+    active: Option<(u64, Arc<File>, u64)>,
+    next_number: u64,
+    /// Releases whose write failed, tried again with the next batch.
+    pending_releases: Vec<MailId>,
+}
+
+impl Appender {
+    fn new(shared: Arc<Shared>, active: Option<u64>, next_number: u64) -> Appender {
+        let active = active.and_then(|number| {
+            let index = shared.index.lock().unwrap();
+            let file = index.segments.get(&number)?.file.clone();
+            let size = file.metadata().ok()?.len();
+            Some((number, file, size))
+        });
+        Appender {
+            shared,
+            active,
+            next_number,
+            pending_releases: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+            if self.compact() {
+                drop_dead_head(&self.shared);
+            }
+        }
+        let mut sync = self.shared.sync.lock().unwrap();
+        sync.closed = true;
+        self.shared.sync_ready.notify_all();
+    }
+
+    /// The segment to append `incoming` bytes to, opening a new one when there is none, the
+    /// last sync failed, or the current one is full.
+    fn segment_for(&mut self, incoming: u64) -> Result<(u64, Arc<File>, u64), JournalError> {
+        let failed = std::mem::take(&mut self.shared.sync.lock().unwrap().failed);
+        if let Some((number, file, size)) = &self.active
+            && !failed
+            && (*size + incoming <= SEGMENT_BYTES || *size == MAGIC.len() as u64)
+        {
+            return Ok((*number, file.clone(), *size));
+        }
+        let number = self.next_number;
+        let path = segment_path(&self.shared.dir, number);
+        let created = (|| -> std::io::Result<File> {
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+            // the new name must be durable before a put in it is acknowledged
+            File::open(&self.shared.dir)?.sync_all()?;
+            Ok(file)
+        })();
+        let file = match created {
+            Ok(file) => Arc::new(file),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(JournalError(format!(
+                    "cannot start spool segment {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        self.next_number += 1;
+        self.shared.index.lock().unwrap().segments.insert(
+            number,
+            Segment {
+                file: file.clone(),
+                live: 0,
+                live_bytes: 0,
+            },
+        );
+        let size = MAGIC.len() as u64;
+        self.active = Some((number, file.clone(), size));
+        Ok((number, file, size))
+    }
+
+    fn write_batch(&mut self, batch: Vec<Request>) {
+        let mut releases = std::mem::take(&mut self.pending_releases);
+        let mut puts = Vec::new();
+        for request in batch {
+            match request {
+                Request::Put {
+                    id,
+                    due_ms,
+                    payload,
+                    done,
+                } => puts.push((id, due_ms, payload, done)),
+                Request::Release(id) => releases.push(id),
+            }
+        }
+        // releases of mails the journal does not hold (a refused put) write nothing
+        {
+            let index = self.shared.index.lock().unwrap();
+            releases.retain(|id| index.slots.contains_key(id));
+        }
+        if puts.is_empty() && releases.is_empty() {
+            return;
+        }
+        let incoming: usize = puts
+            .iter()
+            .map(|(_, _, p, _)| HEADER + PUT_BODY + p.len())
+            .sum::<usize>()
+            + releases.len() * (HEADER + RELEASE_BODY);
+        let (number, file, start) = match self.segment_for(incoming as u64) {
+            Ok(segment) => segment,
+            Err(e) => return self.refuse(puts, releases, &e),
+        };
+        let mut buf = Vec::with_capacity(incoming);
+        let mut slots = Vec::with_capacity(puts.len());
+        let mut waiters = Vec::with_capacity(puts.len());
+        for (id, due_ms, payload, done) in puts {
+            let offset = start + buf.len() as u64;
+            let body_len = append_put(&mut buf, id, due_ms, &payload);
+            slots.push((
+                id,
+                Slot {
+                    segment: number,
+                    offset,
+                    body_len,
+                    due_ms,
+                },
+            ));
+            waiters.push(done);
+        }
+        for &id in &releases {
+            append_release(&mut buf, id);
+        }
+        if let Err(e) = file.write_all_at(&buf, start) {
+            // cut what part of the batch reached the file, so that the next batch follows
+            // whole records; if even that fails, the segment is abandoned
+            if file.set_len(start).is_err() {
+                self.active = None;
+            }
+            let error = JournalError(format!("writing the spool journal: {e}"));
+            tracing::error!(error = %error, "spool: journal write failed; the batch is refused");
+            let puts = slots
+                .into_iter()
+                .zip(waiters)
+                .map(|((id, _), done)| (id, done));
+            self.pending_releases = releases;
+            for (_, done) in puts {
+                done(Err(error.clone()));
+            }
+            return;
+        }
+        if let Some((_, _, size)) = self.active.as_mut() {
+            *size = start + buf.len() as u64;
+        }
+        {
+            let mut index = self.shared.index.lock().unwrap();
+            for (id, slot) in slots {
+                index.place(id, slot);
+            }
+            for id in releases {
+                index.forget(id);
+            }
+        }
+        // before the waiters hear back, so that a caller sees the segments as they are
+        drop_dead_head(&self.shared);
+        let mut sync = self.shared.sync.lock().unwrap();
+        sync.work.push(SyncWork { file, waiters });
+        self.shared.sync_ready.notify_one();
+    }
+
+    fn refuse(
+        &mut self,
+        puts: Vec<(MailId, u64, Vec<u8>, Done)>,
+        releases: Vec<MailId>,
+        error: &JournalError,
+    ) {
+        tracing::error!(error = %error, "spool: journal unavailable; the batch is refused");
+        self.pending_releases = releases;
+        for (_, _, _, done) in puts {
+            done(Err(error.clone()));
+        }
+    }
+
+    /// Copies the live mails of a mostly dead oldest segment to the active one, syncs, and
+    /// lets [`drop_dead_head`] delete it.
+    fn compact(&mut self) -> bool {
+        let (head, file, moving) = {
+            let index = self.shared.index.lock().unwrap();
+            if index.segments.len() <= COMPACT_AFTER_SEGMENTS {
+                return false;
+            }
+            let (&head, segment) = index.segments.first_key_value().expect("not empty");
+            if segment.live == 0 || segment.live_bytes > SEGMENT_BYTES / 8 {
+                return false;
+            }
+            let moving: Vec<(MailId, Slot)> = index
+                .slots
+                .iter()
+                .filter(|(_, s)| s.segment == head)
+                .map(|(id, s)| (*id, *s))
+                .collect();
+            (head, segment.file.clone(), moving)
+        };
+        let mut buf = Vec::new();
+        let mut moved = Vec::new();
+        for (id, slot) in moving {
+            let mut record = vec![0u8; HEADER + slot.body_len as usize];
+            if file.read_exact_at(&mut record, slot.offset).is_err() {
+                return false;
+            }
+            moved.push((id, buf.len(), slot));
+            buf.extend_from_slice(&record);
+        }
+        let Ok((number, active, start)) = self.segment_for(buf.len() as u64) else {
+            return false;
+        };
+        if number == head {
+            return false;
+        }
+        if active
+            .write_all_at(&buf, start)
+            .and_then(|()| active.sync_data())
+            .is_err()
+        {
+            let _ = active.set_len(start);
+            return false;
+        }
+        if let Some((_, _, size)) = self.active.as_mut() {
+            *size = start + buf.len() as u64;
+        }
+        let mut index = self.shared.index.lock().unwrap();
+        let count = moved.len();
+        for (id, at, slot) in moved {
+            // a newer put or a release since the copy was taken wins
+            if index.slots.get(&id).is_some_and(|s| s.segment == head) {
+                index.place(
+                    id,
+                    Slot {
+                        segment: number,
+                        offset: start + at as u64,
+                        ..slot
+                    },
+                );
+            }
+        }
+        tracing::info!(
+            segment = head,
+            mails = count,
+            "spool: compacted the oldest journal segment"
+        );
+        true
+    }
+}
+
+fn sync_loop(shared: &Shared) {
+    loop {
+        let work = {
+            let mut sync = shared.sync.lock().unwrap();
+            while sync.work.is_empty() && !sync.closed {
+                sync = shared.sync_ready.wait(sync).unwrap();
+            }
+            if sync.work.is_empty() {
+                return;
+            }
+            std::mem::take(&mut sync.work)
+        };
+        let mut outcomes: Vec<(*const File, Result<(), JournalError>)> = Vec::new();
+        for item in &work {
+            let key = Arc::as_ptr(&item.file);
+            if outcomes.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let outcome = item
+                .file
+                .sync_data()
+                .map_err(|e| JournalError(format!("syncing the spool journal: {e}")));
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "spool: journal sync failed; the writes it covered are refused");
+                shared.sync.lock().unwrap().failed = true;
+            }
+            outcomes.push((key, outcome));
+        }
+        for item in work {
+            let key = Arc::as_ptr(&item.file);
+            let outcome = outcomes
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, o)| o.clone())
+                .expect("every file was synced");
+            for done in item.waiters {
+                done(outcome.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> (Journal, Vec<(MailId, u64)>) {
+        let (j, r) = Journal::open(dir).unwrap();
+        (j, r.into_iter().map(|r| (r.id, r.due_ms)).collect())
+    }
+
+    #[tokio::test]
+    async fn puts_survive_reopen_and_releases_end_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, found) = open(dir.path());
+            assert!(found.is_empty());
+            j.put(1, 0, b"one".to_vec()).await.unwrap();
+            j.put(2, 0, b"two".to_vec()).await.unwrap();
+            j.put(3, 99, b"three".to_vec()).await.unwrap();
+            j.release(2);
+            j.put(1, 0, b"one again".to_vec()).await.unwrap();
+            assert_eq!(j.read(1).unwrap().unwrap(), b"one again");
+        }
+        let (j, found) = open(dir.path());
+        assert_eq!(found, vec![(1, 0), (3, 99)]);
+        assert_eq!(j.read(1).unwrap().unwrap(), b"one again");
+        assert_eq!(j.read(3).unwrap().unwrap(), b"three");
+        assert!(j.read(2).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = open(dir.path());
+            j.put(1, 0, b"whole".to_vec()).await.unwrap();
+        }
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let whole = bytes.len();
+        // half of a second record, as a crash mid-write leaves it
+        let mut torn = Vec::new();
+        append_put(&mut torn, 2, 0, b"never acknowledged");
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&seg, &bytes).unwrap();
+        {
+            let (j, found) = open(dir.path());
+            assert_eq!(found, vec![(1, 0)]);
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), whole as u64);
+            j.put(3, 0, b"after".to_vec()).await.unwrap();
+        }
+        let (j, found) = open(dir.path());
+        assert_eq!(found, vec![(1, 0), (3, 0)]);
+        assert_eq!(j.read(3).unwrap().unwrap(), b"after");
+    }
+
+    #[tokio::test]
+    async fn a_flipped_bit_is_reported_not_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = open(dir.path());
+        j.put(7, 0, b"payload".to_vec()).await.unwrap();
+        let seg = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&seg, &bytes).unwrap();
+        let err = j.read(7).unwrap_err();
+        assert!(err.0.starts_with("corrupt:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn finished_segments_are_deleted_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = open(dir.path());
+        let big = vec![b'x'; (SEGMENT_BYTES / 3) as usize];
+        j.put(1, 0, big.clone()).await.unwrap();
+        j.put(2, 0, big.clone()).await.unwrap();
+        j.put(3, 0, big.clone()).await.unwrap();
+        assert_eq!(j.segments(), 2);
+        // releasing the newest segment's mail must not delete it before the older one
+        j.release(3);
+        j.put(4, 0, b"small".to_vec()).await.unwrap();
+        assert_eq!(j.segments(), 2);
+        j.release(1);
+        j.release(2);
+        j.put(5, 0, b"small".to_vec()).await.unwrap();
+        assert_eq!(j.segments(), 1);
+        drop(j);
+        let (_, found) = open(dir.path());
+        assert_eq!(found, vec![(4, 0), (5, 0)]);
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_mail_does_not_pin_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = open(dir.path());
+        j.put(1, 5, b"waits for a retry".to_vec()).await.unwrap();
+        let big = vec![b'x'; (SEGMENT_BYTES / 2) as usize];
+        for id in 10..22 {
+            j.put(id, 0, big.clone()).await.unwrap();
+            j.release(id);
+        }
+        j.put(99, 0, b"flush".to_vec()).await.unwrap();
+        assert!(
+            j.segments() <= COMPACT_AFTER_SEGMENTS + 1,
+            "{}",
+            j.segments()
+        );
+        assert_eq!(j.read(1).unwrap().unwrap(), b"waits for a retry");
+        drop(j);
+        let (_, found) = open(dir.path());
+        assert_eq!(found, vec![(99, 0), (1, 5)]);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(segment_path(dir.path(), 1), b"not a segment at all").unwrap();
+        let err = Journal::open(dir.path()).err().unwrap();
+        assert!(err.0.contains("000000000001.seg"), "{err}");
+    }
+}
