@@ -2,6 +2,9 @@
 //! decoding of raw calendar bytes, and the scheduling fields of a calendar's first VEVENT.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{LazyLock, Mutex};
 
 use calcard::Entry;
 use calcard::icalendar::{
@@ -29,6 +32,66 @@ pub fn parse(text: &str) -> Result<ICalendar, String> {
         },
         Err(entry) => Err(describe_failure(entry)),
     }
+}
+
+/// What parsing a calendar text gave: its scheduling fields (`None` without a VEVENT), or
+/// why it is not a calendar.
+pub type ParsedFields = Result<Option<SchedulingFields>, String>;
+
+/// Calendar texts kept by [`remember_fields`]: enough for every mail in flight.
+const RECENT_TEXTS: usize = 256;
+
+/// Recently parsed calendar texts and their fields, keyed by a hash of the text (the text is
+/// compared too). `ICalendarParser` stores the text it writes into the mail, which
+/// `ICALToHeader` and `ICALToJsonAttribute` then read back: remembering its fields spares
+/// them two more parses of the same text, the pipeline's largest cost.
+struct RecentFields {
+    hasher: RandomState,
+    by_hash: HashMap<u64, (String, ParsedFields)>,
+    order: VecDeque<u64>,
+}
+
+static RECENT: LazyLock<Mutex<RecentFields>> = LazyLock::new(|| {
+    Mutex::new(RecentFields {
+        hasher: RandomState::new(),
+        by_hash: HashMap::new(),
+        order: VecDeque::new(),
+    })
+});
+
+/// Records the fields of `text`, a calendar that was just parsed.
+pub fn remember_fields(text: &str, fields: ParsedFields) {
+    let mut recent = RECENT.lock().unwrap();
+    let hash = recent.hasher.hash_one(text);
+    if recent
+        .by_hash
+        .insert(hash, (text.to_string(), fields))
+        .is_none()
+    {
+        recent.order.push_back(hash);
+    }
+    while recent.order.len() > RECENT_TEXTS {
+        if let Some(old) = recent.order.pop_front() {
+            recent.by_hash.remove(&old);
+        }
+    }
+}
+
+/// The scheduling fields of a calendar text: remembered when this text was parsed recently,
+/// parsed otherwise.
+pub fn scheduling_fields(text: &str) -> ParsedFields {
+    {
+        let recent = RECENT.lock().unwrap();
+        let hash = recent.hasher.hash_one(text);
+        if let Some((known, fields)) = recent.by_hash.get(&hash)
+            && known == text
+        {
+            return fields.clone();
+        }
+    }
+    let fields = parse(text).map(|calendar| SchedulingFields::of(&calendar));
+    remember_fields(text, fields.clone());
+    fields
 }
 
 fn describe_failure(entry: Entry) -> String {

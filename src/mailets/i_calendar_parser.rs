@@ -85,7 +85,9 @@ impl Mailet for ICalendarParser {
             };
             match ical::parse(&ical::bytes_to_text(bytes)) {
                 Ok(calendar) => {
-                    calendars.insert(key.clone(), AttributeValue::String(calendar.to_string()));
+                    let text = calendar.to_string();
+                    ical::remember_fields(&text, Ok(ical::SchedulingFields::of(&calendar)));
+                    calendars.insert(key.clone(), AttributeValue::String(text));
                 }
                 Err(reason) => {
                     tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");

@@ -19,7 +19,7 @@
 use async_trait::async_trait;
 
 use crate::config::ConfigError;
-use crate::ical::{self, SchedulingFields};
+use crate::ical;
 use crate::mail::{AttributeValue, Mail};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
@@ -68,9 +68,9 @@ impl Mailet for ICALToHeader {
             ),
         };
         let (key, text) = first;
-        let calendar = ical::parse(&text)
+        let fields = ical::scheduling_fields(&text)
             .map_err(|e| anyhow::anyhow!("calendar {key} of mail {}: {e}", mail.name))?;
-        let Some(fields) = SchedulingFields::of(&calendar) else {
+        let Some(fields) = fields else {
             anyhow::bail!("calendar {key} of mail {} has no VEVENT", mail.name);
         };
         let values = [

@@ -37,7 +37,7 @@ use mail_parser::{Address, MessageParser};
 use serde::Serialize;
 
 use crate::config::ConfigError;
-use crate::ical::{self, SchedulingFields};
+use crate::ical;
 use crate::mail::{AttributeValue, Mail, MailAddress};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
@@ -161,10 +161,7 @@ impl Mailet for ICALToJsonAttribute {
                 tracing::debug!(mail = %mail.name, %key, "calendar without raw entry skipped");
                 continue;
             };
-            let fields = match ical::parse(&calendar.to_text()) {
-                Ok(parsed) => SchedulingFields::of(&parsed),
-                Err(_) => None,
-            };
+            let fields = ical::scheduling_fields(&calendar.to_text()).unwrap_or(None);
             let Some(fields) = fields else {
                 tracing::debug!(mail = %mail.name, %key, "calendar without VEVENT skipped");
                 continue;
