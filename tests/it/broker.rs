@@ -451,8 +451,8 @@ fn a_processing_node_killed_mid_load_loses_nothing() {
     victim.kill9();
     let victim_done = processed(&victim);
     let at_kill = (sender.answered(), delivered(&double).len());
-    // mid-load: the kill came while mails were still arriving and being delivered
-    assert!(at_kill.0 < LOAD && at_kill.1 < LOAD, "{at_kill:?}");
+    // mid-load: the kill came with invitations still to process (usually still arriving)
+    assert!(at_kill.1 < LOAD, "{at_kill:?}");
     let sent = sender.wait();
     assert_eq!(codes(&sent), BTreeMap::from([(250, LOAD)]));
     poll("every invitation delivered", || {
