@@ -10,13 +10,15 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::rabbitmq::{self, RabbitMq};
 use crate::support::{eventually, free_port, python, wait_for_port, write_files};
 
 const WAIT: Duration = Duration::from_secs(120);
+/// Deadline of the load tests' waits: generous, since they share two cores with the suite.
+const LOAD_WAIT: Duration = Duration::from_secs(600);
 const USERS: usize = 5;
 
 fn shared_broker() -> &'static RabbitMq {
@@ -155,14 +157,16 @@ impl Drop for Node {
     }
 }
 
-/// Sends invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) to the
-/// ports in turn, printing `uid code` per mail (0: connection lost). Sends `COUNT` mails,
-/// or with COUNT = 0 until the file STOP exists.
+/// Sends invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) from
+/// SESSIONS concurrent SMTP sessions spread over the ports, printing `uid code` per mail
+/// (0: connection lost). Session k sends `START+k`, `START+k+SESSIONS`, …: `COUNT` mails in
+/// all, or with COUNT = 0 until the file STOP exists. PAUSE seconds between a session's mails.
 const SENDER: &str = r#"
-import os, smtplib, sys, time
+import os, smtplib, sys, threading, time
 ports = [int(p) for p in sys.argv[1].split(',')]
 start, count, pause, stop = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-conns = {}
+sessions = int(sys.argv[6])
+out = threading.Lock()
 def mail(i):
     uid = 'inv-%d@broker.test' % i
     rcpt = 'u%d@linagora.local' % (i % 5)
@@ -176,39 +180,53 @@ def mail(i):
            '--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n%s'
            '--b--\r\n') % (rcpt, i, uid, ics)
     return uid, rcpt, msg
-i = start
-while (count and i < start + count) or (not count and not os.path.exists(stop)):
-    port = ports[i % len(ports)]
-    uid, rcpt, msg = mail(i)
-    try:
-        if port not in conns:
-            conns[port] = smtplib.SMTP('127.0.0.1', port, timeout=60)
-        conns[port].sendmail('alice@partner.example', [rcpt], msg)
-        code = 250
-    except smtplib.SMTPResponseException as e:
-        code = e.smtp_code
+def session(k):
+    port = ports[k % len(ports)]
+    conn = None
+    i = start + k
+    while (count and i < start + count) or (not count and not os.path.exists(stop)):
+        uid, rcpt, msg = mail(i)
         try:
-            conns[port].rset()
+            if conn is None:
+                conn = smtplib.SMTP('127.0.0.1', port, timeout=60)
+            conn.sendmail('alice@partner.example', [rcpt], msg)
+            code = 250
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as e:
+            code = getattr(e, 'smtp_code', None) or list(e.recipients.values())[0][0]
+            try:
+                conn.rset()
+            except Exception:
+                conn = None
+        except (smtplib.SMTPServerDisconnected, OSError):
+            conn = None
+            code = 0
+        with out:
+            print(uid, code, flush=True)
+        i += sessions
+        if code != 250:
+            time.sleep(0.2)  # as an MTA would, rather than hammer a node that refuses
+        elif pause:
+            time.sleep(pause)
+    if conn is not None:
+        try:
+            conn.quit()
         except Exception:
-            conns.pop(port, None)
-    except (smtplib.SMTPServerDisconnected, OSError):
-        conns.pop(port, None)
-        code = 0
-    print(uid, code, flush=True)
-    i += 1
-    if pause:
-        time.sleep(pause)
-for c in conns.values():
-    try:
-        c.quit()
-    except Exception:
-        pass
+            pass
+threads = [threading.Thread(target=session, args=(k,)) for k in range(sessions)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 "#;
+
+/// Concurrent SMTP sessions of the load tests: enough to keep both ingest nodes busy.
+const SESSIONS: usize = 8;
 
 /// A running sender; its results accumulate as they come.
 struct Sender {
     child: Child,
     results: Arc<Mutex<Vec<(String, u16)>>>,
+    reader: std::thread::JoinHandle<()>,
     stop: tempfile::NamedTempFile,
 }
 
@@ -216,6 +234,11 @@ impl Sender {
     fn start(ports: &[u16], start: usize, count: usize, pause: f64) -> Sender {
         let stop = tempfile::NamedTempFile::new().unwrap();
         let stop_path = stop.path().with_extension("stop");
+        let sessions = if count == 0 {
+            SESSIONS
+        } else {
+            SESSIONS.min(count)
+        };
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(SENDER)
@@ -230,13 +253,14 @@ impl Sender {
             .arg(count.to_string())
             .arg(pause.to_string())
             .arg(&stop_path)
+            .arg(sessions.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let results = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let sink = results.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Some((uid, code)) = line.split_once(' ') {
                     sink.lock()
@@ -248,6 +272,7 @@ impl Sender {
         Sender {
             child,
             results,
+            reader,
             stop,
         }
     }
@@ -257,22 +282,33 @@ impl Sender {
     }
 
     fn count(&self, code: u16) -> usize {
-        self.results().iter().filter(|(_, c)| *c == code).count()
+        self.results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| *c == code)
+            .count()
+    }
+
+    /// Mails answered so far.
+    fn answered(&self) -> usize {
+        self.results.lock().unwrap().len()
     }
 
     /// Asks an open-ended sender to stop, and waits for it.
     fn finish(mut self) -> Vec<(String, u16)> {
         std::fs::write(self.stop.path().with_extension("stop"), "").unwrap();
-        self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(self.child.wait().unwrap().success());
         let _ = std::fs::remove_file(self.stop.path().with_extension("stop"));
-        self.results()
+        self.reader.join().unwrap();
+        self.results.lock().unwrap().clone()
     }
 
+    /// Waits for a sender of COUNT mails to be done.
     fn wait(mut self) -> Vec<(String, u16)> {
         assert!(self.child.wait().unwrap().success());
-        std::thread::sleep(Duration::from_millis(200));
-        self.results()
+        self.reader.join().unwrap();
+        self.results.lock().unwrap().clone()
     }
 }
 
@@ -305,11 +341,45 @@ fn logs(nodes: &[&Node]) -> String {
         .collect()
 }
 
+/// Invitations of the exactly-once and kill -9 tests.
+const LOAD: usize = 2000;
+
+/// Like `eventually`, with the longer deadline and pause of the load tests: their checks
+/// read thousands of recorded requests or a node's whole log.
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + LOAD_WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {LOAD_WAIT:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// How many mails got each SMTP answer (0: connection lost).
+fn codes(results: &[(String, u16)]) -> BTreeMap<u16, usize> {
+    let mut out = BTreeMap::new();
+    for (_, c) in results {
+        *out.entry(*c).or_default() += 1;
+    }
+    out
+}
+
+/// `mail processed` lines in a node's log: the mails it completed.
+fn processed(node: &Node) -> usize {
+    node.log().matches("mail processed").count()
+}
+
 #[test]
 fn two_ingest_two_process_nodes_deliver_every_invitation_exactly_once() {
     if !rabbitmq::available() {
         return;
     }
+    let t0 = Instant::now();
     let broker = shared_broker();
     let prefix = unique_prefix("once");
     let double = double_with_users();
@@ -321,29 +391,41 @@ fn two_ingest_two_process_nodes_deliver_every_invitation_exactly_once() {
         .map(|_| Node::start("process", &uri, &prefix, &double, ""))
         .collect();
     let deliver = Node::start("deliver", &uri, &prefix, &double, "");
-    let n = 300;
-    let sent = Sender::start(&[ingest[0].smtp_port, ingest[1].smtp_port], 0, n, 0.0).wait();
-    assert_eq!(
-        sent.iter().filter(|(_, c)| *c == 250).count(),
-        n,
-        "{sent:?}"
-    );
+    let t_sent = Instant::now();
+    let sent = Sender::start(&[ingest[0].smtp_port, ingest[1].smtp_port], 0, LOAD, 0.0).wait();
+    let send_secs = t_sent.elapsed().as_secs_f64();
+    assert_eq!(sent.len(), LOAD);
+    assert_eq!(codes(&sent), BTreeMap::from([(250, LOAD)]));
     let all: Vec<&Node> = ingest.iter().chain(&process).chain([&deliver]).collect();
-    eventually("every invitation delivered", WAIT, || {
-        (delivered(&double).len() == n).then_some(())
+    poll("every invitation delivered", || {
+        (delivered(&double).len() == LOAD).then_some(())
     });
-    // both processing nodes took part
-    for node in &process {
-        assert!(node.log().contains("mail processed"), "{}", logs(&all));
+    let done_secs = t_sent.elapsed().as_secs_f64();
+    // both ingest and both processing nodes took part
+    for node in ingest.iter().chain(&process) {
+        assert!(
+            node.log().contains("SMTP: mail spooled") || processed(node) > 0,
+            "{} node idle\n{}",
+            node.role,
+            logs(&all)
+        );
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // late repeats would show up after the last first delivery
+    std::thread::sleep(Duration::from_secs(2));
     let got = delivered(&double);
-    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..n));
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..LOAD));
     let twice: Vec<_> = got.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "applied more than once: {twice:?}");
     // nothing left behind on the broker
     let left: u64 = broker.queue_depths(&prefix).iter().map(|(_, c)| c).sum();
     assert_eq!(left, 0, "{:?}", broker.queue_depths(&prefix));
+    eprintln!(
+        "{LOAD} invitations: sent over SMTP in {send_secs:.1} s, all delivered after {done_secs:.1} s \
+         (processing nodes: {} + {} mails); test {:.1} s",
+        processed(&process[0]),
+        processed(&process[1]),
+        t0.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -351,100 +433,152 @@ fn a_processing_node_killed_mid_load_loses_nothing() {
     if !rabbitmq::available() {
         return;
     }
+    let t0 = Instant::now();
     let broker = shared_broker();
     let prefix = unique_prefix("kill");
     let double = double_with_users();
     let uri = broker.uri();
-    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
+    let ingest: Vec<Node> = (0..2)
+        .map(|_| Node::start("ingest", &uri, &prefix, &double, ""))
+        .collect();
     let mut victim = Node::start("process", &uri, &prefix, &double, "");
     let survivor = Node::start("process", &uri, &prefix, &double, "");
     let deliver = Node::start("deliver", &uri, &prefix, &double, "");
-    let n = 300;
-    let sender = Sender::start(&[ingest.smtp_port], 0, n, 0.0);
-    eventually("the victim is busy", WAIT, || {
-        (victim.log().matches("mail processed").count() >= 20).then_some(())
+    let sender = Sender::start(&[ingest[0].smtp_port, ingest[1].smtp_port], 0, LOAD, 0.0);
+    poll("the victim is busy", || {
+        (processed(&victim) >= LOAD / 10).then_some(())
     });
     victim.kill9();
+    let victim_done = processed(&victim);
+    let at_kill = (sender.answered(), delivered(&double).len());
+    // mid-load: the kill came with invitations still to process (usually still arriving)
+    assert!(at_kill.1 < LOAD, "{at_kill:?}");
     let sent = sender.wait();
-    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
-    eventually("every invitation delivered", WAIT, || {
-        (delivered(&double).len() == n).then_some(())
+    assert_eq!(codes(&sent), BTreeMap::from([(250, LOAD)]));
+    poll("every invitation delivered", || {
+        (delivered(&double).len() == LOAD).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     let got = delivered(&double);
-    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..n));
-    // An ITIP REQUEST is idempotent, yet a repeat is only possible for the mails the victim
-    // held unacked (prefetch = 4 workers) when it died.
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), uids(0..LOAD));
+    // Only the mails the victim held unacked when it died (prefetch = 4 workers) can be
+    // processed again by the survivor; those whose ITIP job was already confirmed give a
+    // second ITIP REQUEST for the same uid and sequence, which esn-sabre applies as a no-op.
+    let repeated: Vec<_> = got.iter().filter(|(_, c)| **c > 1).collect();
     let repeats: usize = got.values().map(|c| c - 1).sum();
     eprintln!(
-        "victim processed {} mails before kill -9; {repeats} repeated ITIPs",
-        victim.log().matches("mail processed").count()
+        "{LOAD} invitations: kill -9 after the victim processed {victim_done} mails \
+         ({} answered by SMTP, {} delivered at that point); {repeats} repeated ITIPs {repeated:?}; \
+         survivor processed {}; test {:.1} s",
+        at_kill.0,
+        at_kill.1,
+        processed(&survivor),
+        t0.elapsed().as_secs_f64()
     );
     assert!(
-        repeats <= 4,
-        "{repeats} repeats\n{}",
-        logs(&[&ingest, &survivor, &deliver])
+        repeats <= 4 && repeated.iter().all(|(_, c)| **c == 2),
+        "{repeats} repeats: {repeated:?}\n{}",
+        logs(&[&ingest[0], &ingest[1], &survivor, &deliver])
     );
+    let left: u64 = broker.queue_depths(&prefix).iter().map(|(_, c)| c).sum();
+    assert_eq!(left, 0, "{:?}", broker.queue_depths(&prefix));
 }
+
+/// Mails the broker-stopped test wants acknowledged with 250, before and after the outage.
+const ACKED_BEFORE_STOP: usize = 400;
+const ACKED_AFTER_RESTART: usize = 600;
 
 #[test]
 fn broker_stopped_mid_load_gets_451_then_250_and_every_acked_mail_is_applied() {
     if !rabbitmq::available() {
         return;
     }
+    let t0 = Instant::now();
     let mut broker = RabbitMq::start();
     let prefix = unique_prefix("stop");
     let double = double_with_users();
     let uri = broker.uri();
-    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
-    let process = Node::start("process", &uri, &prefix, &double, "");
+    let ingest: Vec<Node> = (0..2)
+        .map(|_| Node::start("ingest", &uri, &prefix, &double, ""))
+        .collect();
+    let process: Vec<Node> = (0..2)
+        .map(|_| Node::start("process", &uri, &prefix, &double, ""))
+        .collect();
     let deliver = Node::start("deliver", &uri, &prefix, &double, "");
-    let sender = Sender::start(&[ingest.smtp_port], 0, 0, 0.02);
-    eventually("mails accepted", WAIT, || {
-        (sender.count(250) >= 30).then_some(())
+    let sender = Sender::start(&[ingest[0].smtp_port, ingest[1].smtp_port], 0, 0, 0.0);
+    poll("mails accepted", || {
+        (sender.count(250) >= ACKED_BEFORE_STOP).then_some(())
     });
+    let t_stop = Instant::now();
     broker.stop();
+    let stop_secs = t_stop.elapsed().as_secs_f64();
+    // sessions waiting for a confirm when the broker went away may still report their 250
     let before = sender.count(250);
-    eventually("451 while the broker is down", WAIT, || {
+    poll("451 while the broker is down", || {
         (sender.count(451) >= 10).then_some(())
     });
     assert!(
-        sender.count(250) <= before + 4,
+        sender.count(250) <= before + SESSIONS,
         "250 with the broker down: {:?}",
-        sender.results()
+        codes(&sender.results())
     );
-    let (status, body) = ingest.readiness();
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("RabbitMQ is unreachable"), "{body}");
+    for node in &ingest {
+        let (status, body) = node.readiness();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("RabbitMQ is unreachable"), "{body}");
+    }
+    let t_down = Instant::now();
     broker.spawn();
+    let restart_secs = t_down.elapsed().as_secs_f64();
     let down = sender.count(451);
-    eventually("250 again after the broker is back", WAIT, || {
-        (sender.count(250) >= before + 30).then_some(())
-    });
-    eventually("ready again once the broker is back", WAIT, || {
-        (ingest.readiness().0 == 200).then_some(())
+    poll("250 again after the broker is back", || {
+        (sender.count(250) >= before + ACKED_AFTER_RESTART).then_some(())
     });
     let results = sender.finish();
+    for node in &ingest {
+        poll("ready again once the broker is back", || {
+            (node.readiness().0 == 200).then_some(())
+        });
+    }
     assert!(down >= 10);
-    eprintln!(
-        "sent {}: {} answered 250, {} answered 451, {} connection errors",
-        results.len(),
-        results.iter().filter(|(_, c)| *c == 250).count(),
-        results.iter().filter(|(_, c)| *c == 451).count(),
-        results.iter().filter(|(_, c)| *c == 0).count()
-    );
+    assert!(results.len() >= ACKED_BEFORE_STOP + ACKED_AFTER_RESTART);
     let acked: BTreeSet<String> = results
         .iter()
         .filter(|(_, c)| *c == 250)
         .map(|(u, _)| u.clone())
         .collect();
-    let all = [&ingest, &process, &deliver];
-    eventually("every 250-acknowledged mail applied", WAIT, || {
+    let all: Vec<&Node> = ingest.iter().chain(&process).chain([&deliver]).collect();
+    poll("every 250-acknowledged mail applied", || {
         let got = delivered(&double);
         acked.iter().all(|u| got.contains_key(u)).then_some(())
     });
-    let log = ingest.log();
-    assert!(log.contains("answered 451"), "{}", logs(&all));
+    std::thread::sleep(Duration::from_secs(2));
+    let got = delivered(&double);
+    let missing: Vec<_> = acked.iter().filter(|u| !got.contains_key(*u)).collect();
+    assert!(missing.is_empty(), "{missing:?}");
+    // At-least-once across a broker restart: a mail or job whose ack the dead broker never
+    // got is redelivered; at most prefetch (4) mails per processing node and 4 jobs on the
+    // deliver node. A 451 mail whose publish reached the broker before the confirm was
+    // lost is applied too (the sending MTA retries it: ITIP REQUEST is idempotent).
+    let repeats: usize = got.values().map(|c| c - 1).sum();
+    let refused_applied = results
+        .iter()
+        .filter(|(u, c)| *c != 250 && got.contains_key(u))
+        .count();
+    eprintln!(
+        "sent {}: answers {:?}; {} acknowledged and applied; {repeats} repeated ITIPs; \
+         {refused_applied} refused mails applied anyway; {before} acknowledged when `rabbitmqctl stop` returned \
+         after {stop_secs:.1} s, restart took {restart_secs:.1} s; \
+         test {:.1} s",
+        results.len(),
+        codes(&results),
+        acked.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(repeats <= 2 * 4 + 4, "{repeats} repeats\n{}", logs(&all));
+    for node in &ingest {
+        assert!(node.log().contains("answered 451"), "{}", logs(&all));
+    }
     // the broker URI carries a password: never in the logs
     assert!(!logs(&all).contains("guest:guest"));
 }
