@@ -4,14 +4,16 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use calcard::Entry;
 use calcard::icalendar::{
-    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarProperty, ICalendarValue,
-    ICalendarValueType,
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarProperty,
+    ICalendarValue, ICalendarValueType,
 };
 use mail_parser::decoders::charsets::map::charset_decoder;
+
+use crate::mail::MailAddress;
 
 /// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
 /// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
@@ -34,38 +36,91 @@ pub fn parse(text: &str) -> Result<ICalendar, String> {
     }
 }
 
-/// What parsing a calendar text gave: its scheduling fields (`None` without a VEVENT), or
-/// why it is not a calendar.
-pub type ParsedFields = Result<Option<SchedulingFields>, String>;
+/// What the calendar mailets read from one calendar, computed from one parse.
+#[derive(Clone, Debug, Default)]
+pub struct CalendarFacts {
+    /// The scheduling fields of the first VEVENT; `None` without a VEVENT.
+    pub fields: Option<SchedulingFields>,
+    /// The VCALENDAR's METHOD as written.
+    pub method: Option<String>,
+    /// ORGANIZER addresses of every VEVENT (invalid or non-`mailto:` ones left out).
+    pub organizers: Vec<MailAddress>,
+    /// ATTENDEE addresses of every VEVENT (invalid or non-`mailto:` ones left out).
+    pub attendees: Vec<MailAddress>,
+}
 
-/// Calendar texts kept by [`remember_fields`]: enough for every mail in flight.
+impl CalendarFacts {
+    /// Reads the facts of a parsed calendar.
+    pub fn of(calendar: &ICalendar) -> CalendarFacts {
+        let method = calendar
+            .components
+            .iter()
+            .filter(|c| c.component_type == ICalendarComponentType::VCalendar)
+            .find_map(|c| c.property(&ICalendarProperty::Method))
+            .and_then(|e| e.values.first())
+            .and_then(ICalendarValue::as_text)
+            .map(str::to_string);
+        let addresses = |prop: ICalendarProperty| -> Vec<MailAddress> {
+            calendar
+                .components
+                .iter()
+                .filter(|c| c.component_type == ICalendarComponentType::VEvent)
+                .flat_map(|e| e.properties(&prop).filter_map(cal_address))
+                .collect()
+        };
+        CalendarFacts {
+            fields: SchedulingFields::of(calendar),
+            method,
+            organizers: addresses(ICalendarProperty::Organizer),
+            attendees: addresses(ICalendarProperty::Attendee),
+        }
+    }
+}
+
+/// A cal-address as a mail address (`mailto:` stripped); invalid ones are ignored.
+fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
+    let value = entry.values.first()?.as_text()?.trim();
+    let address = match value.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => rest,
+        Some(_) => return None,
+        None => value,
+    };
+    MailAddress::parse(address)
+        .ok()
+        .filter(|a| !a.domain.is_empty())
+}
+
+/// What parsing a calendar text gave: its facts, or why it is not a calendar.
+pub type ParsedFacts = Result<Arc<CalendarFacts>, String>;
+
+/// Calendar texts kept by [`remember`]: enough for every mail in flight.
 const RECENT_TEXTS: usize = 256;
 
-/// Recently parsed calendar texts and their fields, keyed by a hash of the text (the text is
-/// compared too). `ICalendarParser` stores the text it writes into the mail, which
-/// `ICALToHeader` and `ICALToJsonAttribute` then read back: remembering its fields spares
-/// them two more parses of the same text, the pipeline's largest cost.
-struct RecentFields {
+/// Recently parsed calendar texts and their facts, keyed by a hash of the text (the text is
+/// compared too). `ICalendarParser` parses the raw calendar and writes a normalised text;
+/// `ICALToHeader`, `ICALToJsonAttribute` and `CalDavCollect` read one or the other back:
+/// remembering both spares them three more parses, the pipeline's largest cost.
+struct RecentFacts {
     hasher: RandomState,
-    by_hash: HashMap<u64, (String, ParsedFields)>,
+    by_hash: HashMap<u64, (String, ParsedFacts)>,
     order: VecDeque<u64>,
 }
 
-static RECENT: LazyLock<Mutex<RecentFields>> = LazyLock::new(|| {
-    Mutex::new(RecentFields {
+static RECENT: LazyLock<Mutex<RecentFacts>> = LazyLock::new(|| {
+    Mutex::new(RecentFacts {
         hasher: RandomState::new(),
         by_hash: HashMap::new(),
         order: VecDeque::new(),
     })
 });
 
-/// Records the fields of `text`, a calendar that was just parsed.
-pub fn remember_fields(text: &str, fields: ParsedFields) {
+/// Records the facts of `text`, a calendar that was just parsed.
+pub fn remember(text: &str, facts: ParsedFacts) {
     let mut recent = RECENT.lock().unwrap();
     let hash = recent.hasher.hash_one(text);
     if recent
         .by_hash
-        .insert(hash, (text.to_string(), fields))
+        .insert(hash, (text.to_string(), facts))
         .is_none()
     {
         recent.order.push_back(hash);
@@ -77,21 +132,26 @@ pub fn remember_fields(text: &str, fields: ParsedFields) {
     }
 }
 
-/// The scheduling fields of a calendar text: remembered when this text was parsed recently,
-/// parsed otherwise.
-pub fn scheduling_fields(text: &str) -> ParsedFields {
+/// The facts of a calendar text: remembered when this text was parsed recently, parsed
+/// (with [`parse`]) otherwise.
+pub fn facts(text: &str) -> ParsedFacts {
     {
         let recent = RECENT.lock().unwrap();
         let hash = recent.hasher.hash_one(text);
-        if let Some((known, fields)) = recent.by_hash.get(&hash)
+        if let Some((known, facts)) = recent.by_hash.get(&hash)
             && known == text
         {
-            return fields.clone();
+            return facts.clone();
         }
     }
-    let fields = parse(text).map(|calendar| SchedulingFields::of(&calendar));
-    remember_fields(text, fields.clone());
-    fields
+    let facts = parse(text).map(|calendar| Arc::new(CalendarFacts::of(&calendar)));
+    remember(text, facts.clone());
+    facts
+}
+
+/// The scheduling fields of a calendar text (see [`facts`]).
+pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
+    facts(text).map(|f| f.fields.clone())
 }
 
 fn describe_failure(entry: Entry) -> String {

@@ -43,9 +43,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use calcard::icalendar::{
-    ICalendar, ICalendarComponentType, ICalendarEntry, ICalendarProperty, ICalendarValue,
-};
 
 use crate::config::ConfigError;
 use crate::config::settings::DavDialect;
@@ -53,6 +50,7 @@ use crate::dav::DavServices;
 use crate::dav::caldav::apply::Options;
 use crate::dav::caldav::handler::ItipJob;
 use crate::dav::esn_itip;
+use crate::ical;
 use crate::mail::{AttributeValue, Mail, MailAddress};
 use crate::outbox::OutboxJob;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
@@ -275,74 +273,35 @@ pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Acce
             .and_then(|v| v.as_str())
             .filter(|s| !s.is_empty())
     };
-    let (Some(ical), Some(recipient)) = (text("ical"), text("recipient")) else {
+    let (Some(ics), Some(recipient)) = (text("ical"), text("recipient")) else {
         return Err(Skip::Incomplete);
     };
     let recipient = MailAddress::parse(recipient).map_err(Skip::BadRecipient)?;
-    let calendar = ICalendar::parse(ical).map_err(|_| Skip::BadIcs)?;
-    let is_reply = method(&calendar).is_some_and(|m| m.eq_ignore_ascii_case("REPLY"));
-    let events: Vec<_> = calendar
-        .components
-        .iter()
-        .filter(|c| c.component_type == ICalendarComponentType::VEvent)
-        .collect();
-    let addresses = |prop: ICalendarProperty| -> Vec<MailAddress> {
-        events
-            .iter()
-            .flat_map(|e| {
-                e.properties(&prop)
-                    .filter_map(cal_address)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let calendar = ical::facts(ics).map_err(|_| Skip::BadIcs)?;
+    let is_reply = calendar
+        .method
+        .as_deref()
+        .is_some_and(|m| m.eq_ignore_ascii_case("REPLY"));
     if alignment != AlignmentMode::None {
         let sender = text("sender")
             .and_then(|s| MailAddress::parse(s).ok())
             .filter(|a| !a.domain.is_empty())
             .ok_or(Skip::NoSender)?;
         let candidates = if is_reply {
-            addresses(ICalendarProperty::Attendee)
+            &calendar.attendees
         } else {
-            addresses(ICalendarProperty::Organizer)
+            &calendar.organizers
         };
         if !candidates.iter().any(|c| alignment.matches(&sender, c)) {
             return Err(Skip::NotAligned);
         }
     }
-    if is_reply
-        && addresses(ICalendarProperty::Attendee)
-            .iter()
-            .any(|a| a.same_as(&recipient))
-    {
+    if is_reply && calendar.attendees.iter().any(|a| a.same_as(&recipient)) {
         return Err(Skip::OwnReply);
     }
     Ok(Accepted {
         recipient: recipient.lowercased(),
     })
-}
-
-fn method(calendar: &ICalendar) -> Option<&str> {
-    calendar
-        .components
-        .iter()
-        .filter(|c| c.component_type == ICalendarComponentType::VCalendar)
-        .find_map(|c| c.property(&ICalendarProperty::Method))
-        .and_then(|e| e.values.first())
-        .and_then(ICalendarValue::as_text)
-}
-
-/// A cal-address as a mail address (`mailto:` stripped); invalid ones are ignored.
-fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
-    let value = entry.values.first()?.as_text()?.trim();
-    let address = match value.split_once(':') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => rest,
-        Some(_) => return None,
-        None => value,
-    };
-    MailAddress::parse(address)
-        .ok()
-        .filter(|a| !a.domain.is_empty())
 }
 
 fn json_texts(value: &AttributeValue) -> Option<Vec<(String, String)>> {

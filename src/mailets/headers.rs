@@ -15,10 +15,13 @@ pub struct Field {
     pub end: usize,
 }
 
-/// The fields of the header block of `message`.
-pub fn fields(message: &[u8]) -> Vec<Field> {
+/// A field of the header block without copying its name: the name's span, then the
+/// field's span (with continuation lines and line ending).
+type RawField = (std::ops::Range<usize>, usize, usize);
+
+fn raw_fields(message: &[u8]) -> Vec<RawField> {
     let end_of_headers = crate::mail::header_end(message);
-    let mut fields: Vec<Field> = Vec::new();
+    let mut fields: Vec<RawField> = Vec::new();
     let mut i = 0;
     while i < end_of_headers {
         let line_end = message[i..end_of_headers]
@@ -32,28 +35,55 @@ pub fn fields(message: &[u8]) -> Vec<Field> {
         }
         if line[0] == b' ' || line[0] == b'\t' {
             if let Some(last) = fields.last_mut() {
-                last.end = line_end;
+                last.2 = line_end;
             }
         } else if let Some(colon) = line.iter().position(|&b| b == b':') {
-            fields.push(Field {
-                name: String::from_utf8_lossy(&line[..colon]).trim().to_string(),
-                start: i,
-                end: line_end,
-            });
+            fields.push((i..i + colon, i, line_end));
         }
         i = line_end;
     }
     fields
 }
 
+/// The fields of the header block of `message`.
+pub fn fields(message: &[u8]) -> Vec<Field> {
+    raw_fields(message)
+        .into_iter()
+        .map(|(name, start, end)| Field {
+            name: String::from_utf8_lossy(&message[name]).trim().to_string(),
+            start,
+            end,
+        })
+        .collect()
+}
+
+/// The raw value of the first field named `name` (case-insensitively), unfolded and trimmed;
+/// no RFC 2047 decoding (see [`decoded_values`]).
+pub fn raw_value(message: &[u8], name: &str) -> Option<String> {
+    let (span, _, end) = raw_fields(message)
+        .into_iter()
+        .find(|(n, _, _)| message[n.clone()].trim_ascii().eq_ignore_ascii_case(name.as_bytes()))?;
+    let value = &message[span.end + 1..end];
+    let unfolded: Vec<u8> = value
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .collect();
+    Some(String::from_utf8_lossy(unfolded.trim_ascii()).into_owned())
+}
+
 /// Removes every field named (case-insensitively) in `names`; returns how many were removed.
 pub fn remove(message: &mut Vec<u8>, names: &[&str]) -> usize {
-    let doomed: Vec<Field> = fields(message)
+    let doomed: Vec<(usize, usize)> = raw_fields(message)
         .into_iter()
-        .filter(|f| names.iter().any(|n| n.eq_ignore_ascii_case(&f.name)))
+        .filter(|(name, _, _)| {
+            let name = message[name.clone()].trim_ascii();
+            names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+        })
+        .map(|(_, start, end)| (start, end))
         .collect();
-    for f in doomed.iter().rev() {
-        message.drain(f.start..f.end);
+    for (start, end) in doomed.iter().rev() {
+        message.drain(*start..*end);
     }
     doomed.len()
 }

@@ -83,13 +83,17 @@ impl Mailet for ICalendarParser {
                 tracing::warn!(mail = %mail.name, %key, "calendar entry dropped: not bytes");
                 continue;
             };
-            match ical::parse(&ical::bytes_to_text(bytes)) {
+            let raw = ical::bytes_to_text(bytes);
+            match ical::parse(&raw) {
                 Ok(calendar) => {
                     let text = calendar.to_string();
-                    ical::remember_fields(&text, Ok(ical::SchedulingFields::of(&calendar)));
+                    let facts = Ok(std::sync::Arc::new(ical::CalendarFacts::of(&calendar)));
+                    ical::remember(&raw, facts.clone());
+                    ical::remember(&text, facts);
                     calendars.insert(key.clone(), AttributeValue::String(text));
                 }
                 Err(reason) => {
+                    ical::remember(&raw, Err(reason.clone()));
                     tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");
                 }
             }

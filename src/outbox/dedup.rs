@@ -44,8 +44,9 @@ pub struct DedupKey {
 
 /// The key of "the same mail", or `None` when it has no Message-ID.
 pub fn mail_key(mail: &Mail) -> Option<[u8; 32]> {
-    let headers = mail_parser::MessageParser::new().parse_headers(mail.header_block())?;
-    let message_id = headers.message_id()?.trim();
+    // the raw field, not a full header parse: this runs for every mail with DAV jobs
+    let raw = crate::mailets::headers::raw_value(mail.header_block(), "Message-ID")?;
+    let message_id = raw.trim_start_matches('<').trim_end_matches('>').trim();
     if message_id.is_empty() {
         return None;
     }
