@@ -141,7 +141,10 @@ fn esn_owner_ids(ctx: &MailetContext) -> Option<Arc<dyn OwnerIds>> {
 /// do not parse give no names; the addresses are still collected from the envelope.
 fn header_names(message: &[u8]) -> HashMap<String, String> {
     let mut names = HashMap::new();
-    let Some(parsed) = MessageParser::default().parse_headers(message) else {
+    let Some(parsed) = MessageParser::new()
+        .with_address_headers()
+        .parse_headers(message)
+    else {
         return names;
     };
     for header in [parsed.to(), parsed.cc()].into_iter().flatten() {

@@ -60,9 +60,11 @@ pub fn fields(message: &[u8]) -> Vec<Field> {
 /// The raw value of the first field named `name` (case-insensitively), unfolded and trimmed;
 /// no RFC 2047 decoding (see [`decoded_values`]).
 pub fn raw_value(message: &[u8], name: &str) -> Option<String> {
-    let (span, _, end) = raw_fields(message)
-        .into_iter()
-        .find(|(n, _, _)| message[n.clone()].trim_ascii().eq_ignore_ascii_case(name.as_bytes()))?;
+    let (span, _, end) = raw_fields(message).into_iter().find(|(n, _, _)| {
+        message[n.clone()]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_bytes())
+    })?;
     let value = &message[span.end + 1..end];
     let unfolded: Vec<u8> = value
         .iter()
@@ -78,7 +80,9 @@ pub fn remove(message: &mut Vec<u8>, names: &[&str]) -> usize {
         .into_iter()
         .filter(|(name, _, _)| {
             let name = message[name.clone()].trim_ascii();
-            names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            names
+                .iter()
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
         })
         .map(|(_, start, end)| (start, end))
         .collect();

@@ -119,7 +119,9 @@ fn valid(address: Option<&str>) -> Option<MailAddress> {
 
 /// `sender` and `replyTo` as James computes them.
 fn sender_and_reply_to(mail: &Mail) -> Option<(String, String)> {
-    let headers = MessageParser::default().parse_headers(&mail.message);
+    let headers = MessageParser::new()
+        .with_address_headers()
+        .parse_headers(&mail.message);
     let list = |address: Option<&Address<'_>>| -> Vec<Option<String>> {
         address
             .map(|a| a.iter().map(|x| x.address().map(str::to_string)).collect())

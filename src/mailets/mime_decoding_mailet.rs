@@ -84,7 +84,8 @@ impl Mailet for MimeDecodingMailet {
 /// The body of one raw MIME part, transfer-decoded, in UTF-8 when it is text with a
 /// declared charset.
 pub fn decode_part(raw: &[u8]) -> Result<Vec<u8>, String> {
-    let message = MessageParser::default()
+    let message = MessageParser::new()
+        .with_mime_headers()
         .parse(raw)
         .ok_or("empty MIME part")?;
     let part = &message.parts[0];

@@ -187,7 +187,11 @@ fn filename(part: &MessagePart<'_>) -> Option<String> {
 #[async_trait]
 impl Mailet for StripAttachment {
     async fn service(&self, mail: &mut Mail, _ctx: &MailetContext) -> Result<(), MailetError> {
-        let Some(message) = MessageParser::default().parse(&mail.message) else {
+        // only the MIME headers are read: Received, address and date fields stay raw
+        let Some(message) = MessageParser::new()
+            .with_mime_headers()
+            .parse(&mail.message)
+        else {
             return Ok(());
         };
         let raw = &mail.message;

@@ -1,13 +1,14 @@
-//! The spool's journal: append-only segment files of checksummed records, written by one
-//! appender thread and made durable by one syncer thread.
+//! The spool's journal: append-only segment files of checksummed records, made durable by
+//! one syncer thread.
 //!
 //! Why not a B-tree store: a received mail is written once and read at most once, so a
-//! log is all the spool needs. The appender writes each batch with one `write`, the syncer
-//! runs `fdatasync` while the appender already writes the next batch, and every put whose
-//! bytes a sync covered is acknowledged together (group commit without a serial
-//! write-then-sync loop). Releases are appended without waiting: they become durable with
-//! the next sync, and a crash before that only makes a processed mail run again (at least
-//! once, as James's spool).
+//! log is all the spool needs. A put is written by its caller (one `pwrite` into the page
+//! cache, under the writer lock) and waits for the syncer, which runs `fdatasync` on what has
+//! been written and acknowledges every put that sync covered, while callers already write
+//! the next ones (group commit without a serial write-then-sync loop, and no thread handoff
+//! before the sync). Releases are queued without waking anyone: the next put or the syncer's
+//! timer writes them, the next sync makes them durable, and a crash before that only makes a
+//! processed mail run again (at least once, as James's spool).
 //!
 //! Record: `len u32 | crc32 u32 | body`, body `kind u8 | id u64 | due u64 | payload` (put) or
 //! `kind u8 | id u64` (release), integers little-endian, crc over the body. A segment starts
@@ -20,7 +21,6 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::mail::MailId;
@@ -32,8 +32,10 @@ pub const MAGIC: &[u8; 16] = b"mailetd-spool-1\n";
 const SEGMENT_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
 /// Compaction starts when this many segments exist and the oldest is mostly dead.
 const COMPACT_AFTER_SEGMENTS: usize = 4;
-/// Largest number of requests written with one `write`.
-const MAX_BATCH: usize = 1024;
+/// How long the syncer waits for more puts when concurrent senders are waiting.
+const GATHER_DELAY: std::time::Duration = std::time::Duration::from_micros(150);
+/// Longest time a release waits to be written when no put comes to carry it.
+const RELEASE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 const PUT: u8 = 1;
 const RELEASE: u8 = 2;
@@ -98,16 +100,6 @@ impl Index {
 
 type Done = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
 
-enum Request {
-    Put {
-        id: MailId,
-        due_ms: u64,
-        payload: Vec<u8>,
-        done: Done,
-    },
-    Release(MailId),
-}
-
 /// Writes waiting for the syncer: the file to sync and who to tell.
 struct SyncWork {
     file: Arc<File>,
@@ -118,7 +110,7 @@ struct SyncWork {
 struct SyncQueue {
     work: Vec<SyncWork>,
     closed: bool,
-    /// Set by the syncer after a failed sync: the appender starts a new segment, since what
+    /// Set by the syncer after a failed sync: the writer starts a new segment, since what
     /// the kernel kept of the old one's tail is unknown.
     failed: bool,
 }
@@ -126,6 +118,11 @@ struct SyncQueue {
 struct Shared {
     dir: PathBuf,
     index: Mutex<Index>,
+    /// The append side: one writer at a time.
+    writer: Mutex<Writer>,
+    /// Releases waiting to be written with the next put, or by the syncer within
+    /// [`RELEASE_DELAY`]: a release wakes no thread.
+    releases: Mutex<Vec<MailId>>,
     sync: Mutex<SyncQueue>,
     sync_ready: Condvar,
 }
@@ -133,8 +130,7 @@ struct Shared {
 /// The journal: open it, put and release mails, read them back.
 pub struct Journal {
     shared: Arc<Shared>,
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Journal {
@@ -174,20 +170,17 @@ impl Journal {
                 due_ms: slot.due_ms,
             })
             .collect();
+        let next_number = numbers.last().map_or(1, |n| n + 1);
+        let writer = Writer::new(&index, active, next_number);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             index: Mutex::new(index),
+            writer: Mutex::new(writer),
+            releases: Mutex::new(Vec::new()),
             sync: Mutex::new(SyncQueue::default()),
             sync_ready: Condvar::new(),
         });
         drop_dead_head(&shared);
-        let (tx, rx) = mpsc::channel();
-        let appender_shared = shared.clone();
-        let next_number = numbers.last().map_or(1, |n| n + 1);
-        let appender = std::thread::Builder::new()
-            .name("spool-appender".into())
-            .spawn(move || Appender::new(appender_shared, active, next_number).run(rx))
-            .map_err(|e| JournalError(format!("cannot start the spool appender: {e}")))?;
         let syncer_shared = shared.clone();
         let syncer = std::thread::Builder::new()
             .name("spool-syncer".into())
@@ -196,8 +189,7 @@ impl Journal {
         Ok((
             Journal {
                 shared,
-                requests: Mutex::new(Some(tx)),
-                threads: Mutex::new(vec![appender, syncer]),
+                syncer: Mutex::new(Some(syncer)),
             },
             recovered,
         ))
@@ -208,29 +200,26 @@ impl Journal {
         &self.shared.dir
     }
 
-    fn send(&self, request: Request) -> Result<(), JournalError> {
-        match self.requests.lock().unwrap().as_ref() {
-            Some(tx) => tx
-                .send(request)
-                .map_err(|_| JournalError("the spool appender has stopped".into())),
-            None => Err(JournalError("the spool is closed".into())),
+    /// Writes the put (and the queued releases) and hands it to the syncer, which calls
+    /// `done` once it is durable or failed.
+    fn append(&self, id: MailId, due_ms: u64, payload: &[u8], done: Done) {
+        if self.shared.sync.lock().unwrap().closed {
+            return done(Err(JournalError("the spool is closed".into())));
         }
+        let mut writer = self.shared.writer.lock().unwrap();
+        writer.write_batch(&self.shared, vec![(id, due_ms, payload, done)]);
     }
 
     /// Stores `payload` as mail `id` (replacing an earlier version), due at `due_ms`;
     /// returns once it is on disk.
     pub async fn put(&self, id: MailId, due_ms: u64, payload: Vec<u8>) -> Result<(), JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(Request::Put {
-            id,
-            due_ms,
-            payload,
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
+        let done: Done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.append(id, due_ms, &payload, done);
         rx.await
-            .map_err(|_| JournalError("the spool appender dropped a write".into()))?
+            .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
     }
 
     /// [`Journal::put`] for callers outside the async runtime (start-up migration).
@@ -240,24 +229,26 @@ impl Journal {
         due_ms: u64,
         payload: Vec<u8>,
     ) -> Result<(), JournalError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Request::Put {
-            id,
-            due_ms,
-            payload,
-            done: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done: Done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        self.append(id, due_ms, &payload, done);
         rx.recv()
-            .map_err(|_| JournalError("the spool appender dropped a write".into()))?
+            .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
     }
 
-    /// Forgets mail `id`; durable with the next sync, not awaited.
+    /// Forgets mail `id`; written within [`RELEASE_DELAY`] and durable with the sync that
+    /// follows, not awaited.
     pub fn release(&self, id: MailId) {
-        if let Err(e) = self.send(Request::Release(id)) {
-            tracing::warn!(mail = id, error = %e, "spool: release not journaled; the mail runs again after a restart");
+        if self.shared.sync.lock().unwrap().closed {
+            tracing::warn!(
+                mail = id,
+                "spool: release after close; the mail runs again after a restart"
+            );
+            return;
         }
+        self.shared.releases.lock().unwrap().push(id);
     }
 
     /// Reads mail `id`'s payload, checking its checksum; `None` when it is not stored.
@@ -287,11 +278,15 @@ impl Journal {
         self.shared.index.lock().unwrap().segments.len()
     }
 
-    /// Writes what is queued, syncs it and stops the threads.
+    /// Writes the queued releases, syncs what is written and stops the syncer.
     pub fn close(&self) {
-        drop(self.requests.lock().unwrap().take());
-        for thread in self.threads.lock().unwrap().drain(..) {
-            let _ = thread.join();
+        {
+            let mut sync = self.shared.sync.lock().unwrap();
+            sync.closed = true;
+            self.shared.sync_ready.notify_all();
+        }
+        if let Some(syncer) = self.syncer.lock().unwrap().take() {
+            let _ = syncer.join();
         }
     }
 }
@@ -438,9 +433,8 @@ fn drop_dead_head(shared: &Shared) {
     }
 }
 
-/// The appender thread's state.
-struct Appender {
-    shared: Arc<Shared>,
+/// The append side's state, behind [`Shared::writer`].
+struct Writer {
     /// The segment being appended to and its size; `None` until the next write opens one.
     active: Option<(u64, Arc<File>, u64)>,
     next_number: u64,
@@ -448,45 +442,31 @@ struct Appender {
     pending_releases: Vec<MailId>,
 }
 
-impl Appender {
-    fn new(shared: Arc<Shared>, active: Option<u64>, next_number: u64) -> Appender {
+/// A put on its way to the file: id, due time, payload, who to tell.
+type Put<'a> = (MailId, u64, &'a [u8], Done);
+
+impl Writer {
+    fn new(index: &Index, active: Option<u64>, next_number: u64) -> Writer {
         let active = active.and_then(|number| {
-            let index = shared.index.lock().unwrap();
             let file = index.segments.get(&number)?.file.clone();
             let size = file.metadata().ok()?.len();
             Some((number, file, size))
         });
-        Appender {
-            shared,
+        Writer {
             active,
             next_number,
             pending_releases: Vec::new(),
         }
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
-            self.write_batch(batch);
-            if self.compact() {
-                drop_dead_head(&self.shared);
-            }
-        }
-        let mut sync = self.shared.sync.lock().unwrap();
-        sync.closed = true;
-        self.shared.sync_ready.notify_all();
-    }
-
     /// The segment to append `incoming` bytes to, opening a new one when there is none, the
     /// last sync failed, or the current one is full.
-    fn segment_for(&mut self, incoming: u64) -> Result<(u64, Arc<File>, u64), JournalError> {
-        let failed = std::mem::take(&mut self.shared.sync.lock().unwrap().failed);
+    fn segment_for(
+        &mut self,
+        shared: &Shared,
+        incoming: u64,
+    ) -> Result<(u64, Arc<File>, u64), JournalError> {
+        let failed = std::mem::take(&mut shared.sync.lock().unwrap().failed);
         if let Some((number, file, size)) = &self.active
             && !failed
             && (*size + incoming <= SEGMENT_BYTES || *size == MAGIC.len() as u64)
@@ -494,7 +474,7 @@ impl Appender {
             return Ok((*number, file.clone(), *size));
         }
         let number = self.next_number;
-        let path = segment_path(&self.shared.dir, number);
+        let path = segment_path(&shared.dir, number);
         let created = (|| -> std::io::Result<File> {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
@@ -504,7 +484,7 @@ impl Appender {
             file.write_all(MAGIC)?;
             file.sync_all()?;
             // the new name must be durable before a put in it is acknowledged
-            File::open(&self.shared.dir)?.sync_all()?;
+            File::open(&shared.dir)?.sync_all()?;
             Ok(file)
         })();
         let file = match created {
@@ -518,7 +498,7 @@ impl Appender {
             }
         };
         self.next_number += 1;
-        self.shared.index.lock().unwrap().segments.insert(
+        shared.index.lock().unwrap().segments.insert(
             number,
             Segment {
                 file: file.clone(),
@@ -531,23 +511,14 @@ impl Appender {
         Ok((number, file, size))
     }
 
-    fn write_batch(&mut self, batch: Vec<Request>) {
+    /// Writes `puts` and the queued releases with one `pwrite`, then hands the puts' waiters
+    /// to the syncer.
+    fn write_batch(&mut self, shared: &Shared, puts: Vec<Put<'_>>) {
         let mut releases = std::mem::take(&mut self.pending_releases);
-        let mut puts = Vec::new();
-        for request in batch {
-            match request {
-                Request::Put {
-                    id,
-                    due_ms,
-                    payload,
-                    done,
-                } => puts.push((id, due_ms, payload, done)),
-                Request::Release(id) => releases.push(id),
-            }
-        }
+        releases.append(&mut shared.releases.lock().unwrap());
         // releases of mails the journal does not hold (a refused put) write nothing
         {
-            let index = self.shared.index.lock().unwrap();
+            let index = shared.index.lock().unwrap();
             releases.retain(|id| index.slots.contains_key(id));
         }
         if puts.is_empty() && releases.is_empty() {
@@ -558,7 +529,7 @@ impl Appender {
             .map(|(_, _, p, _)| HEADER + PUT_BODY + p.len())
             .sum::<usize>()
             + releases.len() * (HEADER + RELEASE_BODY);
-        let (number, file, start) = match self.segment_for(incoming as u64) {
+        let (number, file, start) = match self.segment_for(shared, incoming as u64) {
             Ok(segment) => segment,
             Err(e) => return self.refuse(puts, releases, &e),
         };
@@ -567,7 +538,7 @@ impl Appender {
         let mut waiters = Vec::with_capacity(puts.len());
         for (id, due_ms, payload, done) in puts {
             let offset = start + buf.len() as u64;
-            let body_len = append_put(&mut buf, id, due_ms, &payload);
+            let body_len = append_put(&mut buf, id, due_ms, payload);
             slots.push((
                 id,
                 Slot {
@@ -604,7 +575,7 @@ impl Appender {
             *size = start + buf.len() as u64;
         }
         {
-            let mut index = self.shared.index.lock().unwrap();
+            let mut index = shared.index.lock().unwrap();
             for (id, slot) in slots {
                 index.place(id, slot);
             }
@@ -613,18 +584,16 @@ impl Appender {
             }
         }
         // before the waiters hear back, so that a caller sees the segments as they are
-        drop_dead_head(&self.shared);
-        let mut sync = self.shared.sync.lock().unwrap();
+        drop_dead_head(shared);
+        let mut sync = shared.sync.lock().unwrap();
+        let idle = sync.work.is_empty();
         sync.work.push(SyncWork { file, waiters });
-        self.shared.sync_ready.notify_one();
+        if idle {
+            shared.sync_ready.notify_one();
+        }
     }
 
-    fn refuse(
-        &mut self,
-        puts: Vec<(MailId, u64, Vec<u8>, Done)>,
-        releases: Vec<MailId>,
-        error: &JournalError,
-    ) {
+    fn refuse(&mut self, puts: Vec<Put<'_>>, releases: Vec<MailId>, error: &JournalError) {
         tracing::error!(error = %error, "spool: journal unavailable; the batch is refused");
         self.pending_releases = releases;
         for (_, _, _, done) in puts {
@@ -634,9 +603,9 @@ impl Appender {
 
     /// Copies the live mails of a mostly dead oldest segment to the active one, syncs, and
     /// lets [`drop_dead_head`] delete it.
-    fn compact(&mut self) -> bool {
+    fn compact(&mut self, shared: &Shared) -> bool {
         let (head, file, moving) = {
-            let index = self.shared.index.lock().unwrap();
+            let index = shared.index.lock().unwrap();
             if index.segments.len() <= COMPACT_AFTER_SEGMENTS {
                 return false;
             }
@@ -662,7 +631,7 @@ impl Appender {
             moved.push((id, buf.len(), slot));
             buf.extend_from_slice(&record);
         }
-        let Ok((number, active, start)) = self.segment_for(buf.len() as u64) else {
+        let Ok((number, active, start)) = self.segment_for(shared, buf.len() as u64) else {
             return false;
         };
         if number == head {
@@ -679,7 +648,7 @@ impl Appender {
         if let Some((_, _, size)) = self.active.as_mut() {
             *size = start + buf.len() as u64;
         }
-        let mut index = self.shared.index.lock().unwrap();
+        let mut index = shared.index.lock().unwrap();
         let count = moved.len();
         for (id, at, slot) in moved {
             // a newer put or a release since the copy was taken wins
@@ -704,17 +673,50 @@ impl Appender {
 }
 
 fn sync_loop(shared: &Shared) {
+    // puts covered by the previous sync: a sign of concurrent senders
+    let mut last_batch = 0usize;
     loop {
-        let work = {
+        let (work, closing) = {
             let mut sync = shared.sync.lock().unwrap();
-            while sync.work.is_empty() && !sync.closed {
-                sync = shared.sync_ready.wait(sync).unwrap();
+            if sync.work.is_empty() && !sync.closed {
+                sync = shared
+                    .sync_ready
+                    .wait_timeout(sync, RELEASE_DELAY)
+                    .unwrap()
+                    .0;
             }
-            if sync.work.is_empty() {
+            (std::mem::take(&mut sync.work), sync.closed)
+        };
+        let mut work = work;
+        // releases no put carried: written here, at most RELEASE_DELAY late
+        if work.is_empty() && !shared.releases.lock().unwrap().is_empty() {
+            shared
+                .writer
+                .lock()
+                .unwrap()
+                .write_batch(shared, Vec::new());
+            work = std::mem::take(&mut shared.sync.lock().unwrap().work);
+        }
+        if shared.index.lock().unwrap().segments.len() > COMPACT_AFTER_SEGMENTS
+            && shared.writer.lock().unwrap().compact(shared)
+        {
+            drop_dead_head(shared);
+        }
+        if work.is_empty() {
+            if closing {
                 return;
             }
-            std::mem::take(&mut sync.work)
-        };
+            continue;
+        }
+        // Each sync costs the VM an exit to the host and a device flush. While several
+        // senders are waiting on syncs, wait a moment for the others' puts, so one sync
+        // covers them all (Postgres's commit_delay); a lone sender never waits.
+        let waiting = |work: &[SyncWork]| work.iter().map(|w| w.waiters.len()).sum::<usize>();
+        if last_batch > 1 && waiting(&work) < last_batch && !closing {
+            std::thread::sleep(GATHER_DELAY);
+            work.append(&mut shared.sync.lock().unwrap().work);
+        }
+        last_batch = waiting(&work);
         let mut outcomes: Vec<(*const File, Result<(), JournalError>)> = Vec::new();
         for item in &work {
             let key = Arc::as_ptr(&item.file);
