@@ -10,6 +10,9 @@ use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use super::session::{Flow, Session, Transaction};
 use crate::mail::{AttributeValue, Mail, attributes, now_ms};
 
+/// Bytes reserved for a DATA body before it arrives.
+const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
+
 impl Session {
     pub(super) async fn handle_data(&mut self) -> io::Result<Flow> {
         match &self.tx {
@@ -31,7 +34,8 @@ impl Session {
         self.flush().await?;
         let max = self.shared.config.max_message_size;
         let mut receiver = DataReceiver::new();
-        let mut body = Vec::new();
+        // most mails fit: no reallocation while the body arrives
+        let mut body = Vec::with_capacity(INITIAL_BODY_CAPACITY);
         // The receiver spots a terminating or stuffed "." only after a CRLF it has seen;
         // the first line follows the 354, so give it that CRLF.
         receiver.ingest(&mut b"\r\n".iter(), &mut body);

@@ -396,7 +396,8 @@ fn example_conf(dir: &Path, port: u16) -> PathBuf {
             (
                 "mailetd.toml",
                 format!(
-                    "data_dir = {:?}\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n",
+                    // no admin endpoint: the default 127.0.0.1:8025 may be anyone's
+                    "data_dir = {:?}\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n[http]\nbind = \"\"\n",
                     dir.join("var").display().to_string()
                 ),
             ),
