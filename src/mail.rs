@@ -295,7 +295,7 @@ pub fn header_end(message: &[u8]) -> usize {
         if message[i] == b'\n' {
             return i + 1;
         }
-        match message[i..].iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &message[i..]) {
             Some(p) => i += p + 1,
             None => return message.len(),
         }

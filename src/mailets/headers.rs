@@ -24,9 +24,7 @@ fn raw_fields(message: &[u8]) -> Vec<RawField> {
     let mut fields: Vec<RawField> = Vec::new();
     let mut i = 0;
     while i < end_of_headers {
-        let line_end = message[i..end_of_headers]
-            .iter()
-            .position(|&b| b == b'\n')
+        let line_end = memchr::memchr(b'\n', &message[i..end_of_headers])
             .map(|p| i + p + 1)
             .unwrap_or(end_of_headers);
         let line = &message[i..line_end];
@@ -37,7 +35,7 @@ fn raw_fields(message: &[u8]) -> Vec<RawField> {
             if let Some(last) = fields.last_mut() {
                 last.2 = line_end;
             }
-        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+        } else if let Some(colon) = memchr::memchr(b':', line) {
             fields.push((i..i + colon, i, line_end));
         }
         i = line_end;
