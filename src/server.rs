@@ -155,6 +155,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     if let Some(http) = http {
         let _ = http.await;
     }
+    spool.finish();
     ingest?;
     tracing::info!("stopped");
     Ok(())

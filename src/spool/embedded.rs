@@ -390,6 +390,11 @@ impl Spool for EmbeddedSpool {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
+
+    fn finish(&self) {
+        // the releases of the last processed mails, so a restart does not run them again
+        self.journal.close();
+    }
 }
 
 #[cfg(test)]

@@ -51,4 +51,8 @@ pub trait Spool: Send + Sync {
 
     /// Wakes every waiting `dequeue` with `None`; used at shutdown.
     fn close(&self);
+
+    /// Makes everything pending durable (releases included) once processing has stopped;
+    /// nothing is stored after it.
+    fn finish(&self) {}
 }

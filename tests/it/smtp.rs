@@ -760,7 +760,7 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
 }
 
 #[test]
-fn serve_on_sigterm_exits_zero() {
+fn serve_on_sigterm_exits_zero_and_a_restart_runs_nothing_twice() {
     let mut m = Mailetd::start(&[]);
     let out = python(
         r#"
@@ -778,6 +778,24 @@ s.quit()
     let status = m.terminate();
     assert!(status.success(), "{status:?}\n{}", m.log());
     assert!(m.log().contains("stopped"));
+    // the processed mail's release was made durable on the way out: a restart finds an
+    // empty spool and does not run it again
+    m.spawn();
+    let again = python(
+        r#"
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]))
+print(s.sendmail("a@x.test", ["b@y.test"], b"Subject: second\r\n\r\nx\r\n"))
+s.quit()
+"#,
+        &[&m.smtp_port.to_string()],
+    );
+    assert_eq!(again.trim(), "{}");
+    eventually("the second mail consumed", Duration::from_secs(20), || {
+        (consumed(&m) >= 2).then_some(())
+    });
+    assert_eq!(consumed(&m), 2, "{}", m.log());
+    assert!(!m.log().contains("recovered mails"), "{}", m.log());
 }
 
 #[test]
