@@ -226,12 +226,14 @@ fn kill_9_at_random_points_during_a_load_loses_no_acknowledged_invitation() {
     let load = start_load(m.smtp_port, n, 4, &users, "kill");
     let kills = 3;
     for round in 0..kills {
-        // a random point while mails are being received, processed and delivered
-        let before = double.delivered_itips().len();
-        eventually("deliveries since the last restart", WAIT, || {
-            (double.delivered_itips().len() > before).then_some(())
+        // A random point while mails are being received, processed and delivered: past a
+        // share of the load (a fixed share, so a fast run cannot finish before the last
+        // kill and leave nothing to wait for), plus a random pause.
+        let share = (round + 1) * n / (kills + 1);
+        eventually("deliveries past this round's share", WAIT, || {
+            (double.delivered_itips().len() >= share).then_some(())
         });
-        let pause = rand::random::<u64>() % 1000;
+        let pause = rand::random::<u64>() % 300;
         std::thread::sleep(Duration::from_millis(pause));
         m.kill9();
         eprintln!(
