@@ -139,7 +139,13 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     };
     let http = crate::http::start(&settings.http, admin, processing.clone()).await?;
     let ingest = if role.ingests() {
-        crate::ingest::run(smtp_servers, spool.clone(), shutdown.clone()).await
+        crate::ingest::run(
+            smtp_servers,
+            spool.clone(),
+            shutdown.clone(),
+            settings.smtp_threads(),
+        )
+        .await
     } else {
         shutdown.cancelled().await;
         Ok(())

@@ -17,6 +17,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Overrides `spooler/threads` of `mailetcontainer.xml` when set.
     pub workers: Option<usize>,
+    /// SMTP threads, each an event loop serving its own sessions (default: half the CPUs,
+    /// at least one).
+    pub smtp_threads: Option<usize>,
     /// Seconds given to open SMTP sessions and running mails at shutdown.
     pub shutdown_timeout_secs: u64,
     /// Generate a self-signed certificate when the configured PEM files are missing
@@ -171,11 +174,22 @@ pub struct OutboxSettings {
     pub max_age_secs: u64,
 }
 
+impl Settings {
+    /// The number of SMTP threads: `smtp_threads`, or half the CPUs (at least one), which
+    /// leaves the other half to the pipeline and the DAV delivery.
+    pub fn smtp_threads(&self) -> usize {
+        self.smtp_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+            .max(1)
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             data_dir: PathBuf::from("var"),
             workers: None,
+            smtp_threads: None,
             shutdown_timeout_secs: 30,
             generate_certificate: false,
             retry_base_secs: 5,

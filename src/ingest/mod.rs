@@ -57,10 +57,16 @@ pub async fn session_in_memory(
 /// Returns an error naming the address when a bind fails (nothing is served then). On
 /// cancel: stops accepting, gives open sessions up to `shutdown_timeout` (when
 /// `gracefulShutdown`), then returns.
+///
+/// Sessions run on `threads` threads of their own, each a single-threaded event loop that
+/// accepts on every listener: a session's steps (read, spool, reply) then never hop between
+/// threads. On a small machine shared with the pipeline, the work-stealing scheduler's
+/// cross-thread wake-ups cost more than the SMTP work itself (measured in docs/ingest.md).
 pub async fn run(
     servers: Vec<SmtpServerConfig>,
     spool: Arc<dyn Spool>,
     shutdown: CancellationToken,
+    threads: usize,
 ) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     let mut grace = std::time::Duration::ZERO;
@@ -87,36 +93,82 @@ pub async fn run(
                 "SMTP listening on {}",
                 listener.local_addr().unwrap_or(addr)
             );
-            listeners.push((listener, shared.clone()));
+            listeners.push((listener.into_std()?, shared.clone()));
         }
     }
     let sessions = TaskTracker::new();
+    let mut stopped = Vec::new();
+    for n in 0..threads.max(1) {
+        let mine = listeners
+            .iter()
+            .map(|(l, shared)| Ok((l.try_clone()?, shared.clone())))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (sessions, shutdown) = (sessions.clone(), shutdown.clone());
+        let (done, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        stopped.push(stopped_rx);
+        std::thread::Builder::new()
+            .name(format!("smtp-{n}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("SMTP event loop");
+                runtime.block_on(serve_thread(n, mine, sessions, shutdown, grace));
+                let _ = done.send(());
+            })
+            .context("cannot start an SMTP thread")?;
+    }
+    // only the threads' clones may keep the sockets open: once they stop accepting, new
+    // connections must be refused by the kernel
+    drop(listeners);
+    let mut failed = 0;
+    for thread in stopped {
+        failed += usize::from(thread.await.is_err());
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} SMTP thread(s) stopped abnormally");
+    }
+    Ok(())
+}
+
+/// One SMTP thread: accepts on its clones of the listeners until shutdown, then gives the
+/// sessions it runs up to `grace` to finish. `sessions` is shared by every thread, so each
+/// waits until all are done (or the grace ends).
+async fn serve_thread(
+    n: usize,
+    listeners: Vec<(std::net::TcpListener, Arc<Shared>)>,
+    sessions: TaskTracker,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) {
     let mut accepters = Vec::new();
     for (listener, shared) in listeners {
-        accepters.push(tokio::spawn(spawn::accept_loop(
-            listener,
-            shared,
-            sessions.clone(),
-        )));
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => accepters.push(tokio::spawn(spawn::accept_loop(
+                listener,
+                shared,
+                sessions.clone(),
+            ))),
+            Err(e) => tracing::error!(error = %e, "SMTP: cannot register a listener"),
+        }
     }
     shutdown.cancelled().await;
     for a in accepters {
         let _ = a.await;
     }
     sessions.close();
-    if !sessions.is_empty() {
+    if n == 0 && !sessions.is_empty() {
         tracing::info!(
             sessions = sessions.len(),
             "SMTP: waiting up to {grace:?} for open sessions to finish"
         );
     }
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+    if tokio::time::timeout(grace, sessions.wait()).await.is_err() && n == 0 {
         tracing::warn!(
             sessions = sessions.len(),
             "SMTP: sessions still open after {grace:?}; closing them (their mails were not acknowledged)"
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //!
 //! Record: `len u32 | crc32 u32 | body`, body `kind u8 | id u64 | due u64 | payload` (put) or
 //! `kind u8 | id u64` (release), integers little-endian, crc over the body. A segment starts
-//! with [`MAGIC`]. Segments are deleted from the oldest while every put in them is released
+//! with [`MAGIC`]; the syncer keeps the active segment's next bytes written with zeros
+//! ([`ZEROED_AHEAD`]), so zeros after the last record are a clean end, not damage.
+//! Segments are deleted from the oldest while every put in them is released
 //! or superseded (deleting a later one first could revive mails its releases ended); a head
 //! segment pinned by a few long-lived mails is compacted by copying them forward.
 
@@ -34,6 +36,11 @@ const SEGMENT_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
 const COMPACT_AFTER_SEGMENTS: usize = 4;
 /// How long the syncer waits for more puts when concurrent senders are waiting.
 const GATHER_DELAY: std::time::Duration = std::time::Duration::from_micros(150);
+/// The active segment is kept written with zeros this far ahead of its end, in steps of
+/// this size: overwriting written blocks, `fdatasync` only flushes data (no extent or size
+/// to journal), which halves its latency on ext4 (0.25 → 0.14 ms measured in
+/// docs/ingest.md), and every acknowledged put waits for one.
+const ZEROED_AHEAD: u64 = if cfg!(test) { 64 << 10 } else { 1 << 20 };
 /// Longest time a release waits to be written when no put comes to carry it.
 const RELEASE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -156,9 +163,9 @@ impl Journal {
         let mut active = None;
         for (i, &number) in numbers.iter().enumerate() {
             let newest = i + 1 == numbers.len();
-            let sound = recover_segment(dir, number, newest, &mut index)?;
-            if newest && sound {
-                active = Some(number);
+            let end = recover_segment(dir, number, newest, &mut index)?;
+            if newest && let Some(end) = end {
+                active = Some((number, end));
             }
         }
         let mut order: Vec<(MailId, Slot)> = index.slots.iter().map(|(k, v)| (*k, *v)).collect();
@@ -343,14 +350,15 @@ fn append_release(buf: &mut Vec<u8>, id: MailId) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Replays one segment into `index`; `false` when it cannot take more appends (torn or
-/// corrupt), in which case the next append starts a new segment.
+/// Replays one segment into `index`; returns where its records end, or `None` when it
+/// cannot take more appends (torn or corrupt), in which case the next append starts a new
+/// segment.
 fn recover_segment(
     dir: &Path,
     number: u64,
     newest: bool,
     index: &mut Index,
-) -> Result<bool, JournalError> {
+) -> Result<Option<u64>, JournalError> {
     let path = segment_path(dir, number);
     let bytes = std::fs::read(&path)
         .map_err(|e| JournalError(format!("reading {}: {e}", path.display())))?;
@@ -370,7 +378,7 @@ fn recover_segment(
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         if newest && bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
             // created but never written: a crash right after the file appeared
-            return Ok(false);
+            return Ok(None);
         }
         return Err(JournalError(format!(
             "{} is not a mailetd spool segment",
@@ -380,6 +388,10 @@ fn recover_segment(
     let mut at = MAGIC.len();
     while at < bytes.len() {
         let Some((body, len)) = parse_record(&bytes[at..]) else {
+            if bytes[at..].iter().all(|&b| b == 0) {
+                // the zeros written ahead of the appends: the records end here
+                return Ok(Some(at as u64));
+            }
             let rest = bytes.len() - at;
             if newest {
                 tracing::warn!(segment = %path.display(), bytes = rest, "spool: dropped a torn record at the journal's end (never acknowledged)");
@@ -395,7 +407,7 @@ fn recover_segment(
                 let _ = std::fs::write(&kept, &bytes[at..]);
                 tracing::error!(segment = %path.display(), offset = at, bytes = rest, kept = %kept.display(), "spool: corrupt record; the rest of the segment is kept for inspection");
             }
-            return Ok(false);
+            return Ok(None);
         };
         let id = u64_at(body, 1);
         if body[0] == PUT {
@@ -413,7 +425,7 @@ fn recover_segment(
         }
         at += len;
     }
-    Ok(true)
+    Ok(Some(at as u64))
 }
 
 /// Deletes the oldest segments while nothing in them is live (never the active one, which
@@ -435,8 +447,11 @@ fn drop_dead_head(shared: &Shared) {
 
 /// The append side's state, behind [`Shared::writer`].
 struct Writer {
-    /// The segment being appended to and its size; `None` until the next write opens one.
+    /// The segment being appended to and where its records end; `None` until the next
+    /// write opens one.
     active: Option<(u64, Arc<File>, u64)>,
+    /// How far the active segment is written (records, then zeros written ahead).
+    zeroed: u64,
     next_number: u64,
     /// Releases whose write failed, tried again with the next batch.
     pending_releases: Vec<MailId>,
@@ -446,16 +461,41 @@ struct Writer {
 type Put<'a> = (MailId, u64, &'a [u8], Done);
 
 impl Writer {
-    fn new(index: &Index, active: Option<u64>, next_number: u64) -> Writer {
-        let active = active.and_then(|number| {
+    fn new(index: &Index, active: Option<(u64, u64)>, next_number: u64) -> Writer {
+        let active = active.and_then(|(number, end)| {
             let file = index.segments.get(&number)?.file.clone();
-            let size = file.metadata().ok()?.len();
-            Some((number, file, size))
+            let written = file.metadata().ok()?.len();
+            Some((number, file, end, written))
         });
         Writer {
-            active,
+            zeroed: active.as_ref().map_or(0, |a| a.3),
+            active: active.map(|(number, file, end, _)| (number, file, end)),
             next_number,
             pending_releases: Vec::new(),
+        }
+    }
+
+    /// Writes zeros past the active segment's end when fewer than [`ZEROED_AHEAD`] bytes
+    /// are left; returns the file to sync them in (outside the writer lock). A failure
+    /// (disk full) only means the appends go on the slower way.
+    fn zero_ahead(&mut self) -> Option<Arc<File>> {
+        let (_, file, end) = self.active.as_ref()?;
+        let from = self.zeroed.max(*end);
+        if from - end >= ZEROED_AHEAD || from >= SEGMENT_BYTES {
+            return None;
+        }
+        let to = (from + ZEROED_AHEAD).min(SEGMENT_BYTES);
+        match file.write_all_at(&vec![0u8; (to - from) as usize], from) {
+            Ok(()) => {
+                self.zeroed = to;
+                Some(file.clone())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "spool: cannot write the journal ahead");
+                let _ = file.set_len(from);
+                self.zeroed = SEGMENT_BYTES;
+                None
+            }
         }
     }
 
@@ -472,6 +512,10 @@ impl Writer {
             && (*size + incoming <= SEGMENT_BYTES || *size == MAGIC.len() as u64)
         {
             return Ok((*number, file.clone(), *size));
+        }
+        if let Some((_, old, end)) = self.active.take() {
+            // the old segment's zeros written ahead are not needed any more
+            let _ = old.set_len(end);
         }
         let number = self.next_number;
         let path = segment_path(&shared.dir, number);
@@ -508,6 +552,7 @@ impl Writer {
         );
         let size = MAGIC.len() as u64;
         self.active = Some((number, file.clone(), size));
+        self.zeroed = size;
         Ok((number, file, size))
     }
 
@@ -559,6 +604,7 @@ impl Writer {
             if file.set_len(start).is_err() {
                 self.active = None;
             }
+            self.zeroed = start;
             let error = JournalError(format!("writing the spool journal: {e}"));
             tracing::error!(error = %error, "spool: journal write failed; the batch is refused");
             let puts = slots
@@ -643,6 +689,7 @@ impl Writer {
             .is_err()
         {
             let _ = active.set_len(start);
+            self.zeroed = start;
             return false;
         }
         if let Some((_, _, size)) = self.active.as_mut() {
@@ -706,6 +753,7 @@ fn sync_loop(shared: &Shared) {
             if closing {
                 return;
             }
+            zero_ahead(shared);
             continue;
         }
         // Each sync costs the VM an exit to the host and a device flush. While several
@@ -744,6 +792,18 @@ fn sync_loop(shared: &Shared) {
                 done(outcome.clone());
             }
         }
+        if !closing {
+            zero_ahead(shared);
+        }
+    }
+}
+
+/// Keeps the active segment written ahead (see [`ZEROED_AHEAD`]) between syncs, so that
+/// no put waits for it; the zeros are synced here too, before a put's sync would carry them.
+fn zero_ahead(shared: &Shared) {
+    let file = shared.writer.lock().unwrap().zero_ahead();
+    if let Some(file) = file {
+        let _ = file.sync_data();
     }
 }
 
@@ -776,6 +836,50 @@ mod tests {
         assert!(j.read(2).unwrap().is_none());
     }
 
+    /// A segment's bytes without the zeros written ahead.
+    fn records_of(seg: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(seg).unwrap();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn zeros_written_ahead_are_a_clean_end() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (j, _) = open(dir.path());
+            j.put(1, 0, b"first".to_vec()).await.unwrap();
+            // the syncer writes ahead once the put is acknowledged
+            eventually_zeroed(&segment_path(dir.path(), 1));
+            j.put(2, 0, b"second".to_vec()).await.unwrap();
+        }
+        let seg = segment_path(dir.path(), 1);
+        assert!(std::fs::metadata(&seg).unwrap().len() > records_of(&seg).len() as u64);
+        {
+            let (j, found) = open(dir.path());
+            assert_eq!(found, vec![(1, 0), (2, 0)]);
+            assert!(!dir.path().join("corrupt").exists());
+            // appends go on where the records end, not after the zeros
+            j.put(3, 0, b"third".to_vec()).await.unwrap();
+        }
+        let (j, found) = open(dir.path());
+        assert_eq!(found, vec![(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(j.read(3).unwrap().unwrap(), b"third");
+        assert_eq!(j.segments(), 1);
+    }
+
+    fn eventually_zeroed(seg: &Path) {
+        for _ in 0..200 {
+            if std::fs::metadata(seg).unwrap().len() >= ZEROED_AHEAD {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{} was not written ahead", seg.display());
+    }
+
     #[tokio::test]
     async fn a_torn_tail_is_cut_and_appends_go_on() {
         let dir = tempfile::tempdir().unwrap();
@@ -784,12 +888,14 @@ mod tests {
             j.put(1, 0, b"whole".to_vec()).await.unwrap();
         }
         let seg = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&seg).unwrap();
+        let mut bytes = records_of(&seg);
         let whole = bytes.len();
         // half of a second record, as a crash mid-write leaves it
         let mut torn = Vec::new();
         append_put(&mut torn, 2, 0, b"never acknowledged");
         bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        // written into the zeros ahead, as the journal writes
+        bytes.extend_from_slice(&[0; 1000]);
         std::fs::write(&seg, &bytes).unwrap();
         {
             let (j, found) = open(dir.path());
@@ -808,7 +914,7 @@ mod tests {
         let (j, _) = open(dir.path());
         j.put(7, 0, b"payload".to_vec()).await.unwrap();
         let seg = segment_path(dir.path(), 1);
-        let mut bytes = std::fs::read(&seg).unwrap();
+        let mut bytes = records_of(&seg);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&seg, &bytes).unwrap();

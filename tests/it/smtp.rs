@@ -74,7 +74,8 @@ impl Listener {
         let (store, spool) = EmbeddedSpool::open_path(&dir.path().join("spool.redb")).unwrap();
         let shutdown = CancellationToken::new();
         let used: Arc<dyn Spool> = spool_override.unwrap_or_else(|| spool.clone());
-        let task = rt.spawn(mailetd::ingest::run(servers, used, shutdown.clone()));
+        // two SMTP threads: sessions are spread over both event loops
+        let task = rt.spawn(mailetd::ingest::run(servers, used, shutdown.clone(), 2));
         wait_for_port(port, Duration::from_secs(10));
         Listener {
             rt,
@@ -543,6 +544,7 @@ fn a_bind_failure_names_the_address() {
             servers,
             spool,
             CancellationToken::new(),
+            1,
         ))
         .unwrap_err();
     let msg = format!("{err:#}");
