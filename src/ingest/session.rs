@@ -94,7 +94,12 @@ pub(super) async fn run(
     if let Err(e) = &result {
         tracing::debug!(session = %session.id, error = %e, "SMTP session ended by an I/O error");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), session.stream.shutdown()).await;
+    // TLS needs its close_notify; a plain socket's FIN comes with the close, and a
+    // shutdown() first would be one more system call per connection, failing with ENOTCONN
+    // when the client closed after 221, as most do
+    if matches!(session.stream, SessionStream::Tls(_)) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), session.stream.shutdown()).await;
+    }
     tracing::debug!(session = %session.id, "SMTP session closed");
 }
 
