@@ -143,7 +143,12 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
             smtp_servers,
             spool.clone(),
             shutdown.clone(),
-            settings.smtp_threads(),
+            // the broker spool publishes over a connection driven by this runtime
+            if on_broker {
+                0
+            } else {
+                settings.smtp_threads()
+            },
         )
         .await
     } else {

@@ -62,6 +62,8 @@ pub async fn session_in_memory(
 /// accepts on every listener: a session's steps (read, spool, reply) then never hop between
 /// threads. On a small machine shared with the pipeline, the work-stealing scheduler's
 /// cross-thread wake-ups cost more than the SMTP work itself (measured in docs/ingest.md).
+/// `threads == 0` serves on the caller's runtime instead (the broker spool, whose
+/// connection lives there).
 pub async fn run(
     servers: Vec<SmtpServerConfig>,
     spool: Arc<dyn Spool>,
@@ -97,8 +99,12 @@ pub async fn run(
         }
     }
     let sessions = TaskTracker::new();
+    if threads == 0 {
+        serve_thread(0, listeners, sessions, shutdown, grace).await;
+        return Ok(());
+    }
     let mut stopped = Vec::new();
-    for n in 0..threads.max(1) {
+    for n in 0..threads {
         let mine = listeners
             .iter()
             .map(|(l, shared)| Ok((l.try_clone()?, shared.clone())))

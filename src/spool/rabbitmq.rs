@@ -54,10 +54,6 @@ pub struct RabbitSpool {
     next_id: AtomicU64,
     closed: AtomicBool,
     shutdown: CancellationToken,
-    /// The runtime that owns the broker connection. SMTP sessions run on event loops of
-    /// their own; their publishes (and any reconnection they trigger) run here, so the
-    /// connection never depends on an SMTP thread.
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl RabbitSpool {
@@ -80,7 +76,6 @@ impl RabbitSpool {
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -152,17 +147,9 @@ impl Spool for RabbitSpool {
         if mail.name.is_empty() {
             mail.name = format!("mail-{id:x}");
         }
-        let payload = mail.to_spool_bytes();
-        match &self.runtime {
-            Some(runtime) => {
-                let (broker, queue) = (self.broker.clone(), self.queue.clone());
-                runtime
-                    .spawn(async move { broker.publish(&queue, &payload, None).await })
-                    .await
-                    .map_err(|e| SpoolError(format!("broker publish task: {e}")))??
-            }
-            None => self.broker.publish(&self.queue, &payload, None).await?,
-        }
+        self.broker
+            .publish(&self.queue, &mail.to_spool_bytes(), None)
+            .await?;
         Ok(id)
     }
 
