@@ -443,13 +443,34 @@ fn drop_dead_head(shared: &Shared) {
     }
 }
 
+/// The segment being appended to.
+struct Active {
+    number: u64,
+    file: Arc<File>,
+    /// Where its records end: the next append's offset.
+    end: u64,
+    /// How far it is written: records, then the zeros written ahead.
+    written: u64,
+    /// Writing ahead failed here (disk full): appends go on the slower way.
+    ahead_failed: bool,
+}
+
+impl Active {
+    fn new(number: u64, file: Arc<File>, end: u64, written: u64) -> Active {
+        Active {
+            number,
+            file,
+            end,
+            written,
+            ahead_failed: false,
+        }
+    }
+}
+
 /// The append side's state, behind [`Shared::writer`].
 struct Writer {
-    /// The segment being appended to and where its records end; `None` until the next
-    /// write opens one.
-    active: Option<(u64, Arc<File>, u64)>,
-    /// How far the active segment is written (records, then zeros written ahead).
-    zeroed: u64,
+    /// `None` until the next write opens a segment.
+    active: Option<Active>,
     next_number: u64,
     /// Releases whose write failed, tried again with the next batch.
     pending_releases: Vec<MailId>,
@@ -463,11 +484,10 @@ impl Writer {
         let active = active.and_then(|(number, end)| {
             let file = index.segments.get(&number)?.file.clone();
             let written = file.metadata().ok()?.len();
-            Some((number, file, end, written))
+            Some(Active::new(number, file, end, written))
         });
         Writer {
-            zeroed: active.as_ref().map_or(0, |a| a.3),
-            active: active.map(|(number, file, end, _)| (number, file, end)),
+            active,
             next_number,
             pending_releases: Vec::new(),
         }
@@ -477,22 +497,55 @@ impl Writer {
     /// are left; returns the file to sync them in (outside the writer lock). A failure
     /// (disk full) only means the appends go on the slower way.
     fn zero_ahead(&mut self) -> Option<Arc<File>> {
-        let (_, file, end) = self.active.as_ref()?;
-        let from = self.zeroed.max(*end);
-        if from - end >= ZEROED_AHEAD || from >= SEGMENT_BYTES {
+        let active = self.active.as_mut().filter(|a| !a.ahead_failed)?;
+        let from = active.written.max(active.end);
+        if from - active.end >= ZEROED_AHEAD || from >= SEGMENT_BYTES {
             return None;
         }
         let to = (from + ZEROED_AHEAD).min(SEGMENT_BYTES);
-        match file.write_all_at(&vec![0u8; (to - from) as usize], from) {
+        match active
+            .file
+            .write_all_at(&vec![0u8; (to - from) as usize], from)
+        {
             Ok(()) => {
-                self.zeroed = to;
-                Some(file.clone())
+                active.written = to;
+                Some(active.file.clone())
             }
             Err(e) => {
                 tracing::debug!(error = %e, "spool: cannot write the journal ahead");
-                let _ = file.set_len(from);
-                self.zeroed = SEGMENT_BYTES;
+                let _ = active.file.set_len(from);
+                active.written = from;
+                active.ahead_failed = true;
                 None
+            }
+        }
+    }
+
+    /// Writes `buf` at the active segment's end (opened by [`Writer::segment_for`]). On
+    /// failure, cuts what part reached the file so that the next write follows whole records.
+    fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let active = self.active.as_mut().expect("segment_for opened a segment");
+        let start = active.end;
+        match active.file.write_all_at(buf, start) {
+            Ok(()) => {
+                active.end += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.cut(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the active segment back to `at`; if even that fails, the segment is abandoned.
+    fn cut(&mut self, at: u64) {
+        if let Some(active) = self.active.as_mut() {
+            if active.file.set_len(at).is_ok() {
+                active.end = at;
+                active.written = at;
+            } else {
+                self.active = None;
             }
         }
     }
@@ -505,15 +558,15 @@ impl Writer {
         incoming: u64,
     ) -> Result<(u64, Arc<File>, u64), JournalError> {
         let failed = std::mem::take(&mut shared.sync.lock().unwrap().failed);
-        if let Some((number, file, size)) = &self.active
+        if let Some(a) = &self.active
             && !failed
-            && (*size + incoming <= SEGMENT_BYTES || *size == MAGIC.len() as u64)
+            && (a.end + incoming <= SEGMENT_BYTES || a.end == MAGIC.len() as u64)
         {
-            return Ok((*number, file.clone(), *size));
+            return Ok((a.number, a.file.clone(), a.end));
         }
-        if let Some((_, old, end)) = self.active.take() {
+        if let Some(old) = self.active.take() {
             // the old segment's zeros written ahead are not needed any more
-            let _ = old.set_len(end);
+            let _ = old.file.set_len(old.end);
         }
         let number = self.next_number;
         let path = segment_path(&shared.dir, number);
@@ -549,8 +602,7 @@ impl Writer {
             },
         );
         let size = MAGIC.len() as u64;
-        self.active = Some((number, file.clone(), size));
-        self.zeroed = size;
+        self.active = Some(Active::new(number, file.clone(), size, size));
         Ok((number, file, size))
     }
 
@@ -596,13 +648,7 @@ impl Writer {
         for &id in &releases {
             append_release(&mut buf, id);
         }
-        if let Err(e) = file.write_all_at(&buf, start) {
-            // cut what part of the batch reached the file, so that the next batch follows
-            // whole records; if even that fails, the segment is abandoned
-            if file.set_len(start).is_err() {
-                self.active = None;
-            }
-            self.zeroed = start;
+        if let Err(e) = self.append(&buf) {
             let error = JournalError(format!("writing the spool journal: {e}"));
             tracing::error!(error = %error, "spool: journal write failed; the batch is refused");
             let puts = slots
@@ -614,9 +660,6 @@ impl Writer {
                 done(Err(error.clone()));
             }
             return;
-        }
-        if let Some((_, _, size)) = self.active.as_mut() {
-            *size = start + buf.len() as u64;
         }
         {
             let mut index = shared.index.lock().unwrap();
@@ -681,17 +724,12 @@ impl Writer {
         if number == head {
             return false;
         }
-        if active
-            .write_all_at(&buf, start)
-            .and_then(|()| active.sync_data())
-            .is_err()
-        {
-            let _ = active.set_len(start);
-            self.zeroed = start;
+        if self.append(&buf).is_err() {
             return false;
         }
-        if let Some((_, _, size)) = self.active.as_mut() {
-            *size = start + buf.len() as u64;
+        if active.sync_data().is_err() {
+            self.cut(start);
+            return false;
         }
         let mut index = shared.index.lock().unwrap();
         let count = moved.len();
