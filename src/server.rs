@@ -143,12 +143,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
             smtp_servers,
             spool.clone(),
             shutdown.clone(),
-            // the broker spool publishes over a connection driven by this runtime
-            if on_broker {
-                0
-            } else {
-                settings.smtp_threads()
-            },
+            settings.smtp_threads(),
         )
         .await
     } else {

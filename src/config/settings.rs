@@ -176,8 +176,13 @@ pub struct OutboxSettings {
 
 impl Settings {
     /// The number of SMTP threads: `smtp_threads`, or half the CPUs (at least one), which
-    /// leaves the other half to the pipeline and the DAV delivery.
+    /// leaves the other half to the pipeline and the DAV delivery. 0 with the RabbitMQ
+    /// spool: sessions run on the main runtime, which drives the broker connection (handing
+    /// each publish over cost the ingest node a third more CPU, docs/rabbitmq.md).
     pub fn smtp_threads(&self) -> usize {
+        if self.spool.backend == SpoolBackend::Rabbitmq {
+            return 0;
+        }
         self.smtp_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
             .max(1)
@@ -362,5 +367,21 @@ mod spool_tests {
         assert_eq!(settings.spool.queue, "mailetd.spool");
         assert!(!format!("{settings:?}").contains("pw-s3cret"));
         assert!(Settings::default().spool.backend == SpoolBackend::Embedded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smtp_threads_default_to_half_the_cpus_and_to_none_on_the_broker() {
+        let mut settings = Settings::default();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(settings.smtp_threads(), (cpus / 2).max(1));
+        settings.smtp_threads = Some(3);
+        assert_eq!(settings.smtp_threads(), 3);
+        settings.spool.backend = SpoolBackend::Rabbitmq;
+        assert_eq!(settings.smtp_threads(), 0);
     }
 }
