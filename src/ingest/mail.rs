@@ -48,6 +48,7 @@ impl Session {
             recipients: Vec::new(),
             smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             bdat: None,
+            _incoming: self.shared.spool.incoming(),
         });
         self.reply(250, [2, 1, 0], format!("Sender <{shown}> OK"));
     }

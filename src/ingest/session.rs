@@ -19,6 +19,7 @@ use super::Shared;
 use super::spawn::ConnectionGuard;
 use super::tls::SessionStream;
 use crate::mail::MailAddress;
+use crate::spool::Incoming;
 
 /// Bytes asked from the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -41,6 +42,8 @@ pub(super) struct Transaction {
     pub smtputf8: bool,
     /// Chunks received so far when the client uses BDAT.
     pub bdat: Option<Vec<u8>>,
+    /// Tells the spool a mail is on its way until the transaction ends.
+    pub _incoming: Incoming,
 }
 
 enum Next {

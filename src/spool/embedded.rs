@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::journal::{Journal, JournalError};
 use super::store::Store;
-use super::{Spool, SpoolError};
+use super::{Incoming, Spool, SpoolError};
 use crate::mail::{Mail, MailId, now_ms};
 use crate::outbox::OutboxJob;
 
@@ -241,6 +241,10 @@ fn redb_err(e: impl std::fmt::Display) -> SpoolError {
 
 #[async_trait]
 impl Spool for EmbeddedSpool {
+    fn incoming(&self) -> Incoming {
+        self.journal.incoming()
+    }
+
     async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
         // ids follow the clock (ms · 1000, then +1 per mail within a ms), so the oldest id
         // tells the age of the oldest mail

@@ -7,6 +7,9 @@ pub mod journal;
 pub mod rabbitmq;
 pub mod store;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_trait::async_trait;
 
 use crate::mail::{Mail, MailId};
@@ -26,11 +29,36 @@ impl From<StoreError> for SpoolError {
     }
 }
 
+/// A mail transaction in progress, from MAIL to its end: while some are open, the spool may
+/// hold a sync back briefly so that their mails share it.
+#[derive(Default)]
+pub struct Incoming(Option<Arc<AtomicUsize>>);
+
+impl Incoming {
+    fn counted_in(open: &Arc<AtomicUsize>) -> Incoming {
+        open.fetch_add(1, Ordering::Relaxed);
+        Incoming(Some(open.clone()))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A durable queue of received mails.
 #[async_trait]
 pub trait Spool: Send + Sync {
     /// Stores a mail durably (fsync'd) and returns its id; only then may SMTP answer 250.
     async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError>;
+
+    /// Marks a mail transaction as started; dropped when it ends (see [`Incoming`]).
+    fn incoming(&self) -> Incoming {
+        Incoming::default()
+    }
 
     /// Waits for the next due mail and leases it to the caller; `None` once closed.
     async fn dequeue(&self) -> Option<Mail>;
