@@ -606,6 +606,24 @@ fn garbage_and_nul_bytes_get_500_then_a_clean_close() {
 }
 
 #[test]
+fn a_client_stalled_inside_a_mail_does_not_hold_back_another_clients_250() {
+    let l = Listener::start("");
+    let mut stalled = Raw::open(l.port);
+    stalled.send("EHLO s.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+    assert_eq!(stalled.codes(4), [250, 250, 250, 354]);
+    // the spool counts the stalled mail as on its way, and a sync may wait for it: briefly
+    let mut other = Raw::open(l.port);
+    assert!(other.cmd("EHLO o.test").starts_with("250"));
+    other.send("MAIL FROM:<c@x.test>\r\nRCPT TO:<d@y.test>\r\nDATA\r\nSubject: first\r\n\r\n.\r\n");
+    assert_eq!(other.codes(4), [250, 250, 354, 250]);
+    stalled.send("Subject: second\r\n\r\n.\r\n");
+    assert_eq!(stalled.codes(1), [250]);
+    let subjects: Vec<String> = l.mails(2).iter().map(text).collect();
+    assert!(subjects[0].contains("Subject: first"), "{subjects:?}");
+    assert!(subjects[1].contains("Subject: second"), "{subjects:?}");
+}
+
+#[test]
 fn unterminated_data_keeps_nothing() {
     let l = Listener::start("");
     let mut c = Raw::open(l.port);
