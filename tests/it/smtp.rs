@@ -142,6 +142,14 @@ impl Raw {
         r
     }
 
+    /// A client that has sent EHLO, MAIL, RCPT and DATA and got 354.
+    fn inside_data(port: u16) -> Raw {
+        let mut c = Raw::open(port);
+        c.send("EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+        assert_eq!(c.codes(4), [250, 250, 250, 354]);
+        c
+    }
+
     fn send(&mut self, bytes: impl AsRef<[u8]>) {
         self.writer.write_all(bytes.as_ref()).unwrap();
     }
@@ -608,9 +616,7 @@ fn garbage_and_nul_bytes_get_500_then_a_clean_close() {
 #[test]
 fn a_client_stalled_inside_a_mail_does_not_hold_back_another_clients_250() {
     let l = Listener::start("");
-    let mut stalled = Raw::open(l.port);
-    stalled.send("EHLO s.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    assert_eq!(stalled.codes(4), [250, 250, 250, 354]);
+    let mut stalled = Raw::inside_data(l.port);
     // the spool counts the stalled mail as on its way, and a sync may wait for it: briefly
     let mut other = Raw::open(l.port);
     assert!(other.cmd("EHLO o.test").starts_with("250"));
@@ -626,9 +632,7 @@ fn a_client_stalled_inside_a_mail_does_not_hold_back_another_clients_250() {
 #[test]
 fn unterminated_data_keeps_nothing() {
     let l = Listener::start("");
-    let mut c = Raw::open(l.port);
-    c.send("EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
-    assert_eq!(c.codes(4), [250, 250, 250, 354]);
+    let mut c = Raw::inside_data(l.port);
     c.send("Subject: cut\r\n\r\nhalf a mess");
     drop(c);
     let mut d = Raw::open(l.port);
