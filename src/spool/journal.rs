@@ -8,9 +8,9 @@
 //! the next ones (group commit without a serial write-then-sync loop, and no thread handoff
 //! before the sync). Like Postgres's `commit_delay` with `commit_siblings`, the syncer holds
 //! a sync back briefly while other mail transactions are open ([`Journal::incoming`]), so
-//! that their puts share it ([`GATHER_PUTS`]). Releases are queued without waking anyone: the next put or the syncer's
-//! timer writes them, the next sync makes them durable, and a crash before that only makes a
-//! processed mail run again (at least once, as James's spool).
+//! that their puts share it ([`GATHER_PUTS`]). Releases are queued without waking anyone:
+//! the next put or the syncer's timer writes them, the next sync makes them durable, and a
+//! crash before that only makes a processed mail run again (at least once, as James's spool).
 //!
 //! Record: `len u32 | crc32 u32 | body`, body `kind u8 | id u64 | due u64 | payload` (put) or
 //! `kind u8 | id u64` (release), integers little-endian, crc over the body. A segment starts
@@ -126,8 +126,7 @@ struct SyncWork {
 #[derive(Default)]
 struct SyncQueue {
     work: Vec<SyncWork>,
-    /// Puts waiting in `work`, and when the oldest of them was written.
-    pending: usize,
+    /// When the oldest put in `work` was written.
     oldest: Option<Instant>,
     /// The syncer waits on `sync_ready`: only then does a put need to wake it.
     sleeping: bool,
@@ -138,11 +137,22 @@ struct SyncQueue {
 }
 
 impl SyncQueue {
-    fn note_puts(&mut self, count: usize, now: Instant) {
-        if count > 0 {
-            self.pending += count;
+    fn push(&mut self, work: SyncWork, now: Instant) {
+        if !work.waiters.is_empty() {
             self.oldest.get_or_insert(now);
         }
+        self.work.push(work);
+    }
+
+    /// Everything written so far, for one sync.
+    fn take(&mut self) -> Vec<SyncWork> {
+        self.oldest = None;
+        std::mem::take(&mut self.work)
+    }
+
+    /// Puts waiting for a sync.
+    fn pending(&self) -> usize {
+        self.work.iter().map(|w| w.waiters.len()).sum()
     }
 
     /// When the waiting puts are to be synced, with `open` mail transactions in progress:
@@ -150,8 +160,8 @@ impl SyncQueue {
     /// the oldest has waited [`GATHER_WAIT`].
     fn sync_due(&self, open: usize) -> Option<Instant> {
         let oldest = self.oldest?;
-        let others = open.saturating_sub(self.pending);
-        if others == 0 || self.pending >= GATHER_PUTS || self.closed {
+        let pending = self.pending();
+        if open <= pending || pending >= GATHER_PUTS || self.closed {
             return None;
         }
         Some(oldest + GATHER_WAIT)
@@ -726,9 +736,10 @@ impl Writer {
         // before the waiters hear back, so that a caller sees the segments as they are
         drop_dead_head(shared);
         let mut sync = shared.sync.lock().unwrap();
-        let first = sync.pending == 0;
-        sync.note_puts(waiters.len(), Instant::now());
-        sync.work.push(SyncWork { file, waiters });
+        // the first put wakes a sleeping syncer to set its deadline; later ones only when
+        // the batch is due
+        let first = sync.oldest.is_none();
+        sync.push(SyncWork { file, waiters }, Instant::now());
         let wake = sync.sleeping && (first || sync.sync_due(shared.open()).is_none());
         drop(sync);
         if wake {
@@ -824,9 +835,7 @@ fn sync_loop(shared: &Shared) {
                 };
                 sync = sleep(shared, sync, left);
             }
-            sync.pending = 0;
-            sync.oldest = None;
-            (std::mem::take(&mut sync.work), sync.closed)
+            (sync.take(), sync.closed)
         };
         let mut work = work;
         // releases no put carried: written here, at most RELEASE_DELAY late
@@ -836,7 +845,7 @@ fn sync_loop(shared: &Shared) {
                 .lock()
                 .unwrap()
                 .write_batch(shared, Vec::new());
-            work = std::mem::take(&mut shared.sync.lock().unwrap().work);
+            work = shared.sync.lock().unwrap().take();
         }
         if shared.index.lock().unwrap().segments.len() > COMPACT_AFTER_SEGMENTS
             && shared.writer.lock().unwrap().compact(shared)
@@ -935,10 +944,17 @@ mod tests {
 
     #[test]
     fn a_sync_waits_only_for_puts_that_can_come() {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        let puts = |n: usize| SyncWork {
+            file: file.clone(),
+            waiters: (0..n).map(|_| Box::new(|_| ()) as Done).collect(),
+        };
         let t0 = Instant::now();
         let mut queue = SyncQueue::default();
         assert_eq!(queue.sync_due(5), None, "nothing waits");
-        queue.note_puts(1, t0);
+        queue.push(puts(0), t0);
+        assert_eq!(queue.sync_due(5), None, "releases alone wait for nothing");
+        queue.push(puts(1), t0);
         assert_eq!(
             queue.sync_due(1),
             None,
@@ -949,8 +965,10 @@ mod tests {
             Some(t0 + GATHER_WAIT),
             "two mails are on their way"
         );
-        queue.note_puts(GATHER_PUTS - 1, t0 + Duration::from_micros(10));
+        queue.push(puts(GATHER_PUTS - 1), t0 + Duration::from_micros(10));
         assert_eq!(queue.sync_due(100), None, "a full batch goes at once");
+        assert_eq!(queue.take().len(), 3);
+        assert_eq!(queue.sync_due(100), None, "taken: nothing waits");
     }
 
     #[tokio::test]
