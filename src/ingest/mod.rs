@@ -99,37 +99,59 @@ pub async fn run(
         }
     }
     let sessions = TaskTracker::new();
-    if threads == 0 {
-        serve_thread(0, listeners, sessions, shutdown, grace).await;
-        return Ok(());
-    }
+    // each loop reports how many sessions it left open when the grace ran out
     let mut stopped = Vec::new();
-    for n in 0..threads {
-        let mine = listeners
-            .iter()
-            .map(|(l, shared)| Ok((l.try_clone()?, shared.clone())))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let (sessions, shutdown) = (sessions.clone(), shutdown.clone());
-        let (done, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    if threads == 0 {
+        let (done, stopped_rx) = tokio::sync::oneshot::channel();
         stopped.push(stopped_rx);
-        std::thread::Builder::new()
-            .name(format!("smtp-{n}"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("SMTP event loop");
-                runtime.block_on(serve_thread(n, mine, sessions, shutdown, grace));
-                let _ = done.send(());
-            })
-            .context("cannot start an SMTP thread")?;
+        let (sessions, shutdown) = (sessions.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = done.send(serve_thread(listeners, sessions, shutdown, grace).await);
+        });
+    } else {
+        for n in 0..threads {
+            let mine = listeners
+                .iter()
+                .map(|(l, shared)| Ok((l.try_clone()?, shared.clone())))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let (sessions, shutdown) = (sessions.clone(), shutdown.clone());
+            let (done, stopped_rx) = tokio::sync::oneshot::channel();
+            stopped.push(stopped_rx);
+            std::thread::Builder::new()
+                .name(format!("smtp-{n}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("SMTP event loop");
+                    let _ =
+                        done.send(runtime.block_on(serve_thread(mine, sessions, shutdown, grace)));
+                })
+                .context("cannot start an SMTP thread")?;
+        }
+        // only the threads' clones may keep the sockets open: once they stop accepting, new
+        // connections must be refused by the kernel
+        drop(listeners);
     }
-    // only the threads' clones may keep the sockets open: once they stop accepting, new
-    // connections must be refused by the kernel
-    drop(listeners);
-    let mut failed = 0;
+    shutdown.cancelled().await;
+    if !sessions.is_empty() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "SMTP: waiting up to {grace:?} for open sessions to finish"
+        );
+    }
+    let (mut failed, mut left_open) = (0, 0);
     for thread in stopped {
-        failed += usize::from(thread.await.is_err());
+        match thread.await {
+            Ok(open) => left_open = left_open.max(open),
+            Err(_) => failed += 1,
+        }
+    }
+    if left_open > 0 {
+        tracing::warn!(
+            sessions = left_open,
+            "SMTP: sessions still open after {grace:?}; closing them (their mails were not acknowledged)"
+        );
     }
     if failed > 0 {
         anyhow::bail!("{failed} SMTP thread(s) stopped abnormally");
@@ -137,16 +159,15 @@ pub async fn run(
     Ok(())
 }
 
-/// One SMTP thread: accepts on its clones of the listeners until shutdown, then gives the
-/// sessions it runs up to `grace` to finish. `sessions` is shared by every thread, so each
-/// waits until all are done (or the grace ends).
+/// One SMTP event loop: accepts on its clones of the listeners until shutdown, then gives
+/// the sessions up to `grace` to finish. `sessions` is shared by every loop, so each waits
+/// until all are done (or the grace ends); returns how many were still open then.
 async fn serve_thread(
-    n: usize,
     listeners: Vec<(std::net::TcpListener, Arc<Shared>)>,
     sessions: TaskTracker,
     shutdown: CancellationToken,
     grace: std::time::Duration,
-) {
+) -> usize {
     let mut accepters = Vec::new();
     for (listener, shared) in listeners {
         match tokio::net::TcpListener::from_std(listener) {
@@ -163,17 +184,9 @@ async fn serve_thread(
         let _ = a.await;
     }
     sessions.close();
-    if n == 0 && !sessions.is_empty() {
-        tracing::info!(
-            sessions = sessions.len(),
-            "SMTP: waiting up to {grace:?} for open sessions to finish"
-        );
-    }
-    if tokio::time::timeout(grace, sessions.wait()).await.is_err() && n == 0 {
-        tracing::warn!(
-            sessions = sessions.len(),
-            "SMTP: sessions still open after {grace:?}; closing them (their mails were not acknowledged)"
-        );
+    match tokio::time::timeout(grace, sessions.wait()).await {
+        Ok(()) => 0,
+        Err(_) => sessions.len(),
     }
 }
 
