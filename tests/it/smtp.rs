@@ -931,7 +931,8 @@ s.quit()
 
 #[test]
 fn serve_sigterm_lets_a_mail_in_progress_finish_and_closes_idle_sessions() {
-    let mut m = Mailetd::start(&[]);
+    // three event loops: the shutdown is still announced once
+    let mut m = Mailetd::start_with(free_port(), &[], &[("MAILETD_SMTP_THREADS", "3")]);
     let port = m.smtp_port;
     let mut idle = open_when_free(port);
     assert!(idle.cmd("EHLO idle.test").starts_with("250"));
@@ -953,6 +954,8 @@ fn serve_sigterm_lets_a_mail_in_progress_finish_and_closes_idle_sessions() {
             .is_err()
             .then_some(())
     });
+    let log = m.log();
+    assert_eq!(log.matches("waiting up to").count(), 1, "{log}");
     busy.send("the end of a mail begun before SIGTERM\r\n.\r\nQUIT\r\n");
     assert_eq!(busy.codes(2), [250, 221]);
     let status = m.child.take().unwrap().wait().unwrap();
