@@ -151,6 +151,11 @@ pub struct Metrics {
     pub user_cache_misses: Counter,
     /// OpenPaaS API lookup time.
     pub user_lookup_duration: Histogram,
+    /// MIME parts `MimeDecodingMailet` could not decode (dropped).
+    pub mime_parts_undecodable: Counter,
+    /// Calendars `CalDavCollect` did not pass on, by reason (`not_itip`: PUBLISH or no
+    /// METHOD without `allowPublic`; `no_event`: no VEVENT for esn-sabre).
+    pub itip_skipped: Family<Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -169,6 +174,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     user_cache_hits: Counter::default(),
     user_cache_misses: Counter::default(),
     user_lookup_duration: Histogram::default(),
+    mime_parts_undecodable: Counter::default(),
+    itip_skipped: Family::new(&["reason"]),
 });
 
 /// The process's metrics.
@@ -461,6 +468,20 @@ pub fn render(sampled: &Sampled) -> String {
             escape(&name)
         );
     }
+    single(
+        &mut out,
+        "mailetd_mime_parts_undecodable_total",
+        "counter",
+        "MIME parts that could not be transfer-decoded (dropped, logged at WARN).",
+        "",
+        m.mime_parts_undecodable.get(),
+    );
+    counters(
+        &mut out,
+        "mailetd_itip_skipped_total",
+        "Calendars CalDavCollect did not pass on, by reason (not_itip: PUBLISH or no METHOD without allowPublic; no_event: no VEVENT for esn-sabre).",
+        &m.itip_skipped,
+    );
     header(
         &mut out,
         "mailetd_caldav_itip_outcomes_total",

@@ -50,7 +50,7 @@ fn chain(ctx: &MailetContext) -> Vec<(&'static str, Box<dyn Mailet>)> {
 }
 
 /// Runs the chain over a fixture; returns the JSONs (sorted by recipient) and the mail.
-async fn collect(fixture: &str, sender: &str, recipients: &[&str]) -> (Vec<Value>, Mail) {
+pub(crate) async fn collect(fixture: &str, sender: &str, recipients: &[&str]) -> (Vec<Value>, Mail) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(fixture);
@@ -452,9 +452,9 @@ async fn single_part_text_calendar_mail_is_collected() {
     );
 }
 
-/// Collects what the mailets log, for the one test that asserts a log line.
+/// Collects what the mailets log, for the tests that assert a log line.
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuffer(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
