@@ -1,19 +1,22 @@
 //! iCalendar helpers shared by the calendar mailets: lenient parsing with calcard, text
-//! decoding of raw calendar bytes, and the scheduling fields of a calendar's first VEVENT.
+//! decoding of raw calendar bytes, splitting a body that holds several VCALENDAR objects,
+//! calendar addresses (`mailto:` or RFC 7986 `EMAIL=`), and the scheduling fields of a
+//! calendar's first VEVENT (or VTODO).
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use calcard::Entry;
 use calcard::icalendar::{
-    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarProperty,
-    ICalendarValue, ICalendarValueType,
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry,
+    ICalendarParameterName, ICalendarProperty, ICalendarValue, ICalendarValueType,
 };
 use mail_parser::decoders::charsets::map::charset_decoder;
 
-use crate::mail::MailAddress;
+use crate::mail::{AttributeValue, MailAddress};
 
 /// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
 /// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
@@ -39,13 +42,18 @@ pub fn parse(text: &str) -> Result<ICalendar, String> {
 /// What the calendar mailets read from one calendar, computed from one parse.
 #[derive(Clone, Debug, Default)]
 pub struct CalendarFacts {
-    /// The scheduling fields of the first VEVENT; `None` without a VEVENT.
+    /// The scheduling fields of the first VEVENT, else of the first VTODO; `None` with
+    /// neither.
     pub fields: Option<SchedulingFields>,
+    /// Whether the calendar has a VEVENT (esn-sabre, like James, only takes events).
+    pub has_event: bool,
     /// The VCALENDAR's METHOD as written.
     pub method: Option<String>,
-    /// ORGANIZER addresses of every VEVENT (invalid or non-`mailto:` ones left out).
+    /// ORGANIZER addresses of every VEVENT and VTODO (see [`address_text`]; invalid ones
+    /// left out).
     pub organizers: Vec<MailAddress>,
-    /// ATTENDEE addresses of every VEVENT (invalid or non-`mailto:` ones left out).
+    /// ATTENDEE addresses of every VEVENT and VTODO (see [`address_text`]; invalid ones
+    /// left out).
     pub attendees: Vec<MailAddress>,
 }
 
@@ -64,12 +72,13 @@ impl CalendarFacts {
             calendar
                 .components
                 .iter()
-                .filter(|c| c.component_type == ICalendarComponentType::VEvent)
+                .filter(|c| is_scheduled(&c.component_type))
                 .flat_map(|e| e.properties(&prop).filter_map(cal_address))
                 .collect()
         };
         CalendarFacts {
             fields: SchedulingFields::of(calendar),
+            has_event: first_event(calendar).is_some(),
             method,
             organizers: addresses(ICalendarProperty::Organizer),
             attendees: addresses(ICalendarProperty::Attendee),
@@ -77,17 +86,106 @@ impl CalendarFacts {
     }
 }
 
-/// A cal-address as a mail address (`mailto:` stripped); invalid ones are ignored.
+/// The components iTIP schedules and mailetd collects: events and tasks (RFC 5546 3.2, 3.4).
+pub fn is_scheduled(kind: &ICalendarComponentType) -> bool {
+    matches!(
+        kind,
+        ICalendarComponentType::VEvent | ICalendarComponentType::VTodo
+    )
+}
+
+/// The mail address of an ORGANIZER or ATTENDEE, as written: the `mailto:` value, else the
+/// RFC 7986 `EMAIL` parameter (Apple CalendarServer writes principal URLs and `urn:uuid:`
+/// values with the address in `EMAIL="…"`), else a bare value that looks like an address.
+pub fn address_text(entry: &ICalendarEntry) -> Option<&str> {
+    let value = entry.values.first().and_then(ICalendarValue::as_text);
+    let value = value.map(str::trim).unwrap_or_default();
+    match value.split_once(':') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => Some(rest.trim()),
+        _ => entry
+            .parameter(&ICalendarParameterName::Email)
+            .and_then(|p| p.as_text())
+            .map(str::trim)
+            .map(|p| p.strip_prefix("mailto:").unwrap_or(p))
+            .filter(|p| !p.is_empty())
+            .or_else(|| (!value.contains(':') && value.contains('@')).then_some(value)),
+    }
+}
+
+/// A cal-address as a mail address ([`address_text`]); invalid ones are ignored.
 fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
-    let value = entry.values.first()?.as_text()?.trim();
-    let address = match value.split_once(':') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => rest,
-        Some(_) => return None,
-        None => value,
-    };
-    MailAddress::parse(address)
+    MailAddress::parse(address_text(entry)?)
         .ok()
         .filter(|a| !a.domain.is_empty())
+}
+
+/// The byte ranges of the VCALENDAR objects of a text, each from its `BEGIN:VCALENDAR`
+/// line to the end of its `END:VCALENDAR` line. A text with fewer than two is one range,
+/// the whole text, so a single calendar is kept exactly as written.
+pub fn calendar_ranges(text: &str) -> Vec<Range<usize>> {
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let name = line.trim_start_matches('\u{feff}').trim_end();
+        if name.eq_ignore_ascii_case("BEGIN:VCALENDAR") {
+            starts.push(at);
+        } else if name.eq_ignore_ascii_case("END:VCALENDAR") {
+            ends.push(at + line.len());
+        }
+        at += line.len();
+    }
+    if starts.len() < 2 {
+        return vec![0..text.len()];
+    }
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let limit = starts.get(i + 1).copied().unwrap_or(text.len());
+            let end = ends
+                .iter()
+                .copied()
+                .find(|&e| e > start && e <= limit)
+                .unwrap_or(limit);
+            start..end
+        })
+        .collect()
+}
+
+/// The key of the `index`-th (from 0) calendar of the map entry `key`: `key` itself for
+/// the first, `key#2`, `key#3`… for the next ones.
+pub fn calendar_key(key: &str, index: usize) -> String {
+    match index {
+        0 => key.to_string(),
+        n => format!("{key}#{}", n + 1),
+    }
+}
+
+/// The raw text of the calendar `key` (see [`calendar_key`]) in a map of decoded ICS bytes:
+/// only that VCALENDAR when the entry holds several.
+pub fn raw_calendar<'a>(
+    raws: &'a BTreeMap<String, AttributeValue>,
+    key: &str,
+) -> Option<Cow<'a, str>> {
+    let (entry, index) = match raws.get(key) {
+        Some(entry) => (entry, 0),
+        None => {
+            let (base, n) = key.rsplit_once('#')?;
+            let n: usize = n.parse().ok().filter(|n| *n >= 2)?;
+            (raws.get(base)?, n - 1)
+        }
+    };
+    let text = bytes_to_text(entry.as_bytes()?);
+    let ranges = calendar_ranges(&text);
+    let range = ranges.get(index)?.clone();
+    if range == (0..text.len()) {
+        return Some(text);
+    }
+    Some(match text {
+        Cow::Borrowed(t) => Cow::Borrowed(&t[range]),
+        Cow::Owned(t) => Cow::Owned(t[range].to_string()),
+    })
 }
 
 /// What parsing a calendar text gave: its facts, or why it is not a calendar.
@@ -187,6 +285,16 @@ pub fn bytes_to_text(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// The first VEVENT of a calendar, else its first VTODO, in document order.
+pub fn first_scheduled(calendar: &ICalendar) -> Option<&ICalendarComponent> {
+    first_event(calendar).or_else(|| {
+        calendar
+            .components
+            .iter()
+            .find(|c| c.component_type == ICalendarComponentType::VTodo)
+    })
+}
+
 /// The first VEVENT of a calendar, in document order.
 pub fn first_event(calendar: &ICalendar) -> Option<&ICalendarComponent> {
     calendar
@@ -200,20 +308,21 @@ pub fn first_event(calendar: &ICalendar) -> Option<&ICalendarComponent> {
 pub struct SchedulingFields {
     /// The calendar's METHOD (`REQUEST`, `REPLY`, `CANCEL`…).
     pub method: Option<String>,
-    /// The first VEVENT's UID.
+    /// The first VEVENT's (else VTODO's) UID.
     pub uid: Option<String>,
-    /// The first VEVENT's SEQUENCE; none when absent or not an integer (ical4j drops it).
+    /// Its SEQUENCE; none when absent or not an integer (ical4j drops it).
     pub sequence: Option<String>,
-    /// The first VEVENT's DTSTAMP in iCalendar form (`20170106T115036Z`); none if invalid.
+    /// Its DTSTAMP in iCalendar form (`20170106T115036Z`); none if invalid.
     pub dtstamp: Option<String>,
-    /// The first VEVENT's RECURRENCE-ID in iCalendar form; none if invalid.
+    /// Its RECURRENCE-ID in iCalendar form; none if invalid.
     pub recurrence_id: Option<String>,
 }
 
 impl SchedulingFields {
-    /// Reads the fields; `None` when the calendar has no VEVENT.
+    /// Reads the fields of the first VEVENT, else of the first VTODO (James reads events
+    /// only; tasks are collected by the caldav dialect); `None` with neither.
     pub fn of(calendar: &ICalendar) -> Option<SchedulingFields> {
-        let event = first_event(calendar)?;
+        let event = first_scheduled(calendar)?;
         let method = calendar
             .components
             .first()

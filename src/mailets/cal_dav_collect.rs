@@ -8,16 +8,24 @@
 //!     <source>icalendarAsJson2</source>            <!-- default icalendarJson -->
 //!     <alignmentMode>strict</alignmentMode>        <!-- strict | sameDomain | none -->
 //!     <skipNonLocalRecipients>false</skipNonLocalRecipients>  <!-- mailetd extension -->
+//!     <allowPublic>false</allowPublic>             <!-- mailetd: pass PUBLISH / no METHOD on -->
 //! </mailet>
 //! ```
 //!
 //! Per JSON, as tmail: skip without `ical` or `recipient`; skip unparsable ICS; unless
-//! `alignmentMode` is `none`, the JSON `sender` must be an ATTENDEE (METHOD:REPLY) or the
-//! ORGANIZER (any other method) of some VEVENT, comparing whole addresses (`strict`) or
-//! domains (`sameDomain`); a REPLY whose recipient is itself an ATTENDEE is the attendee's
-//! own copy and is skipped. The user lookup and the `ITIP` request are the outbox
-//! handler's ([`crate::dav::esn_itip`]). With `skipNonLocalRecipients=true`, recipients
-//! outside the local domains are skipped before any call.
+//! `alignmentMode` is `none`, the JSON `sender` must be an ATTENDEE (the attendee messages
+//! of RFC 5546: REPLY, COUNTER, REFRESH) or the ORGANIZER (any other method) of some VEVENT
+//! or VTODO, comparing whole addresses (`strict`) or domains (`sameDomain`); an address is
+//! the `mailto:` value or, for Apple's principal URLs, the `EMAIL=` parameter (RFC 7986).
+//! An attendee message whose recipient is itself an ATTENDEE is the attendee's own copy
+//! and is skipped. The user lookup and the `ITIP` request are the outbox handler's
+//! ([`crate::dav::esn_itip`]). With `skipNonLocalRecipients=true`, recipients outside the
+//! local domains are skipped before any call.
+//!
+//! Beyond tmail, a calendar that is not an iTIP message (METHOD:PUBLISH, or no METHOD: an
+//! event announcement, a `.ics` to import) is not passed on unless `<allowPublic>true`
+//! (both dialects), and the esn dialect passes on events only (a VTODO is for the caldav
+//! dialect); both are counted in `mailetd_itip_skipped_total{reason}`.
 //!
 //! With `[dav] dialect = "caldav"` in `mailetd.toml`, the same decision queues
 //! `caldav-itip` jobs instead (one per recipient per iTIP message) and mailetd applies the
@@ -89,7 +97,7 @@ impl AlignmentMode {
 /// Queues one `esn-itip` outbox job per accepted iTIP JSON.
 pub struct CalDavCollect {
     source: String,
-    alignment: AlignmentMode,
+    policy: Policy,
     skip_non_local: bool,
     /// `dav.api.uri`, for dry-run printouts.
     dav_uri: Option<String>,
@@ -110,13 +118,7 @@ pub struct CalDavParams {
 }
 
 /// Parameters that exist only for the caldav dialect.
-const CALDAV_PARAMETERS: &[&str] = &[
-    "updatesOnly",
-    "deleteCanceled",
-    "organizers",
-    "calendarId",
-    "allowPublic",
-];
+const CALDAV_PARAMETERS: &[&str] = &["updatesOnly", "deleteCanceled", "organizers", "calendarId"];
 
 impl CalDavParams {
     /// Reads and validates the caldav parameters.
@@ -187,8 +189,30 @@ pub enum Skip {
     NoSender,
     /// The sender is not the organizer (or, for a REPLY, an attendee).
     NotAligned,
-    /// A REPLY to one of its own attendees.
+    /// An attendee message (REPLY, COUNTER, REFRESH) to one of its own attendees.
     OwnReply,
+    /// METHOD:PUBLISH or no METHOD, without `allowPublic`.
+    NotItip,
+    /// No VEVENT (a task): esn-sabre takes events only.
+    NoEvent,
+}
+
+/// What decides, beyond the JSON itself, whether it is passed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// How the sender must relate to the calendar.
+    pub alignment: AlignmentMode,
+    /// Pass on METHOD:PUBLISH and calendars without METHOD.
+    pub allow_public: bool,
+    /// Pass on calendars without VEVENT (tasks): the caldav dialect does.
+    pub allow_tasks: bool,
+}
+
+/// RFC 5546 methods an attendee sends (the others are the organizer's).
+fn is_attendee_method(method: &str) -> bool {
+    ["REPLY", "COUNTER", "REFRESH"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
 }
 
 /// What to send for one JSON: the recipient (lowercased as James `Username`) and the text.
@@ -219,13 +243,18 @@ impl CalDavCollect {
             })?,
         };
         let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
+        let allow_public = config.get_bool("allowPublic", false)?;
         if ctx.settings.dav.dialect == DavDialect::Caldav {
             // `mailetd check` builds the mailets, not the outbox handlers: [dav] is
             // validated here too so that check reports a bad base_url or template.
             crate::dav::caldav::locate::Locator::new(&ctx.settings.dav)?;
             return Ok(Box::new(CalDavCollect {
                 source,
-                alignment,
+                policy: Policy {
+                    alignment,
+                    allow_public,
+                    allow_tasks: true,
+                },
                 skip_non_local: true,
                 dav_uri: None,
                 services: None,
@@ -252,7 +281,11 @@ impl CalDavCollect {
         }
         Ok(Box::new(CalDavCollect {
             source,
-            alignment,
+            policy: Policy {
+                alignment,
+                allow_public,
+                allow_tasks: false,
+            },
             skip_non_local,
             dav_uri,
             services,
@@ -262,12 +295,14 @@ impl CalDavCollect {
 
     /// tmail's decision for one JSON document.
     pub fn decide(&self, json: &serde_json::Value) -> Result<Accepted, Skip> {
-        decide(self.alignment, json)
+        decide(self.policy, json)
     }
 }
 
-/// tmail's decision for one JSON document (steps 1–4 of the spec).
-pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Accepted, Skip> {
+/// tmail's decision for one JSON document (steps 1–4 of the spec), and mailetd's
+/// iTIP-only and events-only checks.
+pub fn decide(policy: Policy, json: &serde_json::Value) -> Result<Accepted, Skip> {
+    let alignment = policy.alignment;
     let text = |k: &str| {
         json.get(k)
             .and_then(|v| v.as_str())
@@ -278,10 +313,14 @@ pub fn decide(alignment: AlignmentMode, json: &serde_json::Value) -> Result<Acce
     };
     let recipient = MailAddress::parse(recipient).map_err(Skip::BadRecipient)?;
     let calendar = ical::facts(ics).map_err(|_| Skip::BadIcs)?;
-    let is_reply = calendar
-        .method
-        .as_deref()
-        .is_some_and(|m| m.eq_ignore_ascii_case("REPLY"));
+    let method = calendar.method.as_deref().map(str::trim);
+    if !policy.allow_public && method.is_none_or(|m| m.eq_ignore_ascii_case("PUBLISH")) {
+        return Err(Skip::NotItip);
+    }
+    if !policy.allow_tasks && !calendar.has_event {
+        return Err(Skip::NoEvent);
+    }
+    let is_reply = method.is_some_and(is_attendee_method);
     if alignment != AlignmentMode::None {
         let sender = text("sender")
             .and_then(|s| MailAddress::parse(s).ok())
@@ -349,6 +388,11 @@ impl Mailet for CalDavCollect {
                     match skip {
                         Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => {
                             tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
+                        }
+                        Skip::NotItip | Skip::NoEvent => {
+                            let reason = if skip == Skip::NotItip { "not_itip" } else { "no_event" };
+                            crate::observe::metrics().itip_skipped.with(&[reason]).inc();
+                            tracing::info!(mail = mail.name, recipient, reason, "CalDavCollect: not an iTIP invitation for esn-sabre/this calendar (METHOD:PUBLISH or none without allowPublic, or a task for esn); skipped")
                         }
                         _ => {
                             tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
@@ -428,6 +472,14 @@ mod tests {
         s
     }
 
+    fn policy(alignment: AlignmentMode) -> Policy {
+        Policy {
+            alignment,
+            allow_public: false,
+            allow_tasks: false,
+        }
+    }
+
     fn doc(ical: &str, sender: &str, recipient: &str) -> serde_json::Value {
         json!({"ical": ical, "sender": sender, "recipient": recipient, "replyTo": sender,
                "uid": "u1", "sequence": "0", "dtstamp": "20260101T100000Z", "method": "REQUEST", "recurrence-id": null})
@@ -456,7 +508,7 @@ mod tests {
             (None, &reply, "nobody@nowhere.example", true),
         ];
         for (mode, ical, sender, ok) in cases {
-            let got = decide(mode, &doc(ical, sender, "zoe@org.example"));
+            let got = decide(policy(mode), &doc(ical, sender, "zoe@org.example"));
             assert_eq!(got.is_ok(), ok, "{mode:?} {sender}: {got:?}");
             if !ok {
                 assert_eq!(got, Err(Skip::NotAligned));
@@ -469,7 +521,7 @@ mod tests {
         let reply = ics("REPLY", "alice@org.example", &["bob@corp.example"]);
         assert_eq!(
             decide(
-                AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
                 &doc(&reply, "bob@corp.example", "Bob@corp.example")
             ),
             Err(Skip::OwnReply)
@@ -477,7 +529,7 @@ mod tests {
         // the organizer receives the reply
         assert_eq!(
             decide(
-                AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
                 &doc(&reply, "bob@corp.example", "alice@org.example")
             )
             .unwrap()
@@ -489,7 +541,7 @@ mod tests {
         let request = ics("REQUEST", "alice@org.example", &["bob@corp.example"]);
         assert!(
             decide(
-                AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
                 &doc(&request, "alice@org.example", "bob@corp.example")
             )
             .is_ok()
@@ -500,19 +552,20 @@ mod tests {
     fn incomplete_or_broken_documents_are_skipped() {
         let request = ics("REQUEST", "alice@org.example", &[]);
         assert_eq!(
-            decide(AlignmentMode::Strict, &json!({"ical": request})),
+            decide(
+                policy(AlignmentMode::Strict), &json!({"ical": request})),
             Err(Skip::Incomplete)
         );
         assert_eq!(
             decide(
-                AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
                 &json!({"ical": "", "recipient": "a@b.c"})
             ),
             Err(Skip::Incomplete)
         );
         assert_eq!(
             decide(
-                AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
                 &doc("this is not a calendar", "alice@org.example", "b@c.d")
             ),
             Err(Skip::BadIcs)
@@ -520,17 +573,19 @@ mod tests {
         let mut no_sender = doc(&request, "x", "b@c.d");
         no_sender["sender"] = serde_json::Value::Null;
         assert_eq!(
-            decide(AlignmentMode::Strict, &no_sender),
+            decide(
+                policy(AlignmentMode::Strict), &no_sender),
             Err(Skip::NoSender)
         );
-        assert!(decide(AlignmentMode::None, &no_sender).is_ok());
+        assert!(decide(
+                policy(AlignmentMode::None), &no_sender).is_ok());
     }
 
     #[test]
     fn recipient_is_lowercased_like_a_james_username() {
         let request = ics("REQUEST", "alice@org.example", &[]);
         let a = decide(
-            AlignmentMode::Strict,
+                policy(AlignmentMode::Strict),
             &doc(&request, "alice@org.example", "Bob.Smith@Corp.Example"),
         )
         .unwrap();

@@ -13,7 +13,9 @@
 //! under the same keys whose values are the calendars as normalised iCalendar text
 //! (calcard's serialisation: unfolded values, CRLF, canonical property names), written
 //! even when empty, as James does. mailetd keeps calendars as text so that they survive
-//! the spool; the mailets that read them parse that text again.
+//! the spool; the mailets that read them parse that text again. An entry holding several
+//! VCALENDAR objects one after the other gives one calendar each, under `key`, `key#2`…
+//! (`ICALToJsonAttribute` finds each one's own raw text under the same key).
 //!
 //! Parsing is lenient like ical4j's relaxed mode (unknown and malformed lines skipped,
 //! Outlook's extensions kept, a missing `END` at the end tolerated). Bytes are read as
@@ -83,18 +85,22 @@ impl Mailet for ICalendarParser {
                 tracing::warn!(mail = %mail.name, %key, "calendar entry dropped: not bytes");
                 continue;
             };
-            let raw = ical::bytes_to_text(bytes);
-            match ical::parse(&raw) {
-                Ok(calendar) => {
-                    let text = calendar.to_string();
-                    let facts = Ok(std::sync::Arc::new(ical::CalendarFacts::of(&calendar)));
-                    ical::remember(&raw, facts.clone());
-                    ical::remember(&text, facts);
-                    calendars.insert(key.clone(), AttributeValue::String(text));
-                }
-                Err(reason) => {
-                    ical::remember(&raw, Err(reason.clone()));
-                    tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");
+            let whole = ical::bytes_to_text(bytes);
+            for (index, range) in ical::calendar_ranges(&whole).into_iter().enumerate() {
+                let raw = &whole[range];
+                let key = ical::calendar_key(key, index);
+                match ical::parse(raw) {
+                    Ok(calendar) => {
+                        let text = calendar.to_string();
+                        let facts = Ok(std::sync::Arc::new(ical::CalendarFacts::of(&calendar)));
+                        ical::remember(raw, facts.clone());
+                        ical::remember(&text, facts);
+                        calendars.insert(key, AttributeValue::String(text));
+                    }
+                    Err(reason) => {
+                        ical::remember(raw, Err(reason.clone()));
+                        tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");
+                    }
                 }
             }
         }

@@ -13,8 +13,10 @@
 //! `X-MEETING-RECURRENCE-ID`, `X-MEETING-SEQUENCE` and `X-MEETING-DTSTAMP` are written,
 //! each only when the calendar has that field. They go at the end of the header block and
 //! replace any header of the same name already there, so a mail that went through another
-//! collector does not carry two; the body is untouched. A first calendar without VEVENT is
-//! an error, as in James, so `onMailetException` decides what happens to the mail.
+//! collector does not carry two; the body is untouched. The fields are the first VEVENT's,
+//! else the first VTODO's (a task assignment); a calendar with neither (VFREEBUSY,
+//! VJOURNAL) gets no headers and a debug line, where James fails the mailet and logs a
+//! warning for every such mail.
 
 use async_trait::async_trait;
 
@@ -71,7 +73,9 @@ impl Mailet for ICALToHeader {
         let fields = ical::scheduling_fields(&text)
             .map_err(|e| anyhow::anyhow!("calendar {key} of mail {}: {e}", mail.name))?;
         let Some(fields) = fields else {
-            anyhow::bail!("calendar {key} of mail {} has no VEVENT", mail.name);
+            // a VFREEBUSY or VJOURNAL: nothing to write, and nothing wrong with the mail
+            tracing::debug!(mail = %mail.name, %key, "no VEVENT or VTODO: no X-MEETING headers");
+            return Ok(());
         };
         let values = [
             fields.uid,
@@ -207,14 +211,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_vevent_is_an_error_and_no_calendar_is_nothing() {
+    async fn a_task_gives_its_headers_free_busy_and_no_calendar_give_none() {
         let mut mail = mail_with(&[(
             "a",
-            "BEGIN:VCALENDAR\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+            "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VTODO\r\nUID:t\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
         )]);
-        let err = run(&mut mail).await.unwrap_err();
-        assert!(err.to_string().contains("no VEVENT"), "{err}");
-        assert_eq!(mail.message, MESSAGE.as_bytes());
+        run(&mut mail).await.unwrap();
+        let text = String::from_utf8(mail.message).unwrap();
+        assert!(text.contains("X-MEETING-UID: t\r\nX-MEETING-METHOD: REQUEST\r\n"), "{text}");
+        let mut busy = mail_with(&[(
+            "a",
+            "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:f\r\nEND:VFREEBUSY\r\nEND:VCALENDAR\r\n",
+        )]);
+        run(&mut busy).await.unwrap();
+        assert_eq!(busy.message, MESSAGE.as_bytes());
         let mut empty = mail_with(&[]);
         run(&mut empty).await.unwrap();
         assert_eq!(empty.message, MESSAGE.as_bytes());

@@ -22,13 +22,15 @@
 //!  "uid":"…","sequence":"0","dtstamp":"20170106T115036Z","method":"REQUEST","recurrence-id":null}
 //! ```
 //! - `ical` is the raw decoded text (already UTF-8 when `MimeDecodingMailet` saw a declared
-//!   charset; undeclared non-UTF-8 bytes are read as Windows-1252 rather than garbled).
+//!   charset; undeclared non-UTF-8 bytes are read as Windows-1252 rather than garbled); of
+//!   a body holding several VCALENDAR objects, only this calendar's.
 //! - `sender` is the first `From:` address, else the envelope sender; with neither, the mail
 //!   yields nothing. `replyTo` is the first valid `Reply-To:` address, else the sender.
 //! - `recipient` iterates the envelope recipients (not To/Cc).
 //! - `uid`, `dtstamp`, `method`, `recurrence-id` are `null` when absent (dtstamp also when
-//!   invalid); `sequence` defaults to `"0"`. All come from the first VEVENT; a calendar
-//!   without VEVENT, or without a raw entry under its key, is skipped.
+//!   invalid); `sequence` defaults to `"0"`. All come from the first VEVENT (else, beyond
+//!   James, the first VTODO: a task assignment); a calendar with neither, or without a raw
+//!   entry under its key, is skipped.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -159,16 +161,15 @@ impl Mailet for ICALToJsonAttribute {
         let mut seen = HashSet::new();
         let mut out = BTreeMap::new();
         for (key, calendar) in calendars {
-            let Some(raw) = raws.get(key).and_then(AttributeValue::as_bytes) else {
+            let Some(ical_text) = ical::raw_calendar(raws, key) else {
                 tracing::debug!(mail = %mail.name, %key, "calendar without raw entry skipped");
                 continue;
             };
             let fields = ical::scheduling_fields(&calendar.to_text()).unwrap_or(None);
             let Some(fields) = fields else {
-                tracing::debug!(mail = %mail.name, %key, "calendar without VEVENT skipped");
+                tracing::debug!(mail = %mail.name, %key, "calendar without VEVENT or VTODO skipped");
                 continue;
             };
-            let ical_text = ical::bytes_to_text(raw);
             // Google's inline part and invite.ics are one invitation: the iTIP identity of a
             // message is UID + SEQUENCE + RECURRENCE-ID + METHOD; without UID, its text
             let identity = match &fields.uid {

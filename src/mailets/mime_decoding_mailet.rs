@@ -10,7 +10,19 @@
 //!
 //! `attribute` (required) names a map of raw parts (headers + encoded body). Each value is
 //! re-parsed as a MIME part and replaced by its body with the Content-Transfer-Encoding
-//! (base64, quoted-printable) undone; an entry that cannot be decoded is dropped.
+//! (base64, quoted-printable) undone. An entry that cannot be decoded is dropped with a
+//! WARN line naming the mail and the entry, and counted (`mailetd_mime_parts_undecodable_total`).
+//!
+//! Quoted-printable is decoded as RFC 2045 §6.7 asks of a robust decoder, and as JavaMail
+//! (James), Python and Thunderbird do: an `=` not followed by two hexadecimal digits (a
+//! gateway that left `CN=Bob` unencoded) is kept as it is, not a reason to lose the
+//! invitation; `=` at the end of a line is a soft line break; trailing blanks are dropped.
+//!
+//! `text/calendar; method=…` (RFC 6047 §2.4): a calendar whose body has no METHOD gets the
+//! parameter's as its METHOD line, so every reader downstream (the X-MEETING headers, the
+//! JSON and its `ical`, esn-sabre, the caldav dialect) sees an iTIP message. When both are
+//! there and differ, the body wins (it is what the calendar clients act on) and the
+//! mismatch is logged.
 //!
 //! Beyond James (which never converts charsets, so ICALToJsonAttribute later reads every
 //! part as UTF-8): a `text/*` or `application/ics` part that declares a charset other than
@@ -24,7 +36,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::charsets::map::charset_decoder;
-use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::config::ConfigError;
@@ -68,11 +79,15 @@ impl Mailet for MimeDecodingMailet {
                 continue;
             };
             match decode_part(raw) {
-                Ok(content) => {
-                    decoded.insert(key.clone(), AttributeValue::Bytes(content));
+                Ok(part) => {
+                    if let Some(notice) = part.notice {
+                        tracing::info!(mail = %mail.name, %key, "{notice}");
+                    }
+                    decoded.insert(key.clone(), AttributeValue::Bytes(part.content));
                 }
                 Err(reason) => {
-                    tracing::info!(mail = %mail.name, %key, "cannot decode MIME part, entry dropped: {reason}");
+                    crate::observe::metrics().mime_parts_undecodable.inc();
+                    tracing::warn!(mail = %mail.name, id = mail.id, %key, "cannot decode MIME part, entry dropped: {reason}");
                 }
             }
         }
@@ -81,9 +96,18 @@ impl Mailet for MimeDecodingMailet {
     }
 }
 
+/// A decoded MIME part.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DecodedPart {
+    /// The body, transfer-decoded, in UTF-8 when it is text with a declared charset.
+    pub content: Vec<u8>,
+    /// Something worth a log line (a METHOD that differs from the Content-Type's).
+    pub notice: Option<String>,
+}
+
 /// The body of one raw MIME part, transfer-decoded, in UTF-8 when it is text with a
-/// declared charset.
-pub fn decode_part(raw: &[u8]) -> Result<Vec<u8>, String> {
+/// declared charset; a calendar without METHOD gets the Content-Type's `method`.
+pub fn decode_part(raw: &[u8]) -> Result<DecodedPart, String> {
     let message = MessageParser::new()
         .with_mime_headers()
         .parse(raw)
@@ -99,9 +123,7 @@ pub fn decode_part(raw: &[u8]) -> Result<Vec<u8>, String> {
         .to_ascii_lowercase();
     let content = match encoding.as_str() {
         "base64" => base64_decode(body).ok_or("invalid base64 body")?,
-        "quoted-printable" => {
-            quoted_printable_decode(body).ok_or("invalid quoted-printable body")?
-        }
+        "quoted-printable" => quoted_printable_lenient(body),
         _ => body.to_vec(),
     };
     let charset = part.content_type().and_then(|ct| {
@@ -110,13 +132,110 @@ pub fn decode_part(raw: &[u8]) -> Result<Vec<u8>, String> {
                 && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("ics")));
         textual.then(|| ct.attribute("charset")).flatten()
     });
-    Ok(match charset {
+    let content = match charset {
         Some(cs) if !is_utf8_compatible(cs) => match charset_decoder(cs.as_bytes()) {
             Some(to_utf8) => to_utf8(&content).into_bytes(),
             None => content,
         },
         _ => content,
+    };
+    let method = part.content_type().and_then(|ct| {
+        let calendar = ct.ctype().eq_ignore_ascii_case("text")
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
+        calendar.then(|| ct.attribute("method")).flatten()
+    });
+    Ok(match method.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(method) => with_method(content, method),
+        None => DecodedPart {
+            content,
+            notice: None,
+        },
     })
+}
+
+/// Quoted-printable decoding after RFC 2045 §6.7 with the robustness its note (4) asks
+/// for: `=XX` (hex digits, either case) is a byte, `=` ending a line a soft line break,
+/// any other `=` is kept literally; blanks at the end of a line are transport padding.
+fn quoted_printable_lenient(body: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let eol_len = if line.ends_with(b"\r\n") {
+            2
+        } else {
+            usize::from(line.ends_with(b"\n"))
+        };
+        let (text, eol) = line.split_at(line.len() - eol_len);
+        let text = text.trim_ascii_end();
+        let mut soft_break = false;
+        let mut i = 0;
+        while i < text.len() {
+            match (text[i], text.get(i + 1).copied().and_then(hex), text.get(i + 2).copied().and_then(hex)) {
+                (b'=', Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 3;
+                }
+                (b'=', _, _) if i + 1 == text.len() => {
+                    soft_break = true;
+                    i += 1;
+                }
+                (byte, _, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        if !soft_break {
+            out.extend_from_slice(eol);
+        }
+    }
+    out
+}
+
+/// Gives each VCALENDAR of `content` that has no METHOD the Content-Type's `method`
+/// (RFC 6047 §2.4); a differing METHOD in the body is kept and reported.
+fn with_method(content: Vec<u8>, method: &str) -> DecodedPart {
+    let Ok(text) = std::str::from_utf8(&content) else {
+        return DecodedPart {
+            content,
+            notice: None,
+        };
+    };
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut notice = None;
+    for range in crate::ical::calendar_ranges(text) {
+        let calendar = &text[range];
+        let written = calendar.split_inclusive('\n').find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            let name = name.split(';').next().unwrap_or_default().trim();
+            name.eq_ignore_ascii_case("METHOD").then(|| value.trim())
+        });
+        match written {
+            Some(body) => {
+                if !body.eq_ignore_ascii_case(method) {
+                    notice = Some(format!(
+                        "Content-Type says method={method} but the calendar says METHOD:{body} (RFC 6047 2.4 wants them equal); the calendar's is kept"
+                    ));
+                }
+                out.push_str(calendar);
+            }
+            None => {
+                let mut inserted = false;
+                for line in calendar.split_inclusive('\n') {
+                    out.push_str(line);
+                    if !inserted && line.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
+                        let eol = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+                        out.push_str(&format!("METHOD:{}{eol}", method.to_ascii_uppercase()));
+                        inserted = true;
+                    }
+                }
+            }
+        }
+    }
+    DecodedPart {
+        content: out.into_bytes(),
+        notice,
+    }
 }
 
 fn is_utf8_compatible(charset: &str) -> bool {
@@ -208,6 +327,41 @@ mod tests {
         ]);
         let got = run(&mut mail).await;
         assert_eq!(got.keys().collect::<Vec<_>>(), ["good"]);
+    }
+
+    #[test]
+    fn quoted_printable_keeps_bare_equals_signs() {
+        let decoded = |body: &[u8]| String::from_utf8(quoted_printable_lenient(body)).unwrap();
+        assert_eq!(
+            decoded(b"ATTENDEE;CN=Bob;ROLE=REQ-PARTICIPANT:mailto:b@x\r\n"),
+            "ATTENDEE;CN=Bob;ROLE=REQ-PARTICIPANT:mailto:b@x\r\n"
+        );
+        assert_eq!(
+            decoded(b"R=C3=a9union tr=  \r\n=C3=A8s =\r\nB=2 \t\r\nend="),
+            "Réunion très B=2\r\nend"
+        );
+        assert_eq!(decoded(b"a=\nb\nc= =ZZ\n"), "ab\nc= =ZZ\n");
+    }
+
+    #[test]
+    fn the_content_type_method_fills_a_calendar_without_one() {
+        let part = |ct: &str, body: &str| {
+            decode_part(format!("Content-Type: {ct}\r\n\r\n{body}").as_bytes()).unwrap()
+        };
+        let bare = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:u\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let filled = part("text/calendar; method=request", bare);
+        assert_eq!(
+            String::from_utf8(filled.content).unwrap(),
+            bare.replacen("VCALENDAR\r\n", "VCALENDAR\r\nMETHOD:REQUEST\r\n", 1)
+        );
+        assert_eq!(filled.notice, None);
+        let cancel = bare.replace("VERSION:2.0", "METHOD:CANCEL");
+        let kept = part("text/calendar; method=REQUEST", &cancel);
+        assert_eq!(String::from_utf8(kept.content).unwrap(), cancel);
+        assert!(kept.notice.unwrap().contains("METHOD:CANCEL"));
+        // no parameter, or not a calendar: untouched
+        assert_eq!(part("text/calendar", bare).content, bare.as_bytes());
+        assert_eq!(part("text/plain; method=REQUEST", bare).content, bare.as_bytes());
     }
 
     #[tokio::test]

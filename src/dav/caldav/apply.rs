@@ -1,4 +1,5 @@
-//! iTIP application (RFC 5546) to the recipient's stored copy of an event, as a CalDAV
+//! iTIP application (RFC 5546) to the recipient's stored copy of an event or a task
+//! (VTODO, scheduled the same way), as a CalDAV
 //! server's own scheduling would do it: pure functions on calcard values, no I/O. The
 //! handler reads the stored copy, calls [`apply`] and writes what it returns.
 //!
@@ -137,14 +138,21 @@ pub fn apply(
     recipient: &str,
     options: &Options,
 ) -> Change {
-    let Some(method) = Method::of(message) else {
-        return Change::Nothing("no iTIP METHOD".into());
+    let written = message
+        .components
+        .first()
+        .is_some_and(|root| root.property(&ICalendarProperty::Method).is_some());
+    let method = match Method::of(message) {
+        Some(method) => method,
+        // a calendar to import (no METHOD) is published, when published ones are wanted
+        None if !written && options.allow_public => Method::Publish,
+        None => return Change::Nothing("no iTIP METHOD".into()),
     };
     let Some(msg) = Node::root(message) else {
         return Change::Nothing("not a VCALENDAR".into());
     };
     if !msg.children.iter().any(Node::is_event) {
-        return Change::Nothing("no VEVENT".into());
+        return Change::Nothing("no VEVENT or VTODO".into());
     }
     let stored = stored.and_then(Node::root);
     let recipient = recipient.trim().to_ascii_lowercase();
@@ -461,8 +469,9 @@ impl Node {
         id
     }
 
+    /// A VEVENT or a VTODO: RFC 5546 schedules both alike (REQUEST, REPLY, CANCEL…).
     fn is_event(&self) -> bool {
-        self.comp.component_type == ICalendarComponentType::VEvent
+        crate::ical::is_scheduled(&self.comp.component_type)
     }
 
     fn events(&self) -> impl Iterator<Item = &Node> {
@@ -663,8 +672,7 @@ fn organizer(comp: &ICalendarComponent) -> Option<String> {
 }
 
 fn address(entry: &ICalendarEntry) -> Option<String> {
-    entry
-        .calendar_address()
+    crate::ical::address_text(entry)
         .map(|a| a.trim().to_ascii_lowercase())
         .filter(|a| !a.is_empty())
 }
