@@ -40,6 +40,7 @@
 //!     <deleteCanceled>false</deleteCanceled>    <!-- CANCEL deletes instead of STATUS:CANCELLED -->
 //!     <organizers>partner.example, boss@corp.example</organizers> <!-- who may create events -->
 //!     <calendarId>work</calendarId>             <!-- the calendar new events go to -->
+//!     <tasksCalendarId>tasks</tasksCalendarId>  <!-- the one new tasks go to (default: calendarId's) -->
 //!     <allowPublic>false</allowPublic>          <!-- apply METHOD:PUBLISH too -->
 //! </mailet>
 //! ```
@@ -115,10 +116,18 @@ pub struct CalDavParams {
     pub options: Options,
     /// The calendar new events go to.
     pub calendar_id: Option<String>,
+    /// The calendar new tasks (VTODO) go to; `calendar_id`'s when not set.
+    pub tasks_calendar_id: Option<String>,
 }
 
 /// Parameters that exist only for the caldav dialect.
-const CALDAV_PARAMETERS: &[&str] = &["updatesOnly", "deleteCanceled", "organizers", "calendarId"];
+const CALDAV_PARAMETERS: &[&str] = &[
+    "updatesOnly",
+    "deleteCanceled",
+    "organizers",
+    "calendarId",
+    "tasksCalendarId",
+];
 
 impl CalDavParams {
     /// Reads and validates the caldav parameters.
@@ -151,19 +160,21 @@ impl CalDavParams {
                 ));
             }
         }
-        let calendar_id = match config.parameter("calendarId") {
-            None => None,
-            Some(p) => {
-                let id = p.value.trim();
-                if id.is_empty() || id.contains('/') || id == "." || id == ".." {
-                    return Err(p.position.error(format!(
-                        "calendarId {:?} is not a calendar collection name",
-                        p.value
-                    )));
-                }
-                Some(id.to_string())
+        let collection = |name: &str| -> Result<Option<String>, ConfigError> {
+            let Some(p) = config.parameter(name) else {
+                return Ok(None);
+            };
+            let id = p.value.trim();
+            if id.is_empty() || id.contains('/') || id == "." || id == ".." {
+                return Err(p.position.error(format!(
+                    "{name} {:?} is not a calendar collection name",
+                    p.value
+                )));
             }
+            Ok(Some(id.to_string()))
         };
+        let calendar_id = collection("calendarId")?;
+        let tasks_calendar_id = collection("tasksCalendarId")?;
         Ok(CalDavParams {
             options: Options {
                 updates_only: config.get_bool("updatesOnly", false)?,
@@ -172,6 +183,7 @@ impl CalDavParams {
                 allow_public: config.get_bool("allowPublic", false)?,
             },
             calendar_id,
+            tasks_calendar_id,
         })
     }
 }
@@ -415,11 +427,16 @@ impl Mailet for CalDavCollect {
                     println!("caldav-itip for {recipient}: apply to their calendar\n\n{ical}\n");
                     continue;
                 }
+                let is_task = ical::facts(ical).is_ok_and(|f| !f.has_event);
+                let calendar_id = match &params.tasks_calendar_id {
+                    Some(tasks) if is_task => Some(tasks.clone()),
+                    _ => params.calendar_id.clone(),
+                };
                 let mut job = ItipJob {
                     recipient,
                     ical: ical.to_string(),
                     options: params.options.clone(),
-                    calendar_id: params.calendar_id.clone(),
+                    calendar_id,
                 }
                 .into_job();
                 job.mail_name = mail.name.clone();

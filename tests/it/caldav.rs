@@ -1143,3 +1143,137 @@ fn measure_sabredav_apply_rate() {
 fn measure_xandikos_apply_rate() {
     measure(Kind::Xandikos);
 }
+
+/// A VTODO as a tasks client (Thunderbird, Tine 2.0) assigns it.
+fn vtodo(uid: &str, seq: u32, stamp: &str, organizer: &str, attendees: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "BEGIN:VTODO\r\nUID:{uid}\r\nSEQUENCE:{seq}\r\nDTSTAMP:{stamp}\r\n\
+         DUE:20261204T170000Z\r\nSUMMARY:Relire le contrat\r\nSTATUS:NEEDS-ACTION\r\n\
+         ORGANIZER:mailto:{organizer}\r\n"
+    );
+    for (who, partstat) in attendees {
+        s.push_str(&format!("ATTENDEE;PARTSTAT={partstat};RSVP=TRUE:mailto:{who}\r\n"));
+    }
+    s.push_str("END:VTODO\r\n");
+    s
+}
+
+/// Tasks (issue 19 item 7): a VTODO REQUEST creates the task in the tasks calendar named
+/// by `tasksCalendarId` (a collection that takes VTODO only, as Nextcloud and Radicale
+/// clients create them), CANCEL marks it cancelled there, and an assignee's REPLY updates
+/// the organizer's own task, found by UID wherever their client stored it.
+fn tasks_request_reply_cancel(kind: Kind) {
+    let server = Server::start(kind);
+    server.add_user(BOB);
+    let default = server.calendar_path(BOB);
+    let tasks = format!(
+        "{}tasks/",
+        &default[..default[..default.len() - 1].rfind('/').unwrap() + 1]
+    );
+    let body = r#"<?xml version="1.0" encoding="utf-8"?><C:mkcalendar xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop><D:displayname>Tasks</D:displayname><C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set></D:prop></D:set></C:mkcalendar>"#;
+    let r = server.request(
+        "MKCALENDAR",
+        &tasks,
+        &[("Content-Type", "application/xml")],
+        Some(body),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    let container = CONTAINER.replace(
+        "<source>icalendarAsJson2</source>\n            </mailet>",
+        "<source>icalendarAsJson2</source>\n                <tasksCalendarId>tasks</tasksCalendarId>\n            </mailet>",
+    );
+    assert_ne!(container, CONTAINER);
+    let mailetd = Collector {
+        mailetd: Mailetd::start(&[
+            ("mailetcontainer.xml", container),
+            ("domainlist.xml", DOMAINS.to_string()),
+            ("mailetd.toml", server.toml()),
+        ]),
+        sent: std::cell::Cell::new(0),
+    };
+    let todos_in = |path: &str| {
+        let query = CALENDAR_QUERY_ALL.replace("\"VEVENT\"", "\"VTODO\"");
+        let r = server.request(
+            "REPORT",
+            path,
+            &[("Depth", "1"), ("Content-Type", "application/xml")],
+            Some(&query),
+        );
+        assert_eq!(r.status, 207, "{r:?}");
+        davhttp::texts_of(&r.body, "calendar-data")
+            .into_iter()
+            .map(|ics| Object {
+                href: String::new(),
+                etag: String::new(),
+                ics,
+            })
+            .collect::<Vec<_>>()
+    };
+    // REQUEST: the assignee gets the task
+    let assigned = [(BOB, "NEEDS-ACTION")];
+    let t0 = vtodo("task-1", 0, "20261128T080000Z", ALICE_EXT, &assigned);
+    mailetd.send(ALICE_EXT, &[BOB], "REQUEST", &ics("REQUEST", &[t0]));
+    mailetd.wait_applied(1);
+    let log = mailetd.log();
+    assert!(log.contains("outcome=\"added\""), "{log}");
+    let got = todos_in(&tasks);
+    assert_eq!(got.len(), 1, "{}: {got:?}", server.name());
+    assert_eq!(got[0].values("UID"), ["task-1"]);
+    assert_eq!(got[0].values("SUMMARY"), ["Relire le contrat"]);
+    assert!(got[0].values("METHOD").is_empty());
+    assert!(server.objects(BOB).is_empty(), "no event in the calendar");
+    // CANCEL: cancelled where it is
+    let cancel = vtodo("task-1", 1, "20261129T080000Z", ALICE_EXT, &assigned);
+    mailetd.send(ALICE_EXT, &[BOB], "CANCEL", &ics("CANCEL", &[cancel]));
+    mailetd.wait_applied(2);
+    let got = todos_in(&tasks);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].values("STATUS"), ["CANCELLED"], "{}", got[0].ics);
+
+    // REPLY: bob assigned a task to an external partner with his own client
+    let mine = vtodo(
+        "task-2",
+        0,
+        "20261128T090000Z",
+        BOB,
+        &[(ALICE_EXT, "NEEDS-ACTION")],
+    );
+    let r = server.request(
+        "PUT",
+        &format!("{tasks}client-named-task.ics"),
+        &[("Content-Type", "text/calendar; charset=utf-8")],
+        Some(&ics("", &[mine])),
+    );
+    assert!(matches!(r.status, 201 | 204), "{r:?}");
+    let answer = vtodo(
+        "task-2",
+        0,
+        "20261128T100000Z",
+        BOB,
+        &[(ALICE_EXT, "COMPLETED")],
+    );
+    mailetd.send(ALICE_EXT, &[BOB], "REPLY", &ics("REPLY", &[answer]));
+    mailetd.wait_applied(3);
+    let got = todos_in(&tasks);
+    let task = got
+        .iter()
+        .find(|o| o.values("UID") == ["task-2"])
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(
+        task.line_with("ATTENDEE", ALICE_EXT)
+            .is_some_and(|l| l.contains("PARTSTAT=COMPLETED")),
+        "{}",
+        task.ics
+    );
+    assert_eq!(got.len(), 2, "updated in place, not copied: {got:?}");
+}
+
+#[test]
+fn radicale_tasks_request_reply_cancel() {
+    tasks_request_reply_cancel(Kind::Radicale);
+}
+
+#[test]
+fn sabredav_tasks_request_reply_cancel() {
+    tasks_request_reply_cancel(Kind::Sabre);
+}

@@ -124,17 +124,18 @@ impl CalDavClient {
         Ok((status, etag, body))
     }
 
-    /// The calendar objects of `calendar` (a collection URL ending in `/`) whose VEVENT
-    /// has this UID, whatever their resource names.
+    /// The calendar objects of `calendar` (a collection URL ending in `/`) whose
+    /// `component` (`VEVENT`, `VTODO`) has this UID, whatever their resource names.
     pub async fn query_uid(
         &self,
         owner: &str,
         calendar: &str,
+        component: &str,
         uid: &str,
     ) -> Result<Query, DavError> {
         let body = format!(
             r#"<?xml version="1.0" encoding="utf-8"?>
-<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT"><C:prop-filter name="UID"><C:text-match collation="i;octet">{}</C:text-match></C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
+<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop><D:getetag/><C:calendar-data/></D:prop><C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="{component}"><C:prop-filter name="UID"><C:text-match collation="i;octet">{}</C:text-match></C:prop-filter></C:comp-filter></C:comp-filter></C:filter></C:calendar-query>"#,
             quick_xml::escape::escape(uid)
         );
         let request = self

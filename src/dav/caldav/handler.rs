@@ -160,6 +160,7 @@ impl CalDavItipHandler {
         &self,
         owner: &str,
         calendar: &str,
+        component: &str,
         uid: &str,
     ) -> Result<Option<Option<(Fetched, ICalendar)>>, DavError> {
         let own = format!("{calendar}{}", resource_name(uid));
@@ -169,7 +170,7 @@ impl CalDavItipHandler {
         {
             return Ok(Some(Some((fetched, parsed))));
         }
-        let objects = match self.client.query_uid(owner, calendar, uid).await? {
+        let objects = match self.client.query_uid(owner, calendar, component, uid).await? {
             Query::NoCalendar => return Ok(None),
             Query::Objects(objects) => objects,
         };
@@ -196,6 +197,12 @@ impl CalDavItipHandler {
         uid: &str,
     ) -> Result<Outcome, DavError> {
         let owner = job.recipient.as_str();
+        // a task is looked up as a VTODO (the same calendar: CalDAV servers' default ones
+        // take both, RFC 4791 5.2.3)
+        let component = match crate::ical::first_event(message) {
+            None if crate::ical::first_scheduled(message).is_some() => "VTODO",
+            _ => "VEVENT",
+        };
         let Some((calendar, target)) = self
             .locator
             .resolve(&self.client, owner, job.calendar_id.as_deref())
@@ -205,7 +212,7 @@ impl CalDavItipHandler {
             return Ok(Outcome::NotAUser("(none discovered)".into()));
         };
         for _ in 0..MAX_CONFLICTS {
-            let mut copy = match self.find(owner, &calendar, uid).await? {
+            let mut copy = match self.find(owner, &calendar, component, uid).await? {
                 None => {
                     self.locator.mark_absent(owner);
                     return Ok(Outcome::NotAUser(calendar));
@@ -213,7 +220,7 @@ impl CalDavItipHandler {
                 Some(copy) => copy,
             };
             if copy.is_none() && target != calendar {
-                copy = match self.find(owner, &target, uid).await? {
+                copy = match self.find(owner, &target, component, uid).await? {
                     None => {
                         return Err(DavError::Permanent(format!(
                             "calendarId collection {target} does not exist"
