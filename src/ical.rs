@@ -5,14 +5,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Range;
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use calcard::Entry;
 use calcard::icalendar::{
-    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry,
-    ICalendarParameterName, ICalendarProperty, ICalendarValue, ICalendarValueType,
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarParameterName,
+    ICalendarProperty, ICalendarValue, ICalendarValueType,
 };
 use mail_parser::decoders::charsets::map::charset_decoder;
 
@@ -443,6 +443,52 @@ mod tests {
         assert!(parse("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\n").is_err());
         assert!(parse("BEGIN:VEVENT\r\nUID:x\r\nEND:VEVENT\r\n").is_err());
         assert!(parse("<html>404</html>").is_err());
+    }
+
+    #[test]
+    fn addresses_come_from_mailto_else_the_email_parameter() {
+        let calendar = parse(
+            "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:a\r\n\
+             ORGANIZER;CN=H;EMAIL=\"Helene@iCloud.example\":/1288/principal/\r\n\
+             ATTENDEE;EMAIL=bob@example.org:urn:uuid:0b1c\r\n\
+             ATTENDEE;EMAIL=other@example.org:MAILTO:carol@example.org\r\n\
+             ATTENDEE:https://cal.example/principals/nobody/\r\n\
+             END:VEVENT\r\nBEGIN:VTODO\r\nUID:t\r\nATTENDEE:mailto:dan@example.org\r\nEND:VTODO\r\nEND:VCALENDAR\r\n",
+        )
+        .unwrap();
+        let facts = CalendarFacts::of(&calendar);
+        let text = |list: &[MailAddress]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(text(&facts.organizers), ["Helene@icloud.example"]);
+        assert_eq!(
+            text(&facts.attendees),
+            ["bob@example.org", "carol@example.org", "dan@example.org"]
+        );
+        assert!(facts.has_event);
+    }
+
+    #[test]
+    fn several_calendars_in_one_text_are_split() {
+        let one = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let two = one.replace("UID:1", "UID:2");
+        assert_eq!(calendar_ranges(one), [0..one.len()]);
+        let text = format!("\r\n{one}{two}\r\n");
+        let parts: Vec<&str> = calendar_ranges(&text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(parts, [one, two.as_str()]);
+        let mut raws = BTreeMap::new();
+        raws.insert(
+            "a.ics".to_string(),
+            AttributeValue::Bytes(text.clone().into_bytes()),
+        );
+        assert_eq!(raw_calendar(&raws, "a.ics").as_deref(), Some(one));
+        assert_eq!(
+            raw_calendar(&raws, &calendar_key("a.ics", 1)).as_deref(),
+            Some(two.as_str())
+        );
+        assert_eq!(raw_calendar(&raws, "a.ics#3"), None);
+        assert_eq!(raw_calendar(&raws, "b.ics"), None);
     }
 
     #[test]

@@ -402,9 +402,18 @@ impl Mailet for CalDavCollect {
                             tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
                         }
                         Skip::NotItip | Skip::NoEvent => {
-                            let reason = if skip == Skip::NotItip { "not_itip" } else { "no_event" };
+                            let reason = if skip == Skip::NotItip {
+                                "not_itip"
+                            } else {
+                                "no_event"
+                            };
                             crate::observe::metrics().itip_skipped.with(&[reason]).inc();
-                            tracing::info!(mail = mail.name, recipient, reason, "CalDavCollect: not an iTIP invitation for esn-sabre/this calendar (METHOD:PUBLISH or none without allowPublic, or a task for esn); skipped")
+                            tracing::info!(
+                                mail = mail.name,
+                                recipient,
+                                reason,
+                                "CalDavCollect: not an iTIP invitation for esn-sabre/this calendar (METHOD:PUBLISH or none without allowPublic, or a task for esn); skipped"
+                            )
                         }
                         _ => {
                             tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
@@ -566,11 +575,60 @@ mod tests {
     }
 
     #[test]
+    fn attendee_messages_announcements_and_tasks() {
+        let strict = policy(AlignmentMode::Strict);
+        for method in ["COUNTER", "REFRESH", "Reply"] {
+            let message = ics(method, "alice@org.example", &["bob@corp.example"]);
+            // from the attendee to the organizer; the attendee's own copy is not theirs
+            assert!(
+                decide(
+                    strict,
+                    &doc(&message, "bob@corp.example", "alice@org.example")
+                )
+                .is_ok()
+            );
+            assert_eq!(
+                decide(
+                    strict,
+                    &doc(&message, "alice@org.example", "zoe@org.example")
+                ),
+                Err(Skip::NotAligned)
+            );
+            assert_eq!(
+                decide(
+                    strict,
+                    &doc(&message, "bob@corp.example", "bob@corp.example")
+                ),
+                Err(Skip::OwnReply)
+            );
+        }
+        let publish = ics("PUBLISH", "alice@org.example", &[]);
+        let no_method = publish.replace("METHOD:PUBLISH\r\n", "");
+        let public = Policy {
+            allow_public: true,
+            ..strict
+        };
+        for announcement in [&publish, &no_method] {
+            let json = doc(announcement, "alice@org.example", "zoe@org.example");
+            assert_eq!(decide(strict, &json), Err(Skip::NotItip));
+            assert!(decide(public, &json).is_ok());
+        }
+        let task =
+            ics("REQUEST", "alice@org.example", &["zoe@org.example"]).replace("VEVENT", "VTODO");
+        let json = doc(&task, "alice@org.example", "zoe@org.example");
+        assert_eq!(decide(strict, &json), Err(Skip::NoEvent));
+        let tasks = Policy {
+            allow_tasks: true,
+            ..strict
+        };
+        assert!(decide(tasks, &json).is_ok());
+    }
+
+    #[test]
     fn incomplete_or_broken_documents_are_skipped() {
         let request = ics("REQUEST", "alice@org.example", &[]);
         assert_eq!(
-            decide(
-                policy(AlignmentMode::Strict), &json!({"ical": request})),
+            decide(policy(AlignmentMode::Strict), &json!({"ical": request})),
             Err(Skip::Incomplete)
         );
         assert_eq!(
@@ -590,19 +648,17 @@ mod tests {
         let mut no_sender = doc(&request, "x", "b@c.d");
         no_sender["sender"] = serde_json::Value::Null;
         assert_eq!(
-            decide(
-                policy(AlignmentMode::Strict), &no_sender),
+            decide(policy(AlignmentMode::Strict), &no_sender),
             Err(Skip::NoSender)
         );
-        assert!(decide(
-                policy(AlignmentMode::None), &no_sender).is_ok());
+        assert!(decide(policy(AlignmentMode::None), &no_sender).is_ok());
     }
 
     #[test]
     fn recipient_is_lowercased_like_a_james_username() {
         let request = ics("REQUEST", "alice@org.example", &[]);
         let a = decide(
-                policy(AlignmentMode::Strict),
+            policy(AlignmentMode::Strict),
             &doc(&request, "alice@org.example", "Bob.Smith@Corp.Example"),
         )
         .unwrap();

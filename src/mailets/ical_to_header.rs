@@ -218,7 +218,10 @@ mod tests {
         )]);
         run(&mut mail).await.unwrap();
         let text = String::from_utf8(mail.message).unwrap();
-        assert!(text.contains("X-MEETING-UID: t\r\nX-MEETING-METHOD: REQUEST\r\n"), "{text}");
+        assert!(
+            text.contains("X-MEETING-UID: t\r\nX-MEETING-METHOD: REQUEST\r\n"),
+            "{text}"
+        );
         let mut busy = mail_with(&[(
             "a",
             "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:f\r\nEND:VFREEBUSY\r\nEND:VCALENDAR\r\n",

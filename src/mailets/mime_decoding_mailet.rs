@@ -141,7 +141,9 @@ pub fn decode_part(raw: &[u8]) -> Result<DecodedPart, String> {
     };
     let method = part.content_type().and_then(|ct| {
         let calendar = ct.ctype().eq_ignore_ascii_case("text")
-            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("calendar"));
         calendar.then(|| ct.attribute("method")).flatten()
     });
     Ok(match method.map(str::trim).filter(|m| !m.is_empty()) {
@@ -170,7 +172,11 @@ fn quoted_printable_lenient(body: &[u8]) -> Vec<u8> {
         let mut soft_break = false;
         let mut i = 0;
         while i < text.len() {
-            match (text[i], text.get(i + 1).copied().and_then(hex), text.get(i + 2).copied().and_then(hex)) {
+            match (
+                text[i],
+                text.get(i + 1).copied().and_then(hex),
+                text.get(i + 2).copied().and_then(hex),
+            ) {
                 (b'=', Some(high), Some(low)) => {
                     out.push(high << 4 | low);
                     i += 3;
@@ -361,7 +367,10 @@ mod tests {
         assert!(kept.notice.unwrap().contains("METHOD:CANCEL"));
         // no parameter, or not a calendar: untouched
         assert_eq!(part("text/calendar", bare).content, bare.as_bytes());
-        assert_eq!(part("text/plain; method=REQUEST", bare).content, bare.as_bytes());
+        assert_eq!(
+            part("text/plain; method=REQUEST", bare).content,
+            bare.as_bytes()
+        );
     }
 
     #[tokio::test]

@@ -1152,7 +1152,9 @@ fn vtodo(uid: &str, seq: u32, stamp: &str, organizer: &str, attendees: &[(&str, 
          ORGANIZER:mailto:{organizer}\r\n"
     );
     for (who, partstat) in attendees {
-        s.push_str(&format!("ATTENDEE;PARTSTAT={partstat};RSVP=TRUE:mailto:{who}\r\n"));
+        s.push_str(&format!(
+            "ATTENDEE;PARTSTAT={partstat};RSVP=TRUE:mailto:{who}\r\n"
+        ));
     }
     s.push_str("END:VTODO\r\n");
     s

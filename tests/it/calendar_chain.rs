@@ -50,7 +50,11 @@ fn chain(ctx: &MailetContext) -> Vec<(&'static str, Box<dyn Mailet>)> {
 }
 
 /// Runs the chain over a fixture; returns the JSONs (sorted by recipient) and the mail.
-pub(crate) async fn collect(fixture: &str, sender: &str, recipients: &[&str]) -> (Vec<Value>, Mail) {
+pub(crate) async fn collect(
+    fixture: &str,
+    sender: &str,
+    recipients: &[&str],
+) -> (Vec<Value>, Mail) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(fixture);

@@ -592,6 +592,69 @@ fn reply_over_smtp_goes_to_the_organizer_only() {
     assert_eq!(itip.json()["uid"], "esn-reply-0002@linagora.local");
 }
 
+/// Issue 19 item 6: an event announcement (METHOD:PUBLISH, Meetup) and a `.ics` without
+/// METHOD (Zoom) are not iTIP: esn-sabre gets no ITIP for them unless `allowPublic`.
+#[test]
+fn publish_and_no_method_are_not_posted_as_itip_unless_allow_public() {
+    let double = EsnDouble::start();
+    double.add_user("bob@linagora.local");
+    let mailetd = Running::start(&double);
+    for fixture_name in ["publish.eml", "no-method.eml", "request.eml"] {
+        mailetd.send(
+            "alice@partner.example",
+            &["bob@linagora.local"],
+            fixture_name,
+        );
+    }
+    // the invitation sent last arrives, so the two before it have been processed
+    let itip = eventually("the invitation", WAIT, || double.delivered_itips().pop());
+    assert_eq!(itip.json()["uid"], "esn-request-0001@google.com");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = mailetd.log();
+    assert_eq!(double.requests_with("ITIP").len(), 1, "{log}");
+    assert_eq!(log.matches("reason=\"not_itip\"").count(), 2, "{log}");
+    drop(mailetd);
+
+    // with allowPublic, both are passed on as they are
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = example_conf(dir.path(), port);
+    let container = std::fs::read_to_string(conf.join("mailetcontainer.xml")).unwrap();
+    let allowing = container.replace(
+        "<source>icalendarAsJson2</source>\n            </mailet>",
+        "<source>icalendarAsJson2</source>\n                <allowPublic>true</allowPublic>\n            </mailet>",
+    );
+    assert_ne!(allowing, container);
+    std::fs::write(conf.join("mailetcontainer.xml"), allowing).unwrap();
+    let child = serve(&conf, &double, &dir.path().join("mailetd.log"));
+    crate::support::wait_for_port(port, WAIT);
+    let mailetd = Running { dir, port, child };
+    for fixture_name in ["publish.eml", "no-method.eml"] {
+        mailetd.send(
+            "alice@partner.example",
+            &["bob@linagora.local"],
+            fixture_name,
+        );
+    }
+    eventually("both announcements", WAIT, || {
+        (double.delivered_itips().len() >= 3).then_some(())
+    });
+    let mut uids: Vec<String> = double
+        .delivered_itips()
+        .iter()
+        .map(|r| r.json()["uid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    uids.sort();
+    assert_eq!(
+        uids,
+        [
+            "esn-request-0001@google.com",
+            "event_304512345@meetup.example",
+            "webinar-88123@zoom.example"
+        ]
+    );
+}
+
 #[test]
 fn broken_ics_over_smtp_yields_no_request_and_one_log_line() {
     let double = EsnDouble::start();

@@ -178,7 +178,10 @@ async fn method_only_in_the_content_type_is_the_method() {
         "the iTIP text carries its method for whoever reads it next:\n{text}"
     );
     let headers = String::from_utf8_lossy(mail.header_block()).into_owned();
-    assert!(headers.contains("X-MEETING-METHOD: REQUEST\r\n"), "{headers}");
+    assert!(
+        headers.contains("X-MEETING-METHOD: REQUEST\r\n"),
+        "{headers}"
+    );
     assert_eq!(collected(&mut mail, &[]).await, ["bob@example.org"]);
 }
 

@@ -1091,6 +1091,75 @@ mod tests {
     }
 
     #[test]
+    fn principal_url_attendees_are_matched_by_their_email_parameter() {
+        let stored = cal(
+            "",
+            &[event(0, "20260301T100000Z", "").replace(
+                "ATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:carol@example.org",
+                "ATTENDEE;PARTSTAT=NEEDS-ACTION;EMAIL=\"carol@example.org\":/1288/principal/",
+            )],
+        );
+        let msg = reply_from("Carol@example.org", "ACCEPTED", 0, "");
+        let out = updated(apply(Some(&stored), &msg, "alice@partner.example", &opts()));
+        let e = events(&out)[0];
+        assert_eq!(
+            e.properties(&ICalendarProperty::Attendee).count(),
+            2,
+            "{out}"
+        );
+        assert_eq!(
+            partstat(e, "carol@example.org").as_deref(),
+            Some("ACCEPTED")
+        );
+    }
+
+    #[test]
+    fn a_calendar_without_method_is_published_only_with_allow_public() {
+        let msg = cal("", &[event(0, "20260301T100000Z", "")]);
+        let public = Options {
+            allow_public: true,
+            ..opts()
+        };
+        assert!(matches!(apply(None, &msg, BOB, &public), Change::Create(_)));
+        assert!(matches!(
+            apply(None, &msg, BOB, &opts()),
+            Change::Nothing(_)
+        ));
+        // an unknown METHOD stays unknown
+        let odd = cal("X-SOMETHING", &[event(0, "20260301T100000Z", "")]);
+        assert!(matches!(
+            apply(None, &odd, BOB, &public),
+            Change::Nothing(_)
+        ));
+    }
+
+    #[test]
+    fn tasks_are_scheduled_like_events() {
+        let todo = |method: &str, seq: i64, extra: &str| {
+            let text = format!(
+                "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:{method}\r\nBEGIN:VTODO\r\nUID:t1\r\n\
+                 SEQUENCE:{seq}\r\nDTSTAMP:2026030{seq}T100000Z\r\nSUMMARY:Relire\r\n\
+                 ORGANIZER:mailto:alice@partner.example\r\n{extra}END:VTODO\r\nEND:VCALENDAR\r\n"
+            );
+            crate::ical::parse(&text).unwrap()
+        };
+        let bob = "ATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:bob@example.org\r\n";
+        let Change::Create(created) = apply(None, &todo("REQUEST", 0, bob), BOB, &opts()) else {
+            panic!("a task assignment creates the task");
+        };
+        let out = updated(apply(Some(&created), &todo("CANCEL", 1, bob), BOB, &opts()));
+        assert!(out.to_string().contains("STATUS:CANCELLED"), "{out}");
+        let done = "ATTENDEE;PARTSTAT=COMPLETED:mailto:bob@example.org\r\n";
+        let out = updated(apply(
+            Some(&created),
+            &todo("REPLY", 0, done),
+            "alice@partner.example",
+            &opts(),
+        ));
+        assert!(out.to_string().contains("PARTSTAT=COMPLETED"), "{out}");
+    }
+
+    #[test]
     fn add_puts_an_rdate_on_the_master() {
         let stored = cal("", &[weekly(0, "20260301T100000Z", "")]);
         let msg = cal(

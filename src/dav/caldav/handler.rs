@@ -170,7 +170,11 @@ impl CalDavItipHandler {
         {
             return Ok(Some(Some((fetched, parsed))));
         }
-        let objects = match self.client.query_uid(owner, calendar, component, uid).await? {
+        let objects = match self
+            .client
+            .query_uid(owner, calendar, component, uid)
+            .await?
+        {
             Query::NoCalendar => return Ok(None),
             Query::Objects(objects) => objects,
         };
