@@ -412,7 +412,7 @@ impl Mailet for CalDavCollect {
                                 mail = mail.name,
                                 recipient,
                                 reason,
-                                "CalDavCollect: not an iTIP invitation for esn-sabre/this calendar (METHOD:PUBLISH or none without allowPublic, or a task for esn); skipped"
+                                "CalDavCollect: not passed on (not_itip: PUBLISH or no METHOD without allowPublic; no_event: a task, esn-sabre takes events)"
                             )
                         }
                         _ => {
