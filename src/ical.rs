@@ -136,7 +136,7 @@ pub fn calendar_ranges(text: &str) -> Vec<Range<usize>> {
         at += line.len();
     }
     if starts.len() < 2 {
-        return vec![0..text.len()];
+        return std::iter::once(0..text.len()).collect();
     }
     starts
         .iter()
@@ -470,7 +470,10 @@ mod tests {
     fn several_calendars_in_one_text_are_split() {
         let one = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:1\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
         let two = one.replace("UID:1", "UID:2");
-        assert_eq!(calendar_ranges(one), [0..one.len()]);
+        assert_eq!(
+            calendar_ranges(one),
+            Vec::from_iter(std::iter::once(0..one.len()))
+        );
         let text = format!("\r\n{one}{two}\r\n");
         let parts: Vec<&str> = calendar_ranges(&text)
             .into_iter()

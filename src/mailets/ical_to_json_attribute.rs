@@ -323,7 +323,8 @@ DTSTAMP:20170106T115036Z\r\nSUMMARY:Réunion\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 
     #[tokio::test]
     async fn calendars_without_vevent_or_vtodo_or_raw_entry_are_skipped() {
-        let todo = "BEGIN:VCALENDAR\r\nBEGIN:VFREEBUSY\r\nUID:t\r\nEND:VFREEBUSY\r\nEND:VCALENDAR\r\n";
+        let todo =
+            "BEGIN:VCALENDAR\r\nBEGIN:VFREEBUSY\r\nUID:t\r\nEND:VFREEBUSY\r\nEND:VCALENDAR\r\n";
         let mut m = mail(
             "From: alice@example.com\r\n",
             None,

@@ -201,8 +201,7 @@ impl CalDavItipHandler {
         uid: &str,
     ) -> Result<Outcome, DavError> {
         let owner = job.recipient.as_str();
-        // a task is looked up as a VTODO (the same calendar: CalDAV servers' default ones
-        // take both, RFC 4791 5.2.3)
+        // a task's copy is a VTODO: the calendar-query must filter on that component
         let component = match crate::ical::first_event(message) {
             None if crate::ical::first_scheduled(message).is_some() => "VTODO",
             _ => "VEVENT",
