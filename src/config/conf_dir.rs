@@ -157,16 +157,23 @@ mod tests {
     #[test]
     fn errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        // a file mailetd does not read stops nothing; openpaas.properties does
         write(
             dir.path(),
-            "x.properties",
+            "postgres.properties",
+            "url=${env:MAILETD_TEST_UNSET_CONF_DIR}\n",
+        );
+        ConfDir::load(dir.path()).expect("postgres.properties is not mailetd's");
+        write(
+            dir.path(),
+            "openpaas.properties",
             "a=${env:MAILETD_TEST_UNSET_CONF_DIR}\n",
         );
         let err = ConfDir::load(dir.path()).err().unwrap().to_string();
         assert!(
             err.starts_with(&format!(
                 "{}:1:3: environment variable MAILETD_TEST_UNSET_CONF_DIR is not set",
-                dir.path().join("x.properties").display()
+                dir.path().join("openpaas.properties").display()
             )),
             "{err}"
         );
