@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::domainlist::DomainList;
-use super::error::ConfigError;
+use super::error::{ConfigError, ConfigErrors};
 use super::mailetcontainer::MailetContainerConfig;
 use super::properties::Properties;
 use super::settings::Settings;
@@ -32,16 +32,23 @@ pub struct ConfDir {
 impl ConfDir {
     /// Loads `dir`. Every error names the file, line and column.
     pub fn load(dir: &Path) -> Result<ConfDir, ConfigError> {
+        Self::load_all(dir).map_err(|mut errors| errors.0.remove(0))
+    }
+
+    /// Loads `dir`, going on after an error so that every file's errors are reported.
+    pub fn load_all(dir: &Path) -> Result<ConfDir, ConfigErrors> {
         if !dir.is_dir() {
-            return Err(ConfigError::new(format!(
+            return Err(ConfigErrors(vec![ConfigError::new(format!(
                 "configuration directory {} does not exist",
                 dir.display()
-            )));
+            ))]));
         }
-        let settings = Settings::load(dir)?;
+        let mut errors = Vec::new();
+        let mut keep = |e: ConfigError| errors.push(e);
+        let settings = Settings::load(dir).map_err(&mut keep).ok();
         let container_path = dir.join("mailetcontainer.xml");
         let container = if container_path.exists() {
-            MailetContainerConfig::load(&container_path)?
+            MailetContainerConfig::load(&container_path)
         } else {
             tracing::info!(
                 "{} not found: using the embedded default mailetcontainer.xml",
@@ -50,11 +57,24 @@ impl ConfDir {
             MailetContainerConfig::parse(
                 EMBEDDED_MAILETCONTAINER,
                 Path::new(super::mailetcontainer::EMBEDDED_PATH),
-            )?
+            )
+        }
+        .map_err(&mut keep)
+        .ok();
+        let domains = DomainList::load(&dir.join("domainlist.xml"))
+            .map_err(&mut keep)
+            .ok();
+        let (properties, property_errors) = Properties::load_dir_all(dir);
+        property_errors.into_iter().for_each(&mut keep);
+        let postmaster = match (&container, &domains) {
+            (Some(c), Some(d)) => postmaster_address(c, d).map_err(&mut keep).ok(),
+            _ => None,
         };
-        let domains = DomainList::load(&dir.join("domainlist.xml"))?;
-        let properties = Properties::load_dir(dir)?;
-        let postmaster = postmaster_address(&container, &domains)?;
+        let (Some(settings), Some(container), Some(domains), Some(postmaster), true) =
+            (settings, container, domains, postmaster, errors.is_empty())
+        else {
+            return Err(ConfigErrors(errors));
+        };
         let context = MailetContext {
             local_domains: domains.domains.clone(),
             default_domain: domains.default_domain.clone(),

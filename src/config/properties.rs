@@ -45,6 +45,14 @@ impl Properties {
 
     /// Reads every `*.properties` file of `dir`, in name order (later files win).
     pub fn load_dir(dir: &Path) -> Result<Properties, ConfigError> {
+        match Self::load_dir_all(dir) {
+            (all, errors) if errors.is_empty() => Ok(all),
+            (_, mut errors) => Err(errors.remove(0)),
+        }
+    }
+
+    /// [`Properties::load_dir`], going on after a file's error: the files read, the errors.
+    pub fn load_dir_all(dir: &Path) -> (Properties, Vec<ConfigError>) {
         let mut paths: Vec<_> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .flatten()
@@ -55,16 +63,25 @@ impl Properties {
         };
         paths.sort();
         let mut all = Properties::default();
+        let mut errors = Vec::new();
         for path in paths {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Position::file_start(&path).error(format!("cannot read: {e}")))?;
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(Position::file_start(&path).error(format!("cannot read: {e}")));
+                    continue;
+                }
+            };
             let strict = Self::is_used_file(&path);
             if !strict && text.contains("${") {
                 tracing::debug!(file = %path.display(), "not read by mailetd: ${{…}} that do not resolve are kept as written");
             }
-            all.merge(Self::parse_with(&text, &path, strict)?);
+            match Self::parse_with(&text, &path, strict) {
+                Ok(p) => all.merge(p),
+                Err(e) => errors.push(e),
+            }
         }
-        Ok(all)
+        (all, errors)
     }
 
     /// Parses `.properties` text (comments `#`/`!`, `=`/`:`/space separators, `\` continuations);

@@ -4,6 +4,7 @@
 mod add_header;
 mod cal_dav_collect;
 mod card_dav_collected_contact;
+mod contact_extractor;
 pub mod headers;
 mod i_calendar_parser;
 mod ical_to_header;
@@ -11,11 +12,14 @@ mod ical_to_json_attribute;
 mod log_message;
 mod metrics_mailet;
 mod mime_decoding_mailet;
+mod not_a_collector;
 mod null;
 mod postmaster_alias;
+mod recipient_to_lower_case;
 mod remove_mail_attribute;
 mod remove_mime_header;
 mod set_mail_attribute;
+mod set_mime_header;
 mod strip_attachment;
 mod to_processor;
 mod to_repository;
@@ -47,6 +51,15 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     (
         "SetMailAttribute",
         set_mail_attribute::SetMailAttribute::build,
+    ),
+    ("SetMimeHeader", set_mime_header::SetMimeHeader::build),
+    (
+        "RecipientToLowerCase",
+        recipient_to_lower_case::RecipientToLowerCase::build,
+    ),
+    (
+        "ContactExtractor",
+        contact_extractor::ContactExtractor::build,
     ),
     ("ToProcessor", to_processor::ToProcessor::build),
     ("ToRepository", to_repository::ToRepository::build),
@@ -85,6 +98,9 @@ pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Maile
     match REGISTRY.iter().find(|(name, _)| *name == config.name) {
         Some((_, builder)) => builder(config, ctx),
         None => {
+            if let Some(text) = not_a_collector::explain(&config.name, &config.class) {
+                return Err(config.error(text));
+            }
             let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
             Err(config.error(format!("unknown mailet class {:?}{hint}", config.class)))
         }
