@@ -2,6 +2,7 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod add_header;
+mod amqp_forward_attribute;
 mod cal_dav_collect;
 mod card_dav_collected_contact;
 mod contact_extractor;
@@ -53,6 +54,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
         set_mail_attribute::SetMailAttribute::build,
     ),
     ("SetMimeHeader", set_mime_header::SetMimeHeader::build),
+    (
+        "AmqpForwardAttribute",
+        amqp_forward_attribute::AmqpForwardAttribute::build,
+    ),
     (
         "RecipientToLowerCase",
         recipient_to_lower_case::RecipientToLowerCase::build,
