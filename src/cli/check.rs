@@ -12,10 +12,7 @@ use crate::pipeline::processor::ExceptionRoute;
 /// Loads `conf_dir`, builds the container and returns the report, or every error found
 /// (each with its file, line and column): one run shows all there is to fix.
 pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
-    let mut errors = Vec::new();
-    let conf = ConfDir::load_all(conf_dir)
-        .map_err(|e| errors.extend(e.0))
-        .ok();
+    let (conf, mut errors) = ConfDir::load_all(conf_dir);
     let smtp_servers = crate::config::smtpserver::load(conf_dir)
         .map_err(|e| errors.push(e))
         .ok();

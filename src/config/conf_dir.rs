@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::domainlist::DomainList;
-use super::error::{ConfigError, ConfigErrors};
+use super::error::ConfigError;
 use super::mailetcontainer::MailetContainerConfig;
 use super::properties::Properties;
 use super::settings::Settings;
@@ -32,16 +32,24 @@ pub struct ConfDir {
 impl ConfDir {
     /// Loads `dir`. Every error names the file, line and column.
     pub fn load(dir: &Path) -> Result<ConfDir, ConfigError> {
-        Self::load_all(dir).map_err(|mut errors| errors.0.remove(0))
+        match Self::load_all(dir) {
+            (Some(conf), errors) if errors.is_empty() => Ok(conf),
+            (_, mut errors) => Err(errors.remove(0)),
+        }
     }
 
-    /// Loads `dir`, going on after an error so that every file's errors are reported.
-    pub fn load_all(dir: &Path) -> Result<ConfDir, ConfigErrors> {
+    /// Loads `dir`, going on after an error so that every file's errors are reported: the
+    /// errors, and the configuration when what the container needs loaded (a `.properties`
+    /// file in error is left out of it).
+    pub fn load_all(dir: &Path) -> (Option<ConfDir>, Vec<ConfigError>) {
         if !dir.is_dir() {
-            return Err(ConfigErrors(vec![ConfigError::new(format!(
-                "configuration directory {} does not exist",
-                dir.display()
-            ))]));
+            return (
+                None,
+                vec![ConfigError::new(format!(
+                    "configuration directory {} does not exist",
+                    dir.display()
+                ))],
+            );
         }
         let mut errors = Vec::new();
         let mut keep = |e: ConfigError| errors.push(e);
@@ -70,10 +78,10 @@ impl ConfDir {
             (Some(c), Some(d)) => postmaster_address(c, d).map_err(&mut keep).ok(),
             _ => None,
         };
-        let (Some(settings), Some(container), Some(domains), Some(postmaster), true) =
-            (settings, container, domains, postmaster, errors.is_empty())
+        let (Some(settings), Some(container), Some(domains), Some(postmaster)) =
+            (settings, container, domains, postmaster)
         else {
-            return Err(ConfigErrors(errors));
+            return (None, errors);
         };
         let context = MailetContext {
             local_domains: domains.domains.clone(),
@@ -87,12 +95,13 @@ impl ConfDir {
             store: None,
             dav: Arc::default(),
         };
-        Ok(ConfDir {
+        let conf = ConfDir {
             dir: dir.to_path_buf(),
             container,
             domains,
             context,
-        })
+        };
+        (Some(conf), errors)
     }
 }
 

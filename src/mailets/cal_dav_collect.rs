@@ -260,6 +260,28 @@ impl CalDavCollect {
         }))
     }
 
+    /// tmail's `RestrictiveCalDavCollect`: `CalDavCollect` that only updates events already
+    /// in the recipient's calendar (`updatesOnly` defaults to true); replies go through.
+    pub fn build_restrictive(
+        config: &MailetConfig,
+        ctx: &MailetContext,
+    ) -> Result<Box<dyn Mailet>, ConfigError> {
+        if ctx.settings.dav.dialect != DavDialect::Caldav {
+            return Err(config.error(
+                "RestrictiveCalDavCollect (only events already in the calendar) needs [dav] dialect = \"caldav\" in mailetd.toml: with esn-sabre, whose ITIP endpoint imports new events, mailetd cannot yet check the calendar first; use CalDavCollect to import every invitation",
+            ));
+        }
+        let mut config = config.clone();
+        if config.parameter("updatesOnly").is_none() {
+            config.parameters.push(crate::pipeline::api::Parameter {
+                name: "updatesOnly".into(),
+                value: "true".into(),
+                position: config.position.clone(),
+            });
+        }
+        Self::build(&config, ctx)
+    }
+
     /// tmail's decision for one JSON document.
     pub fn decide(&self, json: &serde_json::Value) -> Result<Accepted, Skip> {
         decide(self.alignment, json)

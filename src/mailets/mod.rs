@@ -81,6 +81,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ("StripAttachment", strip_attachment::StripAttachment::build),
     ("CalDavCollect", cal_dav_collect::CalDavCollect::build),
     (
+        "RestrictiveCalDavCollect",
+        cal_dav_collect::CalDavCollect::build_restrictive,
+    ),
+    (
         "CardDavCollectedContact",
         card_dav_collected_contact::CardDavCollectedContact::build,
     ),
@@ -103,7 +107,9 @@ pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Maile
     match REGISTRY.iter().find(|(name, _)| *name == config.name) {
         Some((_, builder)) => builder(config, ctx),
         None => {
-            if let Some(text) = not_a_collector::explain(&config.name, &config.class) {
+            // any package: `org.apache.james.jmap.mailet.VacationMailet` too
+            let simple = config.class.rsplit('.').next().unwrap_or(&config.name);
+            if let Some(text) = not_a_collector::explain(simple, &config.class) {
                 return Err(config.error(text));
             }
             let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
