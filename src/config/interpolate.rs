@@ -16,14 +16,17 @@ use super::error::{ConfigError, Position};
 /// How many `${key}` references may nest before the value is taken as a loop.
 const MAX_DEPTH: usize = 16;
 
+/// A name → value lookup.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Where the values of `${…}` come from.
 pub struct Lookups<'a> {
     /// Environment variables.
-    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub env: Lookup<'a>,
     /// Java system properties.
-    pub sys: &'a dyn Fn(&str) -> Option<String>,
+    pub sys: Lookup<'a>,
     /// Other keys of the same file (raw, not yet interpolated); `None` outside `.properties`.
-    pub keys: Option<&'a dyn Fn(&str) -> Option<String>>,
+    pub keys: Option<Lookup<'a>>,
     /// Whether something unresolved is an error (files mailetd uses) or kept literally.
     pub strict: bool,
 }
