@@ -14,6 +14,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
+use crate::support::esn_double::EsnDouble;
 use crate::support::mailetd::Mailetd;
 use crate::support::rabbitmq::{self, RabbitMq};
 use crate::support::{eventually, free_port, python};
@@ -83,26 +84,87 @@ fn check_loads_a_tmail_collector_with_entities_restrictive_collect_and_amqp_forw
     );
 }
 
+/// An invitation mail: `method` from `organizer` to `attendee`, event `uid`.
+fn invitation(method: &str, uid: &str, organizer: &str, attendee: &str, from: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: someone@example.org\r\nSubject: {method} {uid}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee invite\r\n--b\r\nContent-Type: text/calendar; charset=utf-8; method={method}\r\n\r\nBEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd test//EN\r\nMETHOD:{method}\r\nBEGIN:VEVENT\r\nUID:{uid}\r\nSEQUENCE:1\r\nDTSTAMP:20260101T100000Z\r\nDTSTART:20260110T100000Z\r\nDTEND:20260110T110000Z\r\nSUMMARY:{uid}\r\nORGANIZER:mailto:{organizer}\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:{attendee}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--b--\r\n"
+    )
+}
+
+/// tmail's RestrictiveCalDavCollect on esn-sabre: a REQUEST for an event the recipient
+/// already has is sent, one for a new event is not, a REPLY goes through. esn-sabre cannot
+/// run here: the contract double answers the calendar lookups (see its doc comment).
 #[test]
-fn restrictive_collect_on_the_esn_dialect_says_what_it_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    for name in ["mailetcontainer.xml", "domainlist.xml"] {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/conf/tmail-collector")
-                .join(name),
-            dir.path().join(name),
-        )
-        .unwrap();
-    }
-    let out = check(&dir.path().to_string_lossy());
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("mailetcontainer.xml:41:7: RestrictiveCalDavCollect (only events already in the calendar) needs [dav] dialect = \"caldav\""),
-        "{err}"
+fn restrictive_collect_on_esn_sends_only_updates_of_known_events_and_replies() {
+    let double = EsnDouble::start();
+    let bob = double.add_user("bob@linagora.local");
+    double.add_event("bob@linagora.local", "known-event");
+    let xml = r#"<mailetcontainer>
+  <processors>
+    <processor state="root">
+      <mailet match="All" class="StripAttachment"><mimeType>text/calendar</mimeType><attribute>rawIcalendar</attribute></mailet>
+      <mailet match="All" class="MimeDecodingMailet"><attribute>rawIcalendar</attribute></mailet>
+      <mailet match="All" class="ICalendarParser"><sourceAttribute>rawIcalendar</sourceAttribute><destinationAttribute>icalendar</destinationAttribute></mailet>
+      <mailet match="All" class="ICALToJsonAttribute"><source>icalendar</source><destination>icalendarJson</destination><rawSource>rawIcalendar</rawSource></mailet>
+      <mailet match="All" class="com.linagora.tmail.mailet.RestrictiveCalDavCollect"/>
+      <mailet match="All" class="Null"/>
+    </processor>
+    <processor state="error"><mailet class="Null"/></processor>
+  </processors>
+</mailetcontainer>
+"#;
+    let env = double.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Mailetd::start_with(
+        free_port(),
+        &[
+            ("mailetcontainer.xml", xml.to_string()),
+            ("openpaas.properties", double.properties()),
+        ],
+        &env,
     );
-    assert!(!err.contains("did you mean"), "{err}");
+    let (alice, carol) = ("alice@partner.example", "carol@partner.example");
+    let bob_mail = "bob@linagora.local";
+    for (method, uid, organizer, attendee, from) in [
+        ("REQUEST", "new-event", alice, bob_mail, alice),
+        ("REQUEST", "known-event", alice, bob_mail, alice),
+        ("REPLY", "bobs-event", bob_mail, carol, carol),
+    ] {
+        send(
+            server.smtp_port,
+            from,
+            bob_mail,
+            &invitation(method, uid, organizer, attendee, from),
+        );
+    }
+    let delivered = eventually(
+        "the update and the reply are delivered, the new event is not",
+        Duration::from_secs(60),
+        || {
+            let itips = double.delivered_itips();
+            (itips.len() == 2 && server.log().contains("not imported")).then_some(itips)
+        },
+    );
+    let uids: Vec<String> = delivered
+        .iter()
+        .map(|r| r.json()["uid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(uids.contains(&"known-event".to_string()), "{uids:?}");
+    assert!(uids.contains(&"bobs-event".to_string()), "{uids:?}");
+    let reports = double.requests_with("REPORT");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.uri == format!("/calendars/{bob}/{bob}/")),
+        "{reports:#?}"
+    );
+    assert_eq!(
+        reports.len(),
+        2,
+        "one lookup per REQUEST, none for the REPLY"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(double.delivered_itips().len(), 2);
 }
 
 const SEND: &str = "import smtplib, sys\n\
