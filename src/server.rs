@@ -77,6 +77,9 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
     handlers.extend(crate::dav::contact_handlers(&context)?);
     handlers.extend(crate::dav::standard_handlers(&settings.dav)?);
+    if let Some(amqp) = crate::outbox::amqp_forward::handler(&conf.container) {
+        handlers.push(Arc::new(amqp));
+    }
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

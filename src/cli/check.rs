@@ -3,29 +3,54 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::config::ConfDir;
 use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
 use crate::config::smtpserver::SmtpServerConfig;
+use crate::config::{ConfDir, ConfigError, ConfigErrors};
 use crate::pipeline::Container;
 use crate::pipeline::processor::ExceptionRoute;
 
-/// Loads `conf_dir`, builds the container and returns the report (or the first error).
+/// Loads `conf_dir`, builds the container and returns the report, or every error found
+/// (each with its file, line and column): one run shows all there is to fix.
 pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
-    let conf = ConfDir::load(conf_dir)?;
-    let smtp_servers = crate::config::smtpserver::load(conf_dir)?;
-    let http =
-        crate::http::listen_address(&conf.context.settings.http).map_err(anyhow::Error::msg)?;
-    let container = Container::build(&conf.container, &conf.context)?;
+    let (conf, mut errors) = ConfDir::load_all(conf_dir);
+    let smtp_servers = crate::config::smtpserver::load(conf_dir)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let (Some(conf), Some(smtp_servers)) = (conf, smtp_servers) else {
+        return Err(ConfigErrors(errors).into());
+    };
+    let http = crate::http::listen_address(&conf.context.settings.http)
+        .map_err(|e| errors.push(ConfigError::new(e)))
+        .ok()
+        .flatten();
+    let container = Container::build_all(&conf.container, &conf.context)
+        .map_err(|e| errors.extend(e.0))
+        .ok();
     // Building the handlers validates openpaas.properties and the [dav] settings too.
-    crate::dav::outbox_handlers(&conf.context.properties, &conf.context.dav)?;
-    crate::dav::contact_handlers(&conf.context)?;
-    crate::dav::standard_handlers(&conf.context.settings.dav)?;
-    crate::repository::Repository::locate(&conf.container.error_repository, &conf.context.data_dir)
-        .map_err(|e| {
+    for handlers in [
+        crate::dav::outbox_handlers(&conf.context.properties, &conf.context.dav),
+        crate::dav::contact_handlers(&conf.context),
+        crate::dav::standard_handlers(&conf.context.settings.dav),
+    ] {
+        if let Err(e) = handlers
+            && !errors.contains(&e)
+        {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = crate::repository::Repository::locate(
+        &conf.container.error_repository,
+        &conf.context.data_dir,
+    ) {
+        errors.push(
             conf.container
                 .error_repository_position
-                .error(format!("<errorRepository>: {e}"))
-        })?;
+                .error(format!("<errorRepository>: {e}")),
+        );
+    }
+    let Some(container) = container.filter(|_| errors.is_empty()) else {
+        return Err(ConfigErrors(errors).into());
+    };
     let http = match http {
         Some(l) if conf.context.settings.http.username.is_some() => {
             format!("{} (Basic auth)", l.addr)
@@ -34,6 +59,44 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
         None => "disabled".into(),
     };
     Ok(report(&conf, &container, &smtp_servers, &http))
+}
+
+/// Warnings about who can reach an SMTP listener: in James, `authorizedAddresses` grants
+/// relay rights and anyone may connect; in mailetd it says who may connect at all, so a
+/// James file with the loopback default shuts out the mirroring MTA on another host.
+pub fn reachability_warnings(server: &SmtpServerConfig) -> Vec<String> {
+    let loopback_net = |n: &ipnet::IpNet| n.network().is_loopback();
+    let public_binds: Vec<String> = server
+        .bind
+        .iter()
+        .filter(|b| !b.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    let outside_nets: Vec<String> = server
+        .authorized
+        .iter()
+        .filter(|n| !loopback_net(n))
+        .map(ToString::to_string)
+        .collect();
+    let position = &server.position;
+    match (public_binds.is_empty(), outside_nets.is_empty()) {
+        (false, true) => vec![format!(
+            "{position}: smtp {} listens on {} but only loopback clients may connect ({}): a mirroring MTA on another host gets 554. In mailetd <authorizedAddresses> says who may connect (in James, who may relay): add your MTA's network",
+            server.name,
+            public_binds.join(", "),
+            if server.authorized_explicit {
+                "authorizedAddresses"
+            } else {
+                "no <authorizedAddresses>"
+            }
+        )],
+        (true, false) => vec![format!(
+            "{position}: smtp {} listens on loopback only, so the clients of authorizedAddresses {} cannot connect: bind it to an address they reach (e.g. <bind>0.0.0.0:25</bind>)",
+            server.name,
+            outside_nets.join(", ")
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether a property must not be printed.
@@ -122,6 +185,11 @@ fn report(
     }
     for w in container.warnings() {
         let _ = writeln!(out, "warning: {w}");
+    }
+    for server in smtp_servers {
+        for w in reachability_warnings(server) {
+            let _ = writeln!(out, "warning: {w}");
+        }
     }
     for server in smtp_servers {
         let binds: Vec<String> = server.bind.iter().map(ToString::to_string).collect();

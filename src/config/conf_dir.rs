@@ -32,16 +32,31 @@ pub struct ConfDir {
 impl ConfDir {
     /// Loads `dir`. Every error names the file, line and column.
     pub fn load(dir: &Path) -> Result<ConfDir, ConfigError> {
-        if !dir.is_dir() {
-            return Err(ConfigError::new(format!(
-                "configuration directory {} does not exist",
-                dir.display()
-            )));
+        match Self::load_all(dir) {
+            (Some(conf), errors) if errors.is_empty() => Ok(conf),
+            (_, mut errors) => Err(errors.remove(0)),
         }
-        let settings = Settings::load(dir)?;
+    }
+
+    /// Loads `dir`, going on after an error so that every file's errors are reported: the
+    /// errors, and the configuration when what the container needs loaded (a `.properties`
+    /// file in error is left out of it).
+    pub fn load_all(dir: &Path) -> (Option<ConfDir>, Vec<ConfigError>) {
+        if !dir.is_dir() {
+            return (
+                None,
+                vec![ConfigError::new(format!(
+                    "configuration directory {} does not exist",
+                    dir.display()
+                ))],
+            );
+        }
+        let mut errors = Vec::new();
+        let mut keep = |e: ConfigError| errors.push(e);
+        let settings = Settings::load(dir).map_err(&mut keep).ok();
         let container_path = dir.join("mailetcontainer.xml");
         let container = if container_path.exists() {
-            MailetContainerConfig::load(&container_path)?
+            MailetContainerConfig::load(&container_path)
         } else {
             tracing::info!(
                 "{} not found: using the embedded default mailetcontainer.xml",
@@ -50,11 +65,24 @@ impl ConfDir {
             MailetContainerConfig::parse(
                 EMBEDDED_MAILETCONTAINER,
                 Path::new(super::mailetcontainer::EMBEDDED_PATH),
-            )?
+            )
+        }
+        .map_err(&mut keep)
+        .ok();
+        let domains = DomainList::load(&dir.join("domainlist.xml"))
+            .map_err(&mut keep)
+            .ok();
+        let (properties, property_errors) = Properties::load_dir_all(dir);
+        property_errors.into_iter().for_each(&mut keep);
+        let postmaster = match (&container, &domains) {
+            (Some(c), Some(d)) => postmaster_address(c, d).map_err(&mut keep).ok(),
+            _ => None,
         };
-        let domains = DomainList::load(&dir.join("domainlist.xml"))?;
-        let properties = Properties::load_dir(dir)?;
-        let postmaster = postmaster_address(&container, &domains)?;
+        let (Some(settings), Some(container), Some(domains), Some(postmaster)) =
+            (settings, container, domains, postmaster)
+        else {
+            return (None, errors);
+        };
         let context = MailetContext {
             local_domains: domains.domains.clone(),
             default_domain: domains.default_domain.clone(),
@@ -67,12 +95,13 @@ impl ConfDir {
             store: None,
             dav: Arc::default(),
         };
-        Ok(ConfDir {
+        let conf = ConfDir {
             dir: dir.to_path_buf(),
             container,
             domains,
             context,
-        })
+        };
+        (Some(conf), errors)
     }
 }
 
@@ -157,16 +186,23 @@ mod tests {
     #[test]
     fn errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
+        // a file mailetd does not read stops nothing; openpaas.properties does
         write(
             dir.path(),
-            "x.properties",
+            "postgres.properties",
+            "url=${env:MAILETD_TEST_UNSET_CONF_DIR}\n",
+        );
+        ConfDir::load(dir.path()).expect("postgres.properties is not mailetd's");
+        write(
+            dir.path(),
+            "openpaas.properties",
             "a=${env:MAILETD_TEST_UNSET_CONF_DIR}\n",
         );
         let err = ConfDir::load(dir.path()).err().unwrap().to_string();
         assert!(
             err.starts_with(&format!(
                 "{}:1:3: environment variable MAILETD_TEST_UNSET_CONF_DIR is not set",
-                dir.path().join("x.properties").display()
+                dir.path().join("openpaas.properties").display()
             )),
             "{err}"
         );

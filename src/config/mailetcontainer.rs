@@ -337,6 +337,7 @@ fn parse_mailet(el: &Element, state: &str) -> Result<MailetStepConfig, ConfigErr
             processor: state.to_string(),
             parameters,
             position: el.position.clone(),
+            asked: Default::default(),
         },
         matcher,
         on_mailet_exception,

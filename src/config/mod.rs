@@ -9,7 +9,7 @@ pub mod settings;
 pub mod smtpserver;
 pub mod xml;
 
-pub use error::{ConfigError, Position};
+pub use error::{ConfigError, ConfigErrors, Position};
 pub use properties::Properties;
 pub use secret::Secret;
 pub use settings::Settings;

@@ -98,71 +98,9 @@ impl XmlDocument {
             let (line, column) = lines.locate(text, offset as usize);
             Position::new(&file, line, column)
         };
-        let mut reader = Reader::from_str(text);
-        let mut stack: Vec<Element> = Vec::new();
-        let mut root: Option<Element> = None;
-        loop {
-            let offset = reader.buffer_position();
-            let event = reader
-                .read_event()
-                .map_err(|e| at(reader.error_position()).error(format!("malformed XML: {e}")))?;
-            match event {
-                Event::Start(start) => stack.push(element(&start, text, offset as usize, &at)?),
-                Event::Empty(start) => {
-                    let el = element(&start, text, offset as usize, &at)?;
-                    attach(&mut stack, &mut root, el, &at(offset))?;
-                }
-                Event::End(_) => {
-                    let mut el = stack.pop().expect("quick-xml checks tag balance");
-                    el.text = el.text.trim().to_string();
-                    attach(&mut stack, &mut root, el, &at(offset))?;
-                }
-                Event::Text(t) => {
-                    if let Some(parent) = stack.last_mut() {
-                        let raw = t.xml_content(quick_xml::XmlVersion::Implicit1_0);
-                        let decoded = quick_xml::escape::unescape(&raw)
-                            .map_err(|e| at(offset).error(format!("bad entity: {e}")))?;
-                        let skipped = raw.len() - raw.trim_start().len();
-                        let value = interpolate(&decoded, &at(offset + skipped as u64))?;
-                        parent.text.push_str(&value);
-                    }
-                }
-                Event::GeneralRef(r) => {
-                    if let Some(parent) = stack.last_mut() {
-                        let name = r.to_string();
-                        let resolved = match name.as_str() {
-                            "lt" => "<".to_string(),
-                            "gt" => ">".to_string(),
-                            "amp" => "&".to_string(),
-                            "apos" => "'".to_string(),
-                            "quot" => "\"".to_string(),
-                            n if n.starts_with("#x") => u32::from_str_radix(&n[2..], 16)
-                                .ok()
-                                .and_then(char::from_u32)
-                                .map(String::from)
-                                .unwrap_or_default(),
-                            n if n.starts_with('#') => n[1..]
-                                .parse::<u32>()
-                                .ok()
-                                .and_then(char::from_u32)
-                                .map(String::from)
-                                .unwrap_or_default(),
-                            other => {
-                                return Err(at(offset).error(format!("unknown entity &{other};")));
-                            }
-                        };
-                        parent.text.push_str(&resolved);
-                    }
-                }
-                Event::CData(c) => {
-                    if let Some(parent) = stack.last_mut() {
-                        parent.text.push_str(&c);
-                    }
-                }
-                Event::Eof => break,
-                _ => {}
-            }
-        }
+        let mut tree = TreeBuilder::default();
+        tree.feed(text, &at, 0)?;
+        let (stack, root) = (tree.stack, tree.root);
         if let Some(open) = stack.last() {
             return Err(open.error(format!("element <{}> is never closed", open.name)));
         }
@@ -172,11 +110,204 @@ impl XmlDocument {
     }
 }
 
+/// How deep entities may refer to entities, and how much text they may expand to in all:
+/// enough for any configuration, too little for a "billion laughs".
+const MAX_ENTITY_DEPTH: usize = 8;
+const MAX_ENTITY_EXPANSION: usize = 1 << 20;
+
+/// Builds the element tree from events; internal DTD entities (`<!ENTITY x "…">` in the
+/// `<!DOCTYPE>`, then `&x;`) are expanded as an XML parser does, markup included. quick-xml
+/// reports the DOCTYPE and each `&x;` but does not read entity declarations: that is here.
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Element>,
+    root: Option<Element>,
+    entities: std::collections::HashMap<String, String>,
+    expanded: usize,
+}
+
+impl TreeBuilder {
+    /// Reads `text` (the document, or an entity's replacement text at `depth` > 0).
+    fn feed(
+        &mut self,
+        text: &str,
+        at: &dyn Fn(u64) -> Position,
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let mut reader = Reader::from_str(text);
+        // an entity's text may close what the document opened, and the reverse
+        reader.config_mut().check_end_names = depth == 0;
+        loop {
+            let offset = reader.buffer_position();
+            let event = reader
+                .read_event()
+                .map_err(|e| at(reader.error_position()).error(format!("malformed XML: {e}")))?;
+            match event {
+                Event::DocType(doctype) if depth == 0 => {
+                    let dtd = doctype.as_ref().to_string();
+                    self.entities = entity_declarations(&dtd).map_err(|e| at(offset).error(e))?;
+                }
+                Event::Start(start) => {
+                    let el = self.element(&start, text, offset as usize, at)?;
+                    self.stack.push(el);
+                }
+                Event::Empty(start) => {
+                    let el = self.element(&start, text, offset as usize, at)?;
+                    attach(&mut self.stack, &mut self.root, el, &at(offset))?;
+                }
+                Event::End(end) => {
+                    let Some(mut el) = self.stack.pop() else {
+                        return Err(
+                            at(offset).error(format!("</{}> closes nothing", end.name().as_ref()))
+                        );
+                    };
+                    el.text = el.text.trim().to_string();
+                    attach(&mut self.stack, &mut self.root, el, &at(offset))?;
+                }
+                Event::Text(t) => {
+                    if let Some(parent) = self.stack.last_mut() {
+                        let raw = t.xml_content(quick_xml::XmlVersion::Implicit1_0);
+                        let decoded = quick_xml::escape::unescape(&raw)
+                            .map_err(|e| at(offset).error(format!("bad entity: {e}")))?;
+                        let skipped = raw.len() - raw.trim_start().len();
+                        let value = interpolate(&decoded, &at(offset + skipped as u64))?;
+                        parent.text.push_str(&value);
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    let name = r.to_string();
+                    if let Some(replacement) = self.entities.get(&name).cloned() {
+                        self.expand(&name, &replacement, &at(offset), depth)?;
+                    } else if let Some(parent) = self.stack.last_mut() {
+                        parent.text.push_str(&character_or_predefined(&name).ok_or_else(
+                            || at(offset).error(format!("unknown entity &{name};: declare it with <!ENTITY {name} \"…\"> in the <!DOCTYPE>")),
+                        )?);
+                    }
+                }
+                Event::CData(c) => {
+                    if let Some(parent) = self.stack.last_mut() {
+                        parent.text.push_str(&c);
+                    }
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the replacement text of `&name;`; everything in it is placed at the reference.
+    fn expand(
+        &mut self,
+        name: &str,
+        replacement: &str,
+        reference: &Position,
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        self.expanded += replacement.len();
+        if depth >= MAX_ENTITY_DEPTH || self.expanded > MAX_ENTITY_EXPANSION {
+            return Err(reference.error(format!(
+                "entity &{name}; expands too deep or too large (entities referring to themselves?)"
+            )));
+        }
+        let here = reference.clone();
+        self.feed(replacement, &move |_| here.clone(), depth + 1)
+    }
+
+    fn element(
+        &self,
+        start: &BytesStart,
+        text: &str,
+        offset: usize,
+        at: &dyn Fn(u64) -> Position,
+    ) -> Result<Element, ConfigError> {
+        element(start, text, offset, at, &|raw| {
+            self.expand_in_attribute(raw)
+        })
+    }
+
+    /// An attribute value with the declared entities replaced (recursively), then the
+    /// predefined and character references.
+    fn expand_in_attribute(&self, raw: &str) -> Result<String, String> {
+        let mut value = raw.to_string();
+        for _ in 0..MAX_ENTITY_DEPTH {
+            let mut changed = false;
+            for (name, replacement) in &self.entities {
+                let reference = format!("&{name};");
+                if value.contains(&reference) {
+                    value = value.replace(&reference, replacement);
+                    changed = true;
+                }
+            }
+            if value.len() > MAX_ENTITY_EXPANSION {
+                break;
+            }
+            if !changed {
+                return quick_xml::escape::unescape(&value)
+                    .map(|v| v.into_owned())
+                    .map_err(|e| e.to_string());
+            }
+        }
+        Err("entities expand too deep or too large (entities referring to themselves?)".into())
+    }
+}
+
+fn character_or_predefined(name: &str) -> Option<String> {
+    if let Some(hex) = name.strip_prefix("#x") {
+        return u32::from_str_radix(hex, 16)
+            .ok()
+            .and_then(char::from_u32)
+            .map(String::from);
+    }
+    if let Some(dec) = name.strip_prefix('#') {
+        return dec
+            .parse::<u32>()
+            .ok()
+            .and_then(char::from_u32)
+            .map(String::from);
+    }
+    quick_xml::escape::resolve_predefined_entity(name).map(String::from)
+}
+
+/// The internal general entities `<!ENTITY name "value">` of a DOCTYPE's content.
+/// Parameter entities (`<!ENTITY % …>`) are skipped; an external one (`SYSTEM`/`PUBLIC`)
+/// is an error: mailetd reads no file the configuration does not name itself.
+fn entity_declarations(dtd: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut entities = std::collections::HashMap::new();
+    let mut rest = dtd;
+    while let Some(i) = rest.find("<!ENTITY") {
+        rest = rest[i + "<!ENTITY".len()..].trim_start();
+        if rest.starts_with('%') {
+            continue;
+        }
+        let name_end = rest
+            .find(|c: char| c.is_whitespace())
+            .ok_or("<!ENTITY without a value")?;
+        let name = rest[..name_end].to_string();
+        rest = rest[name_end..].trim_start();
+        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            return Err(format!(
+                "<!ENTITY {name} …>: external entities (SYSTEM, PUBLIC) are not read; write the value in quotes"
+            ));
+        };
+        let end = rest[1..]
+            .find(quote)
+            .ok_or_else(|| format!("<!ENTITY {name}: the value's quote is never closed"))?;
+        // the first declaration of a name wins (XML 1.0, 4.2)
+        entities
+            .entry(name)
+            .or_insert_with(|| rest[1..1 + end].to_string());
+        rest = &rest[1 + end + 1..];
+    }
+    Ok(entities)
+}
+
 fn element(
     start: &BytesStart,
     text: &str,
     offset: usize,
-    at: &impl Fn(u64) -> Position,
+    at: &dyn Fn(u64) -> Position,
+    unescape: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Element, ConfigError> {
     let position = at(offset as u64);
     let name = start.name().as_ref().to_string();
@@ -185,9 +316,8 @@ fn element(
         let attr = attr.map_err(|e| position.error(format!("bad attribute in <{name}>: {e}")))?;
         let attr_name = attr.key.as_ref().to_string();
         let raw = attr.value.to_string();
-        let unescaped = quick_xml::escape::unescape(&raw)
-            .map_err(|e| position.error(format!("bad entity in attribute {attr_name}: {e}")))?
-            .into_owned();
+        let unescaped = unescape(&raw)
+            .map_err(|e| position.error(format!("bad entity in attribute {attr_name}: {e}")))?;
         let attr_position = find_in_tag(text, offset, &attr_name)
             .map(|o| at(o as u64))
             .unwrap_or(position.clone());
@@ -308,6 +438,36 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn internal_dtd_entities_are_expanded_in_text_attributes_and_markup() {
+        let xml = "<?xml version=\"1.0\"?>\n<!DOCTYPE a [\n  <!ENTITY dav \"http://dav.example:8080\">\n  <!ENTITY full \"&dav;/api\">\n  <!ENTITY strip '<m class=\"RemoveMimeHeader\"><name>bcc</name></m>'>\n  <!ENTITY % param \"ignored\">\n]>\n<a uri=\"&full;\">\n  <b>&dav; &amp; &#65;</b>\n  &strip;\n  <c/>\n</a>";
+        let doc = XmlDocument::parse(xml, Path::new("e.xml")).unwrap();
+        assert_eq!(doc.root.attr("uri"), Some("http://dav.example:8080/api"));
+        assert_eq!(
+            doc.root.child_text("b"),
+            Some("http://dav.example:8080 & A")
+        );
+        let m = doc.root.child("m").expect("the entity's element");
+        assert_eq!(m.attr("class"), Some("RemoveMimeHeader"));
+        assert_eq!(m.child_text("name"), Some("bcc"));
+        assert_eq!(m.position.line, 10, "placed at the reference");
+        let names: Vec<&str> = doc.root.children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["b", "m", "c"]);
+
+        let err = XmlDocument::parse("<a>\n&nope;</a>", Path::new("e.xml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("e.xml:2:1: unknown entity &nope;"),
+            "{err}"
+        );
+        let laughs = "<!DOCTYPE a [<!ENTITY l \"&l;&l;\">]><a>&l;</a>";
+        let err = XmlDocument::parse(laughs, Path::new("e.xml")).unwrap_err();
+        assert!(err.to_string().contains("too deep or too large"), "{err}");
+        let external = "<!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><a>&x;</a>";
+        let err = XmlDocument::parse(external, Path::new("e.xml")).unwrap_err();
+        assert!(err.to_string().contains("external entities"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,17 @@ pub fn classify(status: StatusCode, body: &[u8]) -> Delivery {
     }
 }
 
+/// With `updatesOnly`, the UID to look up first; `None` for a REPLY, which goes through
+/// (tmail's `RestrictiveCalDavCollect`: the organizer receives the attendee's answer).
+fn only_if_present(body: &str) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    let method = json.get("method").and_then(|m| m.as_str()).unwrap_or("");
+    if method.eq_ignore_ascii_case("REPLY") {
+        return None;
+    }
+    json.get("uid").and_then(|u| u.as_str()).map(String::from)
+}
+
 #[async_trait::async_trait]
 impl JobHandler for EsnItipHandler {
     fn kinds(&self) -> &[&'static str] {
@@ -82,6 +93,25 @@ impl JobHandler for EsnItipHandler {
             }
             Err(e) => return Delivery::Retry(format!("user lookup: {e}")),
         };
+        if job.payload.get("updatesOnly") == Some(&serde_json::Value::Bool(true))
+            && let Some(uid) = only_if_present(body)
+        {
+            match super::esn_event_lookup::event_exists(client, dav, &user_id, recipient, &uid)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(
+                        recipient,
+                        uid,
+                        job = job.id,
+                        "updatesOnly: the event is not in the recipient's calendars; not imported"
+                    );
+                    return Delivery::Done;
+                }
+                Err(e) => return Delivery::Retry(format!("event lookup: {e}")),
+            }
+        }
         let url = format!(
             "{}/calendars/{}",
             dav.api_uri.as_str().trim_end_matches('/'),

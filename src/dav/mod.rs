@@ -5,6 +5,7 @@ pub mod carddav;
 pub mod contact;
 pub mod credentials;
 pub mod esn_contact;
+pub mod esn_event_lookup;
 pub mod esn_itip;
 pub mod known_contacts;
 pub mod openpaas;

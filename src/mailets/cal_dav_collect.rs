@@ -107,6 +107,8 @@ pub struct CalDavCollect {
     services: Option<Arc<DavServices>>,
     /// The caldav dialect's settings; `None` for esn.
     caldav: Option<CalDavParams>,
+    /// esn: `updatesOnly` (RestrictiveCalDavCollect): the outbox looks the event up first.
+    esn_updates_only: bool,
 }
 
 /// The caldav dialect's parameters (RFC 9671 tagged arguments).
@@ -271,10 +273,13 @@ impl CalDavCollect {
                 dav_uri: None,
                 services: None,
                 caldav: Some(CalDavParams::from_config(config)?),
+                esn_updates_only: false,
             }));
         }
+        let esn_updates_only = config.get_bool("updatesOnly", false)?;
         if let Some(name) = CALDAV_PARAMETERS
             .iter()
+            .filter(|n| **n != "updatesOnly")
             .find(|n| config.parameter(n).is_some())
         {
             return Err(config.error(format!(
@@ -302,7 +307,25 @@ impl CalDavCollect {
             dav_uri,
             services,
             caldav: None,
+            esn_updates_only,
         }))
+    }
+
+    /// tmail's `RestrictiveCalDavCollect`: `CalDavCollect` that only updates events already
+    /// in the recipient's calendar (`updatesOnly` defaults to true); replies go through.
+    pub fn build_restrictive(
+        config: &MailetConfig,
+        ctx: &MailetContext,
+    ) -> Result<Box<dyn Mailet>, ConfigError> {
+        let mut config = config.clone();
+        if config.parameter("updatesOnly").is_none() {
+            config.parameters.push(crate::pipeline::api::Parameter {
+                name: "updatesOnly".into(),
+                value: "true".into(),
+                position: config.position.clone(),
+            });
+        }
+        Self::build(&config, ctx)
     }
 
     /// tmail's decision for one JSON document.
@@ -469,11 +492,11 @@ impl Mailet for CalDavCollect {
                 );
                 continue;
             }
-            let mut job = OutboxJob::new(
-                esn_itip::KIND,
-                recipient.clone(),
-                esn_itip::payload(&recipient, &text),
-            );
+            let mut payload = esn_itip::payload(&recipient, &text);
+            if self.esn_updates_only {
+                payload["updatesOnly"] = true.into();
+            }
+            let mut job = OutboxJob::new(esn_itip::KIND, recipient.clone(), payload);
             job.mail_name = mail.name.clone();
             jobs.push(job);
         }
@@ -809,6 +832,37 @@ mod tests {
                 allow_public: true,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn restrictive_collect_is_collect_with_updates_only_on_both_dialects() {
+        let request = ics("REQUEST", "alice@org.example", &["bob@example.org"]);
+        let text =
+            serde_json::to_string(&doc(&request, "alice@org.example", "bob@example.org")).unwrap();
+        let mut esn = MailetContext::for_tests(std::env::temp_dir());
+        esn.properties = crate::config::Properties::parse(
+            "openpaas.api.uri=http://127.0.0.1:1/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=http://127.0.0.1:1\ndav.admin.user=admin\ndav.admin.password=p\n",
+            std::path::Path::new("openpaas.properties"),
+        )
+        .unwrap();
+        for ctx in [caldav_ctx(), esn] {
+            let mailet = crate::mailets::build(
+                &MailetConfig::inline("RestrictiveCalDavCollect", &[("source", "json")]),
+                &ctx,
+            )
+            .unwrap();
+            let mut map = std::collections::BTreeMap::new();
+            map.insert("k".into(), AttributeValue::Bytes(text.clone().into_bytes()));
+            let mut mail = Mail::new(None, vec![], b"\r\n".to_vec());
+            mail.set_attribute("json", AttributeValue::Map(map));
+            mailet.service(&mut mail, &ctx).await.unwrap();
+            let job = &mail.jobs[0];
+            let updates_only = match job.kind.as_str() {
+                "caldav-itip" => job.payload["options"]["updates_only"].clone(),
+                _ => job.payload["updatesOnly"].clone(),
+            };
+            assert_eq!(updates_only, serde_json::Value::Bool(true), "{job:?}");
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod add_header;
+mod amqp_forward_attribute;
 mod cal_dav_collect;
 mod card_dav_collected_contact;
+mod contact_extractor;
 pub mod headers;
 mod i_calendar_parser;
 mod ical_to_header;
@@ -11,11 +13,14 @@ mod ical_to_json_attribute;
 mod log_message;
 mod metrics_mailet;
 mod mime_decoding_mailet;
+mod not_a_collector;
 mod null;
 mod postmaster_alias;
+mod recipient_to_lower_case;
 mod remove_mail_attribute;
 mod remove_mime_header;
 mod set_mail_attribute;
+mod set_mime_header;
 mod strip_attachment;
 mod to_processor;
 mod to_repository;
@@ -48,6 +53,19 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
         "SetMailAttribute",
         set_mail_attribute::SetMailAttribute::build,
     ),
+    ("SetMimeHeader", set_mime_header::SetMimeHeader::build),
+    (
+        "AmqpForwardAttribute",
+        amqp_forward_attribute::AmqpForwardAttribute::build,
+    ),
+    (
+        "RecipientToLowerCase",
+        recipient_to_lower_case::RecipientToLowerCase::build,
+    ),
+    (
+        "ContactExtractor",
+        contact_extractor::ContactExtractor::build,
+    ),
     ("ToProcessor", to_processor::ToProcessor::build),
     ("ToRepository", to_repository::ToRepository::build),
     ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
@@ -62,6 +80,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ),
     ("StripAttachment", strip_attachment::StripAttachment::build),
     ("CalDavCollect", cal_dav_collect::CalDavCollect::build),
+    (
+        "RestrictiveCalDavCollect",
+        cal_dav_collect::CalDavCollect::build_restrictive,
+    ),
     (
         "CardDavCollectedContact",
         card_dav_collected_contact::CardDavCollectedContact::build,
@@ -85,6 +107,11 @@ pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Maile
     match REGISTRY.iter().find(|(name, _)| *name == config.name) {
         Some((_, builder)) => builder(config, ctx),
         None => {
+            // any package: `org.apache.james.jmap.mailet.VacationMailet` too
+            let simple = config.class.rsplit('.').next().unwrap_or(&config.name);
+            if let Some(text) = not_a_collector::explain(simple, &config.class) {
+                return Err(config.error(text));
+            }
             let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
             Err(config.error(format!("unknown mailet class {:?}{hint}", config.class)))
         }

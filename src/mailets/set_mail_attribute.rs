@@ -22,7 +22,7 @@ pub struct SetMailAttribute {
 impl SetMailAttribute {
     /// At least one parameter is required.
     pub fn build(config: &MailetConfig, _: &MailetContext) -> Result<Box<dyn Mailet>, ConfigError> {
-        if config.parameters.is_empty() {
+        if config.all_parameters().is_empty() {
             return Err(config.error(
                 "mailet SetMailAttribute needs at least one parameter: <attributeName>value</attributeName>",
             ));

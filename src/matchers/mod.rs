@@ -8,6 +8,7 @@ mod has_mail_attribute_with_value_regex;
 mod has_mime_type;
 mod has_mime_type_parameter;
 mod host_is_local;
+mod is_marked_as_spam;
 mod is_single_recipient;
 mod recipient_is;
 mod relay_limit;
@@ -51,6 +52,7 @@ pub const REGISTRY: &[(&str, MatcherBuilder)] = &[
         has_mime_type_parameter::HasMimeTypeParameter::build,
     ),
     ("HostIsLocal", host_is_local::HostIsLocal::build),
+    ("IsMarkedAsSpam", is_marked_as_spam::IsMarkedAsSpam::build),
     (
         "IsSingleRecipient",
         is_single_recipient::IsSingleRecipient::build,

@@ -2,6 +2,7 @@
 //! stored in the same transaction that releases the mail, then delivered with retries.
 
 pub mod admin;
+pub mod amqp_forward;
 pub mod cli;
 pub mod dedup;
 pub mod job;

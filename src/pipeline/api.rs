@@ -2,6 +2,9 @@
 //! Parse → validate → build: constructors read and check every parameter once and return a
 //! [`ConfigError`] pointing at the `<mailet>` element; `service` then does one thing to one mail.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 
 use crate::config::{ConfigError, Position};
@@ -61,6 +64,9 @@ pub struct MailetConfig {
     pub parameters: Vec<Parameter>,
     /// Where the `<mailet>` element is.
     pub position: Position,
+    /// The parameter names the mailet's constructor asked for (present or not): the ones it
+    /// knows, for the warning about the others.
+    pub asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl MailetConfig {
@@ -80,7 +86,21 @@ impl MailetConfig {
                 })
                 .collect(),
             position,
+            asked: Arc::default(),
         }
+    }
+
+    /// The parameter names the constructor asked for.
+    pub fn asked_parameters(&self) -> BTreeSet<String> {
+        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// Every parameter, for mailets whose parameter names are free (`SetMailAttribute`).
+    pub fn all_parameters(&self) -> &[Parameter] {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.extend(self.parameters.iter().map(|p| p.name.clone()));
+        }
+        &self.parameters
     }
 
     /// A parameter's value.
@@ -90,6 +110,9 @@ impl MailetConfig {
 
     /// A parameter with its position.
     pub fn parameter(&self, name: &str) -> Option<&Parameter> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(name.to_string());
+        }
         self.parameters.iter().find(|p| p.name == name)
     }
 

@@ -6,15 +6,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::error::{closest_names, edit_distance};
+use crate::config::error::{closest_names, did_you_mean, edit_distance};
 use crate::config::mailetcontainer::{MailetContainerConfig, ProcessorConfig};
-use crate::config::{ConfigError, Position};
+use crate::config::{ConfigError, ConfigErrors, Position};
 use crate::mail::{AttributeValue, Mail, attributes};
 use crate::outbox::OutboxJob;
 
 use super::composite::{build_composite, build_ref};
 use super::processor::{ExceptionRoute, Processor, Step};
-use super::{ERROR, GHOST, MailetContext, Matcher, ROOT};
+use super::{ERROR, GHOST, MailetConfig, MailetContext, Matcher, ROOT};
 
 /// How many times one mail may be handed between processors before it is failed (a loop).
 const MAX_HANDOVERS: usize = 64;
@@ -163,24 +163,34 @@ impl Container {
         config: &MailetContainerConfig,
         context: &MailetContext,
     ) -> Result<Container, ConfigError> {
+        Self::build_all(config, context).map_err(|mut errors| errors.0.remove(0))
+    }
+
+    /// [`Container::build`], going on after an error so that all of them are reported.
+    pub fn build_all(
+        config: &MailetContainerConfig,
+        context: &MailetContext,
+    ) -> Result<Container, ConfigErrors> {
         let mut warnings = Vec::new();
+        let mut errors = Vec::new();
         let mut states: Vec<&str> = Vec::new();
         for p in &config.processors {
             if p.state == GHOST {
-                return Err(p.position.error(
+                errors.push(p.position.error(
                     "processor state ghost is reserved (it means \"done, delete\"): choose another name",
                 ));
+            } else if states.contains(&p.state.as_str()) {
+                errors.push(
+                    p.position
+                        .error(format!("processor {} is defined twice", p.state)),
+                );
+            } else {
+                states.push(&p.state);
             }
-            if states.contains(&p.state.as_str()) {
-                return Err(p
-                    .position
-                    .error(format!("processor {} is defined twice", p.state)));
-            }
-            states.push(&p.state);
         }
         for required in [ROOT, ERROR] {
             if !states.contains(&required) {
-                return Err(config.position.error(format!(
+                errors.push(config.position.error(format!(
                     "no <processor state=\"{required}\">: the processors root and error are required (found: {})",
                     if states.is_empty() { "none".to_string() } else { states.join(", ") }
                 )));
@@ -188,10 +198,11 @@ impl Container {
         }
         let mut processors = HashMap::new();
         for p in &config.processors {
-            processors.insert(
-                p.state.clone(),
-                build_processor(p, context, &states, &mut warnings)?,
-            );
+            let built = build_processor(p, context, &states, &mut warnings, &mut errors);
+            processors.entry(p.state.clone()).or_insert(built);
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
         }
         check_bcc(config, &mut warnings);
         for w in &warnings {
@@ -279,21 +290,59 @@ impl Container {
     }
 }
 
+/// Builds what can be built of a processor; each error goes to `errors` and the step is left
+/// out, so that the next steps are checked too.
 fn build_processor(
     p: &ProcessorConfig,
     ctx: &MailetContext,
     states: &[&str],
     warnings: &mut Vec<String>,
-) -> Result<Processor, ConfigError> {
+    errors: &mut Vec<ConfigError>,
+) -> Processor {
     let mut named: HashMap<String, Arc<dyn Matcher>> = HashMap::new();
+    let mut broken_composites = Vec::new();
     for c in &p.composites {
-        let built = build_composite(c, &named, ctx)?;
-        named.insert(c.name.clone(), built);
+        match build_composite(c, &named, ctx) {
+            Ok(built) => {
+                named.insert(c.name.clone(), built);
+            }
+            Err(e) => {
+                errors.push(e);
+                broken_composites.push(c.name.as_str());
+            }
+        }
     }
     let mut steps = Vec::with_capacity(p.mailets.len());
     for m in &p.mailets {
-        let matcher = build_ref(&m.matcher, &named, ctx)?;
-        let mailet = crate::mailets::build(&m.mailet, ctx)?;
+        let matcher = build_ref(&m.matcher, &named, ctx).map_err(|e| {
+            // a composite already reported is not reported again as unknown
+            if !broken_composites.contains(&m.matcher.config.class.as_str()) {
+                errors.push(e);
+            }
+        });
+        let mailet = crate::mailets::build(&m.mailet, ctx).map_err(|e| errors.push(e));
+        let on_mailet_exception = check_route(
+            &m.on_mailet_exception,
+            "onMailetException",
+            false,
+            states,
+            warnings,
+        )
+        .map_err(|e| errors.push(e));
+        let on_match_exception = check_route(
+            &m.on_match_exception,
+            "onMatchException",
+            true,
+            states,
+            warnings,
+        )
+        .map_err(|e| errors.push(e));
+        let (Ok(matcher), Ok(mailet), Ok(on_mailet_exception), Ok(on_match_exception)) =
+            (matcher, mailet, on_mailet_exception, on_match_exception)
+        else {
+            continue;
+        };
+        warn_unknown_parameters(&m.mailet, warnings);
         for target in mailet.target_states() {
             if !states.contains(&target.as_str()) {
                 let position = m
@@ -303,7 +352,7 @@ fn build_processor(
                     .find(|param| param.value.trim() == target)
                     .map(|param| param.position.clone())
                     .unwrap_or_else(|| m.mailet.position.clone());
-                return Err(unknown_state(
+                errors.push(unknown_state(
                     &position,
                     &format!("{} in processor {} sends mail to", m.mailet.class, p.state),
                     &target,
@@ -311,20 +360,6 @@ fn build_processor(
                 ));
             }
         }
-        let on_mailet_exception = check_route(
-            &m.on_mailet_exception,
-            "onMailetException",
-            false,
-            states,
-            warnings,
-        )?;
-        let on_match_exception = check_route(
-            &m.on_match_exception,
-            "onMatchException",
-            true,
-            states,
-            warnings,
-        )?;
         steps.push(Step {
             mailet,
             config: m.mailet.clone(),
@@ -334,10 +369,30 @@ fn build_processor(
             on_match_exception,
         });
     }
-    Ok(Processor {
+    Processor {
         state: p.state.clone(),
         steps,
-    })
+    }
+}
+
+/// A parameter the mailet's constructor never asked for is ignored: James ignores it too,
+/// but it is most often a typo or a parameter of another implementation.
+fn warn_unknown_parameters(config: &MailetConfig, warnings: &mut Vec<String>) {
+    let known = config.asked_parameters();
+    for param in &config.parameters {
+        if known.contains(&param.name) {
+            continue;
+        }
+        let hint = if known.is_empty() {
+            format!("; {} takes no parameters", config.name)
+        } else {
+            did_you_mean(&param.name, known.iter().map(String::as_str))
+        };
+        warnings.push(format!(
+            "{}: parameter <{}> of mailet {} is not one mailetd knows: ignored{hint}",
+            param.position, param.name, config.name
+        ));
+    }
 }
 
 /// "; did you mean X?" when a state is a plausible typo of `wanted`.

@@ -10,6 +10,7 @@ mod default_conf;
 mod esn;
 mod faults;
 mod invitations;
+mod james_confs;
 mod ops;
 mod ship;
 mod smtp;

@@ -310,7 +310,8 @@ fn every_conf_directory_of_the_repository_loads_with_mailetd_check() {
     let dirs = conf_dirs();
     assert!(dirs.len() >= 5, "{dirs:?}");
     for dir in dirs {
-        if dir.ends_with(NEEDS_CALDAV) {
+        // a mail server's directory whose errors `check` must report (tests/it/james_confs.rs)
+        if dir.ends_with(NEEDS_CALDAV) || dir.ends_with("tests/conf/james-server") {
             continue;
         }
         let out = check(&dir, &[]);

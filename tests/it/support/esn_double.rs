@@ -10,6 +10,11 @@
 //!   impersonated user is the recipient; 404 for an unknown id; 204 otherwise.
 //! - `PROPFIND /` as a user: provisions users registered with [`EsnDouble::provisionable`]
 //!   (esn-sabre's auto-provisioning), 207; 401 for unknown users.
+//! - `PROPFIND /calendars/{id}` and `REPORT /calendars/{id}/{id}/` (impersonating the owner,
+//!   403 otherwise): the calendar home lists one calendar (`<cal:calendar/>` resourcetype),
+//!   and a CalDAV `calendar-query` on a UID (RFC 4791 7.8.6) answers 207 with one response
+//!   when the event is there, none otherwise. Events are those of accepted iTIP REQUESTs and
+//!   those seeded with [`EsnDouble::add_event`] (what tmail's RestrictiveCalDavCollect asks).
 //! - `GET|PUT /addressbooks/{id}/collected/{uid}.vcf` (impersonating the owner): 404/200,
 //!   201 (204 when replacing).
 //! - A switchable failure mode answers 503 to the next N requests, or to all until switched
@@ -68,6 +73,8 @@ struct State {
     fail_always: bool,
     requests: Vec<Recorded>,
     cards: HashMap<String, Vec<u8>>,
+    /// (user id, event UID) of the events in the user's calendar.
+    events: std::collections::HashSet<(String, String)>,
     users_delay: std::time::Duration,
     users_garbage: bool,
 }
@@ -164,6 +171,15 @@ impl EsnDouble {
             .provisionable
             .insert(email.to_lowercase(), id.clone());
         id
+    }
+
+    /// Puts an event with `uid` in the calendar of `email` (a registered user).
+    pub fn add_event(&self, email: &str, uid: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .events
+            .insert((user_id(email), uid.to_string()));
     }
 
     /// Answers 503 to the next `n` requests.
@@ -343,6 +359,47 @@ fn route(s: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body: &
                 Err(status) => reply(status, &[], ""),
             }
         }
+        ("PROPFIND" | "REPORT", p) if p.starts_with("/calendars/") => {
+            let id = match impersonated(s, headers) {
+                Ok((_, id)) => id,
+                Err(status) => return reply(status, &[], ""),
+            };
+            let rest: Vec<&str> = p["/calendars/".len()..]
+                .split('/')
+                .filter(|x| !x.is_empty())
+                .collect();
+            if rest.first() != Some(&id.as_str()) {
+                return reply(403, &[], "");
+            }
+            let multistatus = |responses: String| {
+                reply(
+                    207,
+                    &[("Content-Type", "application/xml; charset=utf-8")],
+                    format!(
+                        "<?xml version=\"1.0\"?><d:multistatus xmlns:d=\"DAV:\" xmlns:cal=\"urn:ietf:params:xml:ns:caldav\">{responses}</d:multistatus>"
+                    ),
+                )
+            };
+            if method.as_str() == "PROPFIND" {
+                return multistatus(format!(
+                    "<d:response><d:href>/calendars/{id}/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response><d:response><d:href>/calendars/{id}/{id}/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/><cal:calendar/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+                ));
+            }
+            let text = String::from_utf8_lossy(body);
+            let uid = text
+                .split_once("text-match")
+                .and_then(|(_, after)| after.split_once('>'))
+                .and_then(|(_, after)| after.split_once('<'))
+                .map(|(uid, _)| uid.to_string())
+                .unwrap_or_default();
+            if rest.len() == 2 && s.events.contains(&(id.clone(), uid.clone())) {
+                multistatus(format!(
+                    "<d:response><d:href>/calendars/{id}/{id}/{uid}.ics</d:href><d:propstat><d:prop><d:getetag>\"1\"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>"
+                ))
+            } else {
+                multistatus(String::new())
+            }
+        }
         ("ITIP", p) if p.starts_with("/calendars/") => {
             itip(s, &p["/calendars/".len()..], headers, body)
         }
@@ -468,6 +525,11 @@ fn itip(s: &mut State, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     }
     if !s.users.values().any(|v| v == id) {
         return reply(404, &[], "");
+    }
+    if method.eq_ignore_ascii_case("REQUEST")
+        && let Some(uid) = json.get("uid").and_then(|u| u.as_str())
+    {
+        s.events.insert((id.to_string(), uid.to_string()));
     }
     reply(204, &[], "")
 }
