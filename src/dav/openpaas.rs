@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::config::secret::{redact_url_value, take_userinfo};
 use crate::config::{ConfigError, Properties};
 
 /// Default response timeout of both clients (tmail: 30s).
@@ -33,6 +34,9 @@ pub struct OpenPaasConfig {
     pub unknown_user_ttl: Duration,
     /// The esn-sabre part, present when `dav.api.uri` is non-empty.
     pub dav: Option<DavConfig>,
+    /// What the operator should know about the settings (logged once, when the clients are
+    /// built): a user and password in a URL that the admin keys override.
+    pub warnings: Vec<String>,
 }
 
 /// The esn-sabre (DAV) client settings.
@@ -56,9 +60,9 @@ impl OpenPaasConfig {
         if props.get("openpaas.api.uri").is_none() {
             return Ok(None);
         }
-        let api_uri = url(props, "openpaas.api.uri")?;
-        let admin_user = required(props, "openpaas.admin.user")?.to_string();
-        let admin_password = Secret::new(required(props, "openpaas.admin.password")?);
+        let mut warnings = Vec::new();
+        let (api_uri, userinfo) = url(props, "openpaas.api.uri")?;
+        let (admin_user, admin_password) = admin(props, "openpaas", userinfo, &mut warnings)?;
         let trust_all_certs = boolean(props, "openpaas.rest.client.trust.all.ssl.certs")?;
         let response_timeout = duration(
             props,
@@ -67,17 +71,21 @@ impl OpenPaasConfig {
         )?;
         let unknown_user_ttl = duration(props, UNKNOWN_USER_TTL_KEY, DEFAULT_UNKNOWN_USER_TTL)?;
         let dav = match props.get("dav.api.uri") {
-            Some(v) if !v.trim().is_empty() => Some(DavConfig {
-                api_uri: url(props, "dav.api.uri")?,
-                admin_user: required(props, "dav.admin.user")?.to_string(),
-                admin_password: Secret::new(required(props, "dav.admin.password")?),
-                trust_all_certs: boolean(props, "dav.rest.client.trust.all.ssl.certs")?,
-                response_timeout: duration(
-                    props,
-                    "dav.rest.client.response.timeout",
-                    DEFAULT_RESPONSE_TIMEOUT,
-                )?,
-            }),
+            Some(v) if !v.trim().is_empty() => {
+                let (api_uri, userinfo) = url(props, "dav.api.uri")?;
+                let (admin_user, admin_password) = admin(props, "dav", userinfo, &mut warnings)?;
+                Some(DavConfig {
+                    api_uri,
+                    admin_user,
+                    admin_password,
+                    trust_all_certs: boolean(props, "dav.rest.client.trust.all.ssl.certs")?,
+                    response_timeout: duration(
+                        props,
+                        "dav.rest.client.response.timeout",
+                        DEFAULT_RESPONSE_TIMEOUT,
+                    )?,
+                })
+            }
             _ => None,
         };
         Ok(Some(OpenPaasConfig {
@@ -88,6 +96,7 @@ impl OpenPaasConfig {
             response_timeout,
             unknown_user_ttl,
             dav,
+            warnings,
         }))
     }
 }
@@ -110,17 +119,50 @@ fn required<'a>(props: &'a Properties, key: &str) -> Result<&'a str, ConfigError
     }
 }
 
-fn url(props: &Properties, key: &str) -> Result<Url, ConfigError> {
+/// The URL of `key` without its userinfo, which is returned apart: it never reaches a log
+/// line, `/api/status` or an outbox job, and the HTTP client never sends it on its own.
+fn url(props: &Properties, key: &str) -> Result<(Url, Option<(String, Secret)>), ConfigError> {
     let text = required(props, key)?;
     let position = &props.entry(key).expect("present").position;
-    let parsed = Url::parse(text)
-        .map_err(|e| position.error(format!("{key} is {text:?}, not a URL: {e}")))?;
+    let shown = redact_url_value(text);
+    let mut parsed = Url::parse(text)
+        .map_err(|e| position.error(format!("{key} is {shown:?}, not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(position.error(format!(
-            "{key} is {text:?}: expected an http:// or https:// URL"
+            "{key} is {shown:?}: expected an http:// or https:// URL"
         )));
     }
-    Ok(parsed)
+    let userinfo = take_userinfo(&mut parsed);
+    Ok((parsed, userinfo))
+}
+
+/// `{prefix}.admin.user` and `{prefix}.admin.password`, which tmail requires. A user and
+/// password in the URL stand in for them only when both keys are absent; next to them, the
+/// URL's are ignored (with a warning), so esn-sabre always sees the configured
+/// `admin&user:password` impersonation.
+fn admin(
+    props: &Properties,
+    prefix: &str,
+    userinfo: Option<(String, Secret)>,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Secret), ConfigError> {
+    let (user_key, password_key) = (
+        format!("{prefix}.admin.user"),
+        format!("{prefix}.admin.password"),
+    );
+    let configured = props.entry(&user_key).is_some() || props.entry(&password_key).is_some();
+    if let Some((user, password)) = userinfo {
+        if !configured && !user.is_empty() {
+            return Ok((user, password));
+        }
+        warnings.push(format!(
+            "{prefix}.api.uri holds a user and password: ignored, {user_key} and {password_key} authenticate"
+        ));
+    }
+    Ok((
+        required(props, &user_key)?.to_string(),
+        Secret::new(required(props, &password_key)?),
+    ))
 }
 
 fn boolean(props: &Properties, key: &str) -> Result<bool, ConfigError> {

@@ -760,7 +760,10 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
         &[("smtpserver.xml", server_xml(port, tls))],
         &[("MAILETD_GENERATE_CERTIFICATE", "true")],
     );
-    assert!(m.dir.path().join("conf/cert.pem").exists());
+    // generated in data_dir (conf/ may be read-only), as docs/operations.md says
+    let generated = m.data_dir().join("tls/cert.pem");
+    assert!(generated.exists() && m.data_dir().join("tls/private.key").exists());
+    assert!(!m.conf_dir().join("cert.pem").exists() && !m.conf_dir().join("private.key").exists());
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{port}"), "--tls"])
         .args(["--from", "alice@example.org", "--to", "bob@example.org"])
@@ -781,6 +784,12 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
         "{}",
         m.log()
     );
+    // a restart reuses the generated pair
+    let certificate = std::fs::read(&generated).unwrap();
+    let mut m = m;
+    m.terminate();
+    m.spawn();
+    assert_eq!(std::fs::read(&generated).unwrap(), certificate);
 }
 
 /// Sends one small mail with smtplib and checks every recipient was accepted.
