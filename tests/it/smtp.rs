@@ -563,11 +563,17 @@ fn a_bind_failure_names_the_address() {
     assert!(msg.starts_with("conf/smtpserver.xml:2:1"), "{msg}");
 }
 
+/// Generation on, into the configured pair's own directory (serve uses `data_dir/tls`).
+fn generate_beside_the_configured_pair(servers: &mut Vec<smtpserver::SmtpServerConfig>) {
+    let tls = servers[0].tls.as_mut().unwrap();
+    tls.generate_into = tls.private_key.parent().map(Path::to_path_buf);
+}
+
 #[test]
 fn starttls_injection_is_refused() {
     let l = Listener::start_with(
         "<tls startTLS=\"true\"><privateKey>conf/key.pem</privateKey><certificates>conf/cert.pem</certificates></tls>",
-        |servers| servers[0].tls.as_mut().unwrap().generate_if_missing = true,
+        generate_beside_the_configured_pair,
         None,
     );
     assert!(l.dir.path().join("conf/cert.pem").exists());
@@ -916,7 +922,7 @@ for t in threads: t.join()
 fn socket_tls_with_smtplib_smtp_ssl() {
     let l = Listener::start_with(
         "<tls socketTLS=\"true\"><privateKey>k.pem</privateKey><certificates>c.pem</certificates></tls>",
-        |servers| servers[0].tls.as_mut().unwrap().generate_if_missing = true,
+        generate_beside_the_configured_pair,
         None,
     );
     let out = python(
