@@ -4,8 +4,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::config::ConfDir;
-use crate::config::secret::{is_secret_key, redact_url_value};
 use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
+use crate::config::secret::{is_secret_key, redact_url_value};
 use crate::config::smtpserver::SmtpServerConfig;
 use crate::pipeline::Container;
 use crate::pipeline::processor::ExceptionRoute;

@@ -142,7 +142,11 @@ mod tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["openpaas.admin.user", "dav.api.uri", "openpaas.rest.client.response.timeout"] {
+        for key in [
+            "openpaas.admin.user",
+            "dav.api.uri",
+            "openpaas.rest.client.response.timeout",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }
@@ -178,7 +182,10 @@ mod tests {
             t("dav.api.uri is \"http://u:pw@h\": expected"),
             "dav.api.uri is \"http://u:(hidden)@h\": expected"
         );
-        assert_eq!(t("http://h:1 answered, see bob@x"), "http://h:1 answered, see bob@x");
+        assert_eq!(
+            t("http://h:1 answered, see bob@x"),
+            "http://h:1 answered, see bob@x"
+        );
     }
 
     #[test]

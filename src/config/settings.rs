@@ -372,6 +372,31 @@ mod dav_tests {
         };
         assert!(err.contains("mailetd.toml"), "{err}");
     }
+
+    #[test]
+    fn a_user_and_password_in_base_url_leave_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join("mailetd.toml"), toml).unwrap();
+            Settings::load(dir.path()).unwrap().dav
+        };
+        // alone, they are the service account
+        let dav = load(
+            "[dav]
+base_url = \"http://svc:p%2Cw@127.0.0.1:5232/dav\"\n",
+        );
+        assert_eq!(dav.base_url, "http://127.0.0.1:5232/dav");
+        assert_eq!(dav.username.as_deref(), Some("svc"));
+        assert_eq!(dav.password.unwrap().expose(), "p,w");
+        // next to a configured account, ignored
+        let dav = load(
+            "[dav]
+base_url = \"http://x:y@127.0.0.1:5232\"\nusername = \"svc\"\npassword = \"pw\"\n",
+        );
+        assert_eq!(dav.base_url, "http://127.0.0.1:5232/");
+        assert_eq!(dav.username.as_deref(), Some("svc"));
+        assert_eq!(dav.password.unwrap().expose(), "pw");
+    }
 }
 
 #[cfg(test)]

@@ -285,6 +285,37 @@ mod tests {
     }
 
     #[test]
+    fn userinfo_leaves_the_urls_and_never_replaces_the_admin_keys() {
+        let c = OpenPaasConfig::from_properties(&props(
+            "openpaas.api.uri=http://u:p,w@side/api\nopenpaas.admin.user=admin@x\nopenpaas.admin.password=s3cr3t\ndav.api.uri=http://intruder:pw@sabre\ndav.admin.user=admin\ndav.admin.password=pw2\n",
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.api_uri.as_str(), "http://side/api");
+        assert_eq!(c.admin_user, "admin@x");
+        let dav = c.dav.as_ref().unwrap();
+        assert_eq!(dav.api_uri.as_str(), "http://sabre/");
+        assert_eq!(
+            (dav.admin_user.as_str(), dav.admin_password.expose()),
+            ("admin", "pw2")
+        );
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(!format!("{c:?}").contains("p,w"));
+        // without the admin keys, the URL's user and password stand in for them
+        let c = OpenPaasConfig::from_properties(&props(
+            "openpaas.api.uri=http://side/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=http://admin:secret%40123@sabre\n",
+        ))
+        .unwrap()
+        .unwrap();
+        let dav = c.dav.unwrap();
+        assert_eq!(
+            (dav.admin_user.as_str(), dav.admin_password.expose()),
+            ("admin", "secret@123")
+        );
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
     fn empty_dav_uri_means_no_dav_client() {
         let c = OpenPaasConfig::from_properties(&props(
             "openpaas.api.uri=http://side/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=\n",

@@ -84,10 +84,21 @@ mod tests {
         .unwrap();
         // base64("ops:pw")
         for header in ["Basic b3BzOnB3", "basic b3BzOnB3", "BASIC  b3BzOnB3"] {
-            assert!(c.accepts(Some(&HeaderValue::from_static(header))), "{header}");
+            assert!(
+                c.accepts(Some(&HeaderValue::from_static(header))),
+                "{header}"
+            );
         }
-        for header in ["Basic b3BzOnB4", "Bearer b3BzOnB3", "b3BzOnB3", "Basicb3BzOnB3"] {
-            assert!(!c.accepts(Some(&HeaderValue::from_static(header))), "{header}");
+        for header in [
+            "Basic b3BzOnB4",
+            "Bearer b3BzOnB3",
+            "b3BzOnB3",
+            "Basicb3BzOnB3",
+        ] {
+            assert!(
+                !c.accepts(Some(&HeaderValue::from_static(header))),
+                "{header}"
+            );
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Probe;
-use crate::config::secret::redact_url_value;
 use crate::config::ConfDir;
+use crate::config::secret::redact_url_value;
 use crate::config::settings::DavDialect;
 use crate::config::smtpserver::SmtpServerConfig;
 

@@ -96,7 +96,10 @@ fn url_passwords_and_secret_keys_never_show_in_logs_status_outbox_or_check() {
     });
     let mut captured = String::new();
     let status = json_of(m.http_port, "/api/status");
-    assert!(status["config"]["openpaas"]["api_uri"].is_string(), "{status}");
+    assert!(
+        status["config"]["openpaas"]["api_uri"].is_string(),
+        "{status}"
+    );
     captured.push_str(&status.to_string());
     for path in ["/health/ready", "/metrics"] {
         captured.push_str(&http_get(m.http_port, path, None).1);
@@ -111,7 +114,10 @@ fn url_passwords_and_secret_keys_never_show_in_logs_status_outbox_or_check() {
     let listing = run_mailetd(&m.conf_dir(), &["outbox", "list"]);
     let listing = all_output(&listing);
     assert!(!listing.contains("pending: 0"), "{listing}");
-    assert!(listing.contains("503"), "the last error is listed: {listing}");
+    assert!(
+        listing.contains("503"),
+        "the last error is listed: {listing}"
+    );
     captured.push_str(&listing);
     let store = std::fs::read(m.data_dir().join("spool.redb")).unwrap();
     captured.push_str(&String::from_utf8_lossy(&store));
@@ -192,11 +198,9 @@ fn a_password_in_dav_api_uri_does_not_replace_the_esn_impersonation() {
     let itip = eventually("the invitation delivered", WAIT, || {
         double.delivered_itips().pop()
     });
-    let basic = |user: &str, password: &str| format!("Basic {}", b64(&format!("{user}:{password}")));
-    let impersonation = basic(
-        &format!("{}&bob@linagora.local", DAV_ADMIN.0),
-        DAV_ADMIN.1,
-    );
+    let basic =
+        |user: &str, password: &str| format!("Basic {}", b64(&format!("{user}:{password}")));
+    let impersonation = basic(&format!("{}&bob@linagora.local", DAV_ADMIN.0), DAV_ADMIN.1);
     let authorizations = |r: &crate::support::esn_double::Recorded| -> Vec<String> {
         r.headers
             .iter()
@@ -215,7 +219,8 @@ fn a_password_in_dav_api_uri_does_not_replace_the_esn_impersonation() {
         [basic(OPENPAAS_ADMIN.0, OPENPAAS_ADMIN.1)]
     );
     assert!(
-        m.log().contains("dav.api.uri holds a user and password: ignored"),
+        m.log()
+            .contains("dav.api.uri holds a user and password: ignored"),
         "{}",
         m.log()
     );

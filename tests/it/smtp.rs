@@ -564,7 +564,7 @@ fn a_bind_failure_names_the_address() {
 }
 
 /// Generation on, into the configured pair's own directory (serve uses `data_dir/tls`).
-fn generate_beside_the_configured_pair(servers: &mut Vec<smtpserver::SmtpServerConfig>) {
+fn generate_beside_the_configured_pair(servers: &mut [smtpserver::SmtpServerConfig]) {
     let tls = servers[0].tls.as_mut().unwrap();
     tls.generate_into = tls.private_key.parent().map(Path::to_path_buf);
 }
@@ -573,7 +573,7 @@ fn generate_beside_the_configured_pair(servers: &mut Vec<smtpserver::SmtpServerC
 fn starttls_injection_is_refused() {
     let l = Listener::start_with(
         "<tls startTLS=\"true\"><privateKey>conf/key.pem</privateKey><certificates>conf/cert.pem</certificates></tls>",
-        generate_beside_the_configured_pair,
+        |servers| generate_beside_the_configured_pair(servers),
         None,
     );
     assert!(l.dir.path().join("conf/cert.pem").exists());
@@ -922,7 +922,7 @@ for t in threads: t.join()
 fn socket_tls_with_smtplib_smtp_ssl() {
     let l = Listener::start_with(
         "<tls socketTLS=\"true\"><privateKey>k.pem</privateKey><certificates>c.pem</certificates></tls>",
-        generate_beside_the_configured_pair,
+        |servers| generate_beside_the_configured_pair(servers),
         None,
     );
     let out = python(
