@@ -62,7 +62,16 @@ impl OpenPaasConfig {
         }
         let mut warnings = Vec::new();
         let (api_uri, userinfo) = url(props, "openpaas.api.uri")?;
-        let (admin_user, admin_password) = admin(props, "openpaas", userinfo, &mut warnings)?;
+        let (admin_user, admin_password) = admin(
+            props,
+            [
+                "openpaas.api.uri",
+                "openpaas.admin.user",
+                "openpaas.admin.password",
+            ],
+            userinfo,
+            &mut warnings,
+        )?;
         let trust_all_certs = boolean(props, "openpaas.rest.client.trust.all.ssl.certs")?;
         let response_timeout = duration(
             props,
@@ -73,7 +82,12 @@ impl OpenPaasConfig {
         let dav = match props.get("dav.api.uri") {
             Some(v) if !v.trim().is_empty() => {
                 let (api_uri, userinfo) = url(props, "dav.api.uri")?;
-                let (admin_user, admin_password) = admin(props, "dav", userinfo, &mut warnings)?;
+                let (admin_user, admin_password) = admin(
+                    props,
+                    ["dav.api.uri", "dav.admin.user", "dav.admin.password"],
+                    userinfo,
+                    &mut warnings,
+                )?;
                 Some(DavConfig {
                     api_uri,
                     admin_user,
@@ -136,32 +150,28 @@ fn url(props: &Properties, key: &str) -> Result<(Url, Option<(String, Secret)>),
     Ok((parsed, userinfo))
 }
 
-/// `{prefix}.admin.user` and `{prefix}.admin.password`, which tmail requires. A user and
+/// The admin user and password keys (`[uri, user, password]`), which tmail requires. A user and
 /// password in the URL stand in for them only when both keys are absent; next to them, the
 /// URL's are ignored (with a warning), so esn-sabre always sees the configured
 /// `admin&user:password` impersonation.
 fn admin(
     props: &Properties,
-    prefix: &str,
+    [uri_key, user_key, password_key]: [&str; 3],
     userinfo: Option<(String, Secret)>,
     warnings: &mut Vec<String>,
 ) -> Result<(String, Secret), ConfigError> {
-    let (user_key, password_key) = (
-        format!("{prefix}.admin.user"),
-        format!("{prefix}.admin.password"),
-    );
-    let configured = props.entry(&user_key).is_some() || props.entry(&password_key).is_some();
+    let configured = props.entry(user_key).is_some() || props.entry(password_key).is_some();
     if let Some((user, password)) = userinfo {
         if !configured && !user.is_empty() {
             return Ok((user, password));
         }
         warnings.push(format!(
-            "{prefix}.api.uri holds a user and password: ignored, {user_key} and {password_key} authenticate"
+            "{uri_key} holds a user and password: ignored, {user_key} and {password_key} authenticate"
         ));
     }
     Ok((
-        required(props, &user_key)?.to_string(),
-        Secret::new(required(props, &password_key)?),
+        required(props, user_key)?.to_string(),
+        Secret::new(required(props, password_key)?),
     ))
 }
 
