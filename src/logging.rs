@@ -6,7 +6,8 @@ pub fn init() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Whatever a line quotes, a URL's user:password never reaches the log.
+        .with_writer(|| crate::config::secret::RedactingWriter(std::io::stderr()))
         // Colour codes only on a terminal: log files stay greppable.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)

@@ -142,7 +142,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mailetd: {e:#}");
+            // An error may quote a URL (a broker's, a DAV server's): never its password.
+            let text = format!("{e:#}");
+            eprintln!("mailetd: {}", mailetd::config::secret::redact_urls(&text));
             ExitCode::FAILURE
         }
     }

@@ -91,8 +91,11 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     let grace = Duration::from_secs(settings.shutdown_timeout_secs);
     for server in &mut smtp_servers {
         server.shutdown_timeout = grace;
-        if let Some(tls) = &mut server.tls {
-            tls.generate_if_missing |= settings.generate_certificate;
+        if let Some(tls) = &mut server.tls
+            && settings.generate_certificate
+        {
+            // conf/ may be read-only: generated keys live with the other data.
+            tls.generate_into = Some(data_dir.join("tls"));
         }
     }
 

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
+use crate::config::secret::{is_secret_key, redact_url_value};
 use crate::config::smtpserver::SmtpServerConfig;
 use crate::config::{ConfDir, ConfigError, ConfigErrors};
 use crate::pipeline::Container;
@@ -99,12 +100,6 @@ pub fn reachability_warnings(server: &SmtpServerConfig) -> Vec<String> {
     }
 }
 
-/// Whether a property must not be printed.
-pub fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password") || k.contains("secret")
-}
-
 fn report(
     conf: &ConfDir,
     container: &Container,
@@ -137,7 +132,7 @@ fn report(
                 let _ = writeln!(out, "  {key} = (hidden)");
             } else {
                 let value = ctx.properties.get(key).unwrap_or("");
-                let _ = writeln!(out, "  {key} = {}", hide_url_passwords(value));
+                let _ = writeln!(out, "  {key} = {}", redact_url_value(value));
             }
         }
     }
@@ -199,33 +194,6 @@ fn report(
     out
 }
 
-/// `amqp://user:pass@host` → `amqp://user:(hidden)@host`, for every URL of a comma list.
-pub fn hide_url_passwords(value: &str) -> String {
-    value
-        .split(',')
-        .map(|item| {
-            let Some(scheme_end) = item.find("://") else {
-                return item.to_string();
-            };
-            let rest = &item[scheme_end + 3..];
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let authority = &rest[..authority_end];
-            match authority.rfind('@') {
-                Some(at) if authority[..at].contains(':') => {
-                    let user = &authority[..authority[..at].find(':').unwrap_or(at)];
-                    format!(
-                        "{}{user}:(hidden){}",
-                        &item[..scheme_end + 3],
-                        &item[scheme_end + 3 + at..]
-                    )
-                }
-                _ => item.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn describe_route(route: &ExceptionRoute) -> String {
     match route {
         ExceptionRoute::Ignore => "ignore".into(),
@@ -251,22 +219,5 @@ fn describe_composite(c: &CompositeConfig) -> String {
         format!("not {text}")
     } else {
         text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_recognised() {
-        assert!(is_secret_key("openpaas.admin.password"));
-        assert!(is_secret_key("dav.Secret"));
-        assert!(!is_secret_key("openpaas.admin.user"));
-        assert_eq!(
-            hide_url_passwords("amqp://guest:guest@127.0.0.1:5672/vhost,amqp://h2"),
-            "amqp://guest:(hidden)@127.0.0.1:5672/vhost,amqp://h2"
-        );
-        assert_eq!(hide_url_passwords("http://host/a@b"), "http://host/a@b");
     }
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, Position};
 pub use super::secret::Secret;
+use super::secret::redact_urls;
 
 /// Settings from `mailetd.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -263,6 +264,29 @@ pub struct DavSettings {
     pub known_contacts_max: usize,
 }
 
+impl DavSettings {
+    /// Moves a `user:password@` out of `base_url`, so the URL can be shown and stored: it
+    /// becomes the service account when neither `username` nor `credentials_file` is set,
+    /// and is ignored (with a warning) otherwise.
+    fn take_base_url_userinfo(&mut self) {
+        let Ok(mut url) = reqwest::Url::parse(self.base_url.trim()) else {
+            return;
+        };
+        let Some((user, password)) = super::secret::take_userinfo(&mut url) else {
+            return;
+        };
+        self.base_url = url.to_string();
+        if self.username.is_none() && self.credentials_file.is_none() && !user.is_empty() {
+            self.username = Some(user);
+            self.password = Some(password);
+        } else {
+            tracing::warn!(
+                "mailetd.toml: [dav] base_url holds a user and password: ignored, [dav] username/password or credentials_file authenticate"
+            );
+        }
+    }
+}
+
 impl Default for DavSettings {
     fn default() -> Self {
         DavSettings {
@@ -300,9 +324,11 @@ impl Settings {
             )
             .build()
             .map_err(|e| Position::file_start(&path).error(e.to_string()))?;
-        built
+        let mut settings: Settings = built
             .try_deserialize()
-            .map_err(|e| Position::file_start(&path).error(e.to_string()))
+            .map_err(|e| Position::file_start(&path).error(redact_urls(&e.to_string())))?;
+        settings.dav.take_base_url_userinfo();
+        Ok(settings)
     }
 
     /// `data_dir` resolved against `base` when relative.
@@ -345,6 +371,31 @@ mod dav_tests {
             Settings::load(dir.path()).unwrap_err().to_string()
         };
         assert!(err.contains("mailetd.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_user_and_password_in_base_url_leave_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join("mailetd.toml"), toml).unwrap();
+            Settings::load(dir.path()).unwrap().dav
+        };
+        // alone, they are the service account
+        let dav = load(
+            "[dav]
+base_url = \"http://svc:p%2Cw@127.0.0.1:5232/dav\"\n",
+        );
+        assert_eq!(dav.base_url, "http://127.0.0.1:5232/dav");
+        assert_eq!(dav.username.as_deref(), Some("svc"));
+        assert_eq!(dav.password.unwrap().expose(), "p,w");
+        // next to a configured account, ignored
+        let dav = load(
+            "[dav]
+base_url = \"http://x:y@127.0.0.1:5232\"\nusername = \"svc\"\npassword = \"pw\"\n",
+        );
+        assert_eq!(dav.base_url, "http://127.0.0.1:5232/");
+        assert_eq!(dav.username.as_deref(), Some("svc"));
+        assert_eq!(dav.password.unwrap().expose(), "pw");
     }
 }
 

@@ -75,8 +75,9 @@ pub struct TlsSettings {
     pub private_key: PathBuf,
     /// `certificates` (PEM chain).
     pub certificates: PathBuf,
-    /// Create a self-signed pair when both files are missing (`--generate-keystore`).
-    pub generate_if_missing: bool,
+    /// When both files are missing, use (and first create) a self-signed pair of the same
+    /// file names in this directory, under `data_dir` (`--generate-keystore`).
+    pub generate_into: Option<PathBuf>,
     /// Where the `<tls>` element is.
     pub position: Position,
 }
@@ -506,7 +507,7 @@ fn parse_tls(el: &Element, base: &Path) -> Result<Option<TlsSettings>, ConfigErr
         start_tls,
         private_key: path("privateKey")?,
         certificates: path("certificates")?,
-        generate_if_missing: false,
+        generate_into: None,
         position: el.position.clone(),
     }))
 }

@@ -50,7 +50,7 @@ impl CardDavContactHandler {
         if Url::parse(&base).is_err() {
             return Err(ConfigError::new(format!(
                 "mailetd.toml: [dav] base_url {:?} is not a URL: the standard dialect needs one (e.g. http://127.0.0.1:5232)",
-                settings.base_url
+                crate::config::secret::redact_url_value(&settings.base_url)
             )));
         }
         if !settings.addressbook_url.contains("{user}")

@@ -64,6 +64,9 @@ impl DavServices {
 
     /// Builds the clients for `openpaas`.
     pub fn build(openpaas: OpenPaasConfig) -> Result<DavServices, ConfigError> {
+        for warning in &openpaas.warnings {
+            tracing::warn!("openpaas.properties: {warning}");
+        }
         let openpaas_client = client(openpaas.trust_all_certs, openpaas.response_timeout)?;
         let dav_client = match &openpaas.dav {
             Some(dav) => Some(client(dav.trust_all_certs, dav.response_timeout)?),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use crate::config::secret::{redact_url_value, take_userinfo};
 use crate::config::{ConfigError, Properties};
 
 /// Default response timeout of both clients (tmail: 30s).
@@ -33,6 +34,9 @@ pub struct OpenPaasConfig {
     pub unknown_user_ttl: Duration,
     /// The esn-sabre part, present when `dav.api.uri` is non-empty.
     pub dav: Option<DavConfig>,
+    /// What the operator should know about the settings (logged once, when the clients are
+    /// built): a user and password in a URL that the admin keys override.
+    pub warnings: Vec<String>,
 }
 
 /// The esn-sabre (DAV) client settings.
@@ -56,9 +60,18 @@ impl OpenPaasConfig {
         if props.get("openpaas.api.uri").is_none() {
             return Ok(None);
         }
-        let api_uri = url(props, "openpaas.api.uri")?;
-        let admin_user = required(props, "openpaas.admin.user")?.to_string();
-        let admin_password = Secret::new(required(props, "openpaas.admin.password")?);
+        let mut warnings = Vec::new();
+        let (api_uri, userinfo) = url(props, "openpaas.api.uri")?;
+        let (admin_user, admin_password) = admin(
+            props,
+            [
+                "openpaas.api.uri",
+                "openpaas.admin.user",
+                "openpaas.admin.password",
+            ],
+            userinfo,
+            &mut warnings,
+        )?;
         let trust_all_certs = boolean(props, "openpaas.rest.client.trust.all.ssl.certs")?;
         let response_timeout = duration(
             props,
@@ -67,17 +80,26 @@ impl OpenPaasConfig {
         )?;
         let unknown_user_ttl = duration(props, UNKNOWN_USER_TTL_KEY, DEFAULT_UNKNOWN_USER_TTL)?;
         let dav = match props.get("dav.api.uri") {
-            Some(v) if !v.trim().is_empty() => Some(DavConfig {
-                api_uri: url(props, "dav.api.uri")?,
-                admin_user: required(props, "dav.admin.user")?.to_string(),
-                admin_password: Secret::new(required(props, "dav.admin.password")?),
-                trust_all_certs: boolean(props, "dav.rest.client.trust.all.ssl.certs")?,
-                response_timeout: duration(
+            Some(v) if !v.trim().is_empty() => {
+                let (api_uri, userinfo) = url(props, "dav.api.uri")?;
+                let (admin_user, admin_password) = admin(
                     props,
-                    "dav.rest.client.response.timeout",
-                    DEFAULT_RESPONSE_TIMEOUT,
-                )?,
-            }),
+                    ["dav.api.uri", "dav.admin.user", "dav.admin.password"],
+                    userinfo,
+                    &mut warnings,
+                )?;
+                Some(DavConfig {
+                    api_uri,
+                    admin_user,
+                    admin_password,
+                    trust_all_certs: boolean(props, "dav.rest.client.trust.all.ssl.certs")?,
+                    response_timeout: duration(
+                        props,
+                        "dav.rest.client.response.timeout",
+                        DEFAULT_RESPONSE_TIMEOUT,
+                    )?,
+                })
+            }
             _ => None,
         };
         Ok(Some(OpenPaasConfig {
@@ -88,6 +110,7 @@ impl OpenPaasConfig {
             response_timeout,
             unknown_user_ttl,
             dav,
+            warnings,
         }))
     }
 }
@@ -110,17 +133,46 @@ fn required<'a>(props: &'a Properties, key: &str) -> Result<&'a str, ConfigError
     }
 }
 
-fn url(props: &Properties, key: &str) -> Result<Url, ConfigError> {
+/// The URL of `key` without its userinfo, which is returned apart: it never reaches a log
+/// line, `/api/status` or an outbox job, and the HTTP client never sends it on its own.
+fn url(props: &Properties, key: &str) -> Result<(Url, Option<(String, Secret)>), ConfigError> {
     let text = required(props, key)?;
     let position = &props.entry(key).expect("present").position;
-    let parsed = Url::parse(text)
-        .map_err(|e| position.error(format!("{key} is {text:?}, not a URL: {e}")))?;
+    let shown = redact_url_value(text);
+    let mut parsed = Url::parse(text)
+        .map_err(|e| position.error(format!("{key} is {shown:?}, not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(position.error(format!(
-            "{key} is {text:?}: expected an http:// or https:// URL"
+            "{key} is {shown:?}: expected an http:// or https:// URL"
         )));
     }
-    Ok(parsed)
+    let userinfo = take_userinfo(&mut parsed);
+    Ok((parsed, userinfo))
+}
+
+/// The admin user and password keys (`[uri, user, password]`), which tmail requires. A user and
+/// password in the URL stand in for them only when both keys are absent; next to them, the
+/// URL's are ignored (with a warning), so esn-sabre always sees the configured
+/// `admin&user:password` impersonation.
+fn admin(
+    props: &Properties,
+    [uri_key, user_key, password_key]: [&str; 3],
+    userinfo: Option<(String, Secret)>,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Secret), ConfigError> {
+    let configured = props.entry(user_key).is_some() || props.entry(password_key).is_some();
+    if let Some((user, password)) = userinfo {
+        if !configured && !user.is_empty() {
+            return Ok((user, password));
+        }
+        warnings.push(format!(
+            "{uri_key} holds a user and password: ignored, {user_key} and {password_key} authenticate"
+        ));
+    }
+    Ok((
+        required(props, user_key)?.to_string(),
+        Secret::new(required(props, password_key)?),
+    ))
 }
 
 fn boolean(props: &Properties, key: &str) -> Result<bool, ConfigError> {
@@ -240,6 +292,37 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn userinfo_leaves_the_urls_and_never_replaces_the_admin_keys() {
+        let c = OpenPaasConfig::from_properties(&props(
+            "openpaas.api.uri=http://u:p,w@side/api\nopenpaas.admin.user=admin@x\nopenpaas.admin.password=s3cr3t\ndav.api.uri=http://intruder:pw@sabre\ndav.admin.user=admin\ndav.admin.password=pw2\n",
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.api_uri.as_str(), "http://side/api");
+        assert_eq!(c.admin_user, "admin@x");
+        let dav = c.dav.as_ref().unwrap();
+        assert_eq!(dav.api_uri.as_str(), "http://sabre/");
+        assert_eq!(
+            (dav.admin_user.as_str(), dav.admin_password.expose()),
+            ("admin", "pw2")
+        );
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(!format!("{c:?}").contains("p,w"));
+        // without the admin keys, the URL's user and password stand in for them
+        let c = OpenPaasConfig::from_properties(&props(
+            "openpaas.api.uri=http://side/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri=http://admin:secret%40123@sabre\n",
+        ))
+        .unwrap()
+        .unwrap();
+        let dav = c.dav.unwrap();
+        assert_eq!(
+            (dav.admin_user.as_str(), dav.admin_password.expose()),
+            ("admin", "secret@123")
+        );
+        assert!(c.warnings.is_empty());
     }
 
     #[test]

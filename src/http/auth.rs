@@ -10,7 +10,7 @@ use base64::Engine;
 
 use crate::config::settings::HttpSettings;
 
-/// The expected `Authorization` value.
+/// The expected Basic credentials (base64 of `user:password`).
 pub(super) struct Credentials {
     expected: Vec<u8>,
 }
@@ -22,13 +22,26 @@ impl Credentials {
         let password = settings.password.as_ref()?.expose();
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         Some(Credentials {
-            expected: format!("Basic {token}").into_bytes(),
+            expected: token.into_bytes(),
         })
     }
 
     fn accepts(&self, given: Option<&HeaderValue>) -> bool {
         let Some(given) = given else { return false };
+        // RFC 7235: the scheme is case-insensitive (`basic` is Basic) and one or more
+        // spaces separate it from the credentials.
         let given = given.as_bytes();
+        let Some(space) = given.iter().position(|b| *b == b' ') else {
+            return false;
+        };
+        if !given[..space].eq_ignore_ascii_case(b"Basic") {
+            return false;
+        }
+        let start = given[space..]
+            .iter()
+            .position(|b| *b != b' ')
+            .map_or(given.len(), |i| space + i);
+        let given = &given[start..];
         // Same work whatever the first differing byte: no timing hint at the password.
         given.len() == self.expected.len()
             && given
@@ -53,5 +66,39 @@ pub(super) async fn require(
         )
             .into_response(),
         _ => next.run(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let c = Credentials::from_settings(&HttpSettings {
+            username: Some("ops".into()),
+            password: Some(Secret::new("pw")),
+            ..HttpSettings::default()
+        })
+        .unwrap();
+        // base64("ops:pw")
+        for header in ["Basic b3BzOnB3", "basic b3BzOnB3", "BASIC  b3BzOnB3"] {
+            assert!(
+                c.accepts(Some(&HeaderValue::from_static(header))),
+                "{header}"
+            );
+        }
+        for header in [
+            "Basic b3BzOnB4",
+            "Bearer b3BzOnB3",
+            "b3BzOnB3",
+            "Basicb3BzOnB3",
+        ] {
+            assert!(
+                !c.accepts(Some(&HeaderValue::from_static(header))),
+                "{header}"
+            );
+        }
     }
 }

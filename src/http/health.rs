@@ -45,7 +45,7 @@ impl Probe {
         {
             return check.clone();
         }
-        let shown = crate::cli::check::hide_url_passwords(&self.url);
+        let shown = crate::config::secret::redact_url_value(&self.url);
         let answer = tokio::time::timeout(CHECK_TIMEOUT, self.client.get(&self.url).send()).await;
         let check = match answer {
             Ok(Ok(response)) => Check::ok(
@@ -60,6 +60,11 @@ impl Probe {
                 self.name,
                 format!("{shown} did not answer within {CHECK_TIMEOUT:?}"),
             ),
+        };
+        // An error's causes may quote the URL again.
+        let check = Check {
+            detail: crate::config::secret::redact_urls(&check.detail).into_owned(),
+            ..check
         };
         *self.last.lock().unwrap() = Some((Instant::now(), check.clone()));
         check

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Probe;
-use crate::cli::check::hide_url_passwords;
 use crate::config::ConfDir;
+use crate::config::secret::redact_url_value;
 use crate::config::settings::DavDialect;
 use crate::config::smtpserver::SmtpServerConfig;
 
@@ -47,15 +47,15 @@ pub fn config_summary(conf: &ConfDir, smtp: &[SmtpServerConfig]) -> serde_json::
         },
         "dav": {
             "dialect": match settings.dav.dialect { DavDialect::Esn => "esn", DavDialect::Caldav => "caldav" },
-            "base_url": hide_url_passwords(&settings.dav.base_url),
+            "base_url": redact_url_value(&settings.dav.base_url),
             "username": settings.dav.username,
             "trust_all_certs": settings.dav.trust_all_certs,
         },
         "openpaas": openpaas.as_ref().map(|o| json!({
-            "api_uri": hide_url_passwords(o.api_uri.as_str()),
+            "api_uri": redact_url_value(o.api_uri.as_str()),
             "admin_user": o.admin_user,
             "trust_all_certs": o.trust_all_certs,
-            "dav_api_uri": o.dav.as_ref().map(|d| hide_url_passwords(d.api_uri.as_str())),
+            "dav_api_uri": o.dav.as_ref().map(|d| redact_url_value(d.api_uri.as_str())),
             "dav_trust_all_certs": o.dav.as_ref().map(|d| d.trust_all_certs),
         })),
         "http": {

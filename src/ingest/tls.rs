@@ -3,7 +3,7 @@
 //! went through STARTTLS.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,26 +19,16 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::smtpserver::TlsSettings;
 
-/// Builds the acceptor, first generating a self-signed pair for `hello_name` when both files
-/// are missing and generation was asked for.
+/// Builds the acceptor from the configured pair; when both files are missing and generation
+/// was asked for, from a self-signed pair for `hello_name` in `generate_into` (created on
+/// the first start, reused afterwards).
 pub fn acceptor(tls: &TlsSettings, hello_name: &str) -> anyhow::Result<TlsAcceptor> {
-    let key_exists = tls.private_key.exists();
-    let cert_exists = tls.certificates.exists();
-    if !key_exists && !cert_exists && tls.generate_if_missing {
-        generate(&tls.private_key, &tls.certificates, hello_name)?;
-    } else if !key_exists || !cert_exists {
-        let missing = if key_exists {
-            &tls.certificates
-        } else {
-            &tls.private_key
-        };
-        bail!(
-            "{}: <tls>: {} does not exist (set generate_certificate = true in mailetd.toml or \
-             MAILETD_GENERATE_CERTIFICATE=true to create a self-signed pair)",
-            tls.position,
-            missing.display()
-        );
-    }
+    let (private_key, certificates) = key_pair(tls, hello_name)?;
+    let tls = &TlsSettings {
+        private_key,
+        certificates,
+        ..tls.clone()
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.certificates)
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| {
@@ -75,6 +65,43 @@ pub fn acceptor(tls: &TlsSettings, hello_name: &str) -> anyhow::Result<TlsAccept
             )
         })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The PEM files to load: the configured ones, or the generated ones of the same names in
+/// `generate_into` (the configured pair may sit in a read-only `conf/`).
+fn key_pair(tls: &TlsSettings, hello_name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let configured = (tls.private_key.clone(), tls.certificates.clone());
+    let pair = match &tls.generate_into {
+        Some(dir) if !configured.0.exists() && !configured.1.exists() => {
+            let in_dir = |p: &Path| dir.join(p.file_name().unwrap_or(p.as_os_str()));
+            let generated = (in_dir(&configured.0), in_dir(&configured.1));
+            if !generated.0.exists() && !generated.1.exists() {
+                generate(&generated.0, &generated.1, hello_name)?;
+            }
+            generated
+        }
+        _ => configured,
+    };
+    for (path, other) in [(&pair.0, &pair.1), (&pair.1, &pair.0)] {
+        if !path.exists() && other.exists() {
+            bail!(
+                "{}: <tls>: {} does not exist (set generate_certificate = true in mailetd.toml or \
+                 MAILETD_GENERATE_CERTIFICATE=true to create a self-signed pair)",
+                tls.position,
+                path.display()
+            );
+        }
+    }
+    if !pair.0.exists() {
+        bail!(
+            "{}: <tls>: {} and {} do not exist (set generate_certificate = true in mailetd.toml or \
+             MAILETD_GENERATE_CERTIFICATE=true to create a self-signed pair in data_dir/tls)",
+            tls.position,
+            pair.0.display(),
+            pair.1.display()
+        );
+    }
+    Ok(pair)
 }
 
 /// Writes a self-signed certificate for `hello_name` and its key (mode 0600).

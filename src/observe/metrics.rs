@@ -210,21 +210,44 @@ pub fn known_contacts(answers: &[bool]) {
 pub fn outbox_attempt(job: &crate::outbox::OutboxJob, outcome: &str, elapsed: Duration) {
     let method = itip_method(&job.payload);
     let m = metrics();
-    m.outbox_attempts.with(&[&job.kind, &method, outcome]).inc();
+    m.outbox_attempts.with(&[&job.kind, method, outcome]).inc();
     m.outbox_duration.with(&[&job.kind]).observe(elapsed);
 }
 
-/// The iTIP method of a job payload: `method`, or inside the esn `body` JSON.
-fn itip_method(payload: &serde_json::Value) -> String {
-    if let Some(m) = payload.get("method").and_then(|m| m.as_str()) {
-        return m.to_ascii_uppercase();
+/// The iTIP methods of RFC 5546, the only METHOD values that become a label.
+const ITIP_METHODS: [&str; 8] = [
+    "PUBLISH",
+    "REQUEST",
+    "REPLY",
+    "ADD",
+    "CANCEL",
+    "REFRESH",
+    "COUNTER",
+    "DECLINECOUNTER",
+];
+
+/// The iTIP method of a job payload (`method`, or inside the esn `body` JSON) as a label:
+/// one of [`ITIP_METHODS`], `other` for anything else a mail may say (a label per random
+/// METHOD would grow `/metrics` without bound), `-` for jobs without one.
+fn itip_method(payload: &serde_json::Value) -> &'static str {
+    let body;
+    let method = match payload.get("method").and_then(|m| m.as_str()) {
+        Some(m) => Some(m),
+        None => {
+            body = payload
+                .get("body")
+                .and_then(|b| b.as_str())
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+            body.as_ref().and_then(|b| b.get("method")?.as_str())
+        }
+    };
+    match method {
+        None => "-",
+        Some(m) => ITIP_METHODS
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(m.trim()))
+            .unwrap_or("other"),
     }
-    payload
-        .get("body")
-        .and_then(|b| b.as_str())
-        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-        .and_then(|b| b.get("method")?.as_str().map(str::to_ascii_uppercase))
-        .unwrap_or_else(|| "-".into())
 }
 
 /// Values read when `/metrics` is scraped.
@@ -599,5 +622,13 @@ mod tests {
             "REPLY"
         );
         assert_eq!(itip_method(&serde_json::json!({"vcard": "…"})), "-");
+        assert_eq!(
+            itip_method(&serde_json::json!({"method": "X-RANDOM-4711"})),
+            "other"
+        );
+        assert_eq!(
+            itip_method(&serde_json::json!({"method": " declinecounter"})),
+            "DECLINECOUNTER"
+        );
     }
 }

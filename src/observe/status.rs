@@ -53,7 +53,7 @@ pub fn record_error(source: &'static str, mail: impl Into<String>, reason: impl 
         at_ms: now_ms(),
         source,
         mail: mail.into(),
-        reason: reason.into(),
+        reason: crate::config::secret::redact_urls(&reason.into()).into_owned(),
     });
 }
 

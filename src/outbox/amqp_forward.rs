@@ -58,13 +58,13 @@ impl Endpoint {
         if !(first.starts_with("amqp://") || first.starts_with("amqps://")) {
             return Err(format!(
                 "uri {:?} is not an AMQP URI: expected amqp://user:password@host:5672/vhost",
-                crate::cli::check::hide_url_passwords(first)
+                crate::config::secret::redact_url_value(first).into_owned()
             ));
         }
         lapin::uri::AMQPUri::from_str(first).map_err(|e| {
             format!(
                 "uri {:?} is not an AMQP URI: {e}",
-                crate::cli::check::hide_url_passwords(first)
+                crate::config::secret::redact_url_value(first).into_owned()
             )
         })?;
         if kind(exchange_type).is_none() {
@@ -73,7 +73,7 @@ impl Endpoint {
             ));
         }
         Ok(Endpoint {
-            redacted_uri: crate::cli::check::hide_url_passwords(first),
+            redacted_uri: crate::config::secret::redact_url_value(first).into_owned(),
             exchange: exchange.to_string(),
             exchange_type: exchange_type.to_string(),
             routing_key: routing_key.to_string(),

@@ -117,7 +117,7 @@ pub fn format_listing(pending: &[OutboxJob], dead: &[OutboxJob], now: u64) -> St
             job.kind,
             job.target,
             job.attempts,
-            job.last_error.as_deref().unwrap_or("-")
+            last_error(job)
         );
     }
     let _ = writeln!(out, "dead: {}", dead.len());
@@ -132,10 +132,15 @@ pub fn format_listing(pending: &[OutboxJob], dead: &[OutboxJob], now: u64) -> St
             job.kind,
             job.target,
             job.attempts,
-            job.last_error.as_deref().unwrap_or("-")
+            last_error(job)
         );
     }
     out
+}
+
+/// The last error, URL passwords hidden (a store written by an older version may hold one).
+fn last_error(job: &OutboxJob) -> std::borrow::Cow<'_, str> {
+    crate::config::secret::redact_urls(job.last_error.as_deref().unwrap_or("-"))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for milliseconds since the epoch.

@@ -163,6 +163,14 @@ pub enum Decision {
 /// Applies the retry policy to the outcome of attempt number `job.attempts`, logging it.
 pub fn decide(settings: &OutboxSettings, job: &OutboxJob, delivery: Delivery) -> Decision {
     let (id, kind, target, attempts) = (job.id, &job.kind, &job.target, job.attempts);
+    // The reason goes to the log, /api/status and the stored job: no URL password in it,
+    // whatever a handler quoted.
+    let hide = |reason: String| crate::config::secret::redact_urls(&reason).into_owned();
+    let delivery = match delivery {
+        Delivery::Retry(reason) => Delivery::Retry(hide(reason)),
+        Delivery::Permanent(reason) => Delivery::Permanent(hide(reason)),
+        Delivery::Done => Delivery::Done,
+    };
     match delivery {
         Delivery::Done => Decision::Done,
         Delivery::Permanent(reason) => {

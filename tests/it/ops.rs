@@ -17,10 +17,10 @@ use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
 use crate::support::mailetd::{Mailetd, smtpserver_xml};
 use crate::support::{eventually, free_port, python, wait_for_port, write_files};
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// One `GET` over a fresh connection: (status, body).
-fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint reachable");
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
@@ -44,7 +44,7 @@ fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> (u16, String) 
     (status, body)
 }
 
-fn json_of(port: u16, path: &str) -> serde_json::Value {
+pub(crate) fn json_of(port: u16, path: &str) -> serde_json::Value {
     let (status, body) = http_get(port, path, None);
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
@@ -56,7 +56,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn metrics(port: u16) -> String {
+pub(crate) fn metrics(port: u16) -> String {
     let (status, body) = http_get(port, "/metrics", None);
     assert_eq!(status, 200, "{body}");
     body
@@ -102,7 +102,7 @@ with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
     s.sendmail(sender, rcpts, open(path, 'rb').read())
 "#;
 
-fn send_file(port: u16, from: &str, rcpts: &[&str], path: &Path) {
+pub(crate) fn send_file(port: u16, from: &str, rcpts: &[&str], path: &Path) {
     python(
         SEND_FILE,
         &[
@@ -114,13 +114,13 @@ fn send_file(port: u16, from: &str, rcpts: &[&str], path: &Path) {
     );
 }
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(name)
 }
 
-fn example_file(name: &str) -> String {
+pub(crate) fn example_file(name: &str) -> String {
     std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("examples/standalone-email/conf")
@@ -359,7 +359,7 @@ fn serve_refused(conf: &Path, env: &[(&str, &str)], smtp_port: u16) -> String {
     stderr
 }
 
-fn default_conf_in(dir: &Path, smtp_port: u16) -> PathBuf {
+pub(crate) fn default_conf_in(dir: &Path, smtp_port: u16) -> PathBuf {
     let conf = dir.join("conf");
     for name in ["mailetcontainer.xml", "domainlist.xml"] {
         write_files(

@@ -563,11 +563,17 @@ fn a_bind_failure_names_the_address() {
     assert!(msg.starts_with("conf/smtpserver.xml:2:1"), "{msg}");
 }
 
+/// Generation on, into the configured pair's own directory (serve uses `data_dir/tls`).
+fn generate_beside_the_configured_pair(servers: &mut [smtpserver::SmtpServerConfig]) {
+    let tls = servers[0].tls.as_mut().unwrap();
+    tls.generate_into = tls.private_key.parent().map(Path::to_path_buf);
+}
+
 #[test]
 fn starttls_injection_is_refused() {
     let l = Listener::start_with(
         "<tls startTLS=\"true\"><privateKey>conf/key.pem</privateKey><certificates>conf/cert.pem</certificates></tls>",
-        |servers| servers[0].tls.as_mut().unwrap().generate_if_missing = true,
+        |servers| generate_beside_the_configured_pair(servers),
         None,
     );
     assert!(l.dir.path().join("conf/cert.pem").exists());
@@ -760,7 +766,10 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
         &[("smtpserver.xml", server_xml(port, tls))],
         &[("MAILETD_GENERATE_CERTIFICATE", "true")],
     );
-    assert!(m.dir.path().join("conf/cert.pem").exists());
+    // generated in data_dir (conf/ may be read-only), as docs/operations.md says
+    let generated = m.data_dir().join("tls/cert.pem");
+    assert!(generated.exists() && m.data_dir().join("tls/private.key").exists());
+    assert!(!m.conf_dir().join("cert.pem").exists() && !m.conf_dir().join("private.key").exists());
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{port}"), "--tls"])
         .args(["--from", "alice@example.org", "--to", "bob@example.org"])
@@ -781,6 +790,12 @@ fn serve_starttls_with_swaks_and_a_generated_certificate() {
         "{}",
         m.log()
     );
+    // a restart reuses the generated pair
+    let certificate = std::fs::read(&generated).unwrap();
+    let mut m = m;
+    m.terminate();
+    m.spawn();
+    assert_eq!(std::fs::read(&generated).unwrap(), certificate);
 }
 
 /// Sends one small mail with smtplib and checks every recipient was accepted.
@@ -907,7 +922,7 @@ for t in threads: t.join()
 fn socket_tls_with_smtplib_smtp_ssl() {
     let l = Listener::start_with(
         "<tls socketTLS=\"true\"><privateKey>k.pem</privateKey><certificates>c.pem</certificates></tls>",
-        |servers| servers[0].tls.as_mut().unwrap().generate_if_missing = true,
+        |servers| generate_beside_the_configured_pair(servers),
         None,
     );
     let out = python(

@@ -40,7 +40,7 @@ impl Locator {
         if Url::parse(&base).is_err() {
             return Err(ConfigError::new(format!(
                 "[dav] base_url {:?} is not a URL: the caldav dialect needs one (e.g. http://127.0.0.1:5232)",
-                settings.base_url
+                crate::config::secret::redact_url_value(&settings.base_url)
             )));
         }
         let template = settings.calendar_url.trim().to_string();
