@@ -101,6 +101,10 @@ pub struct SpoolSettings {
     /// (`max_message_size`; 16 MiB from RabbitMQ 4.0): keep this below it, with room for the
     /// envelope.
     pub max_message_bytes: usize,
+    /// A mail whose processing was started this many times without finishing (the process
+    /// died or was killed each time) is set aside in the error repository, unprocessed, at
+    /// the next start. On RabbitMQ the count is the broker's, kept by quorum queues only.
+    pub max_attempts: u32,
 }
 
 impl Default for SpoolSettings {
@@ -112,6 +116,7 @@ impl Default for SpoolSettings {
             outbox_queue: "mailetd.outbox".into(),
             quorum: false,
             max_message_bytes: 64 * 1024 * 1024,
+            max_attempts: 3,
         }
     }
 }
