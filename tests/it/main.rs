@@ -10,6 +10,7 @@ mod default_conf;
 mod esn;
 mod faults;
 mod ops;
+mod poison;
 mod ship;
 mod smtp;
 mod support;

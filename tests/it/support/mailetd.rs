@@ -82,6 +82,12 @@ impl Mailetd {
 
     /// (Re)starts the process and waits for the SMTP port.
     pub fn spawn(&mut self) {
+        self.spawn_no_wait();
+        wait_for_port(self.smtp_port, Duration::from_secs(20));
+    }
+
+    /// (Re)starts the process without waiting for it to listen (it may die first).
+    pub fn spawn_no_wait(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -104,7 +110,12 @@ impl Mailetd {
             .spawn()
             .expect("mailetd starts");
         self.child = Some(child);
-        wait_for_port(self.smtp_port, Duration::from_secs(20));
+    }
+
+    /// Sets (or replaces) an environment variable for the next [`Mailetd::spawn`].
+    pub fn extra_env_set(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_string(), value.to_string()));
     }
 
     /// kill -9.
