@@ -82,6 +82,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     let grace = Duration::from_secs(settings.shutdown_timeout_secs);
     for server in &mut smtp_servers {
         server.shutdown_timeout = grace;
+        server.data_timeout = Duration::from_secs(settings.smtp_data_timeout_secs.max(1));
         if let Some(tls) = &mut server.tls {
             tls.generate_if_missing |= settings.generate_certificate;
         }

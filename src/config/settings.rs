@@ -9,6 +9,9 @@ use serde::Deserialize;
 use super::error::{ConfigError, Position};
 pub use super::secret::Secret;
 
+/// Default of `smtp_data_timeout_secs`: 64 MiB (the default largest mail) at 128 KiB/s.
+pub const DEFAULT_SMTP_DATA_TIMEOUT_SECS: u64 = 512;
+
 /// Settings from `mailetd.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -22,6 +25,9 @@ pub struct Settings {
     pub smtp_threads: Option<usize>,
     /// Seconds given to open SMTP sessions and running mails at shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Seconds one DATA (or BDAT chunk) may take in all; a client trickling bytes just fast
+    /// enough to beat `connectiontimeout` is cut off with 421 past it.
+    pub smtp_data_timeout_secs: u64,
     /// Generate a self-signed certificate when the configured PEM files are missing
     /// (James's `--generate-keystore`).
     pub generate_certificate: bool,
@@ -201,6 +207,7 @@ impl Default for Settings {
             workers: None,
             smtp_threads: None,
             shutdown_timeout_secs: 30,
+            smtp_data_timeout_secs: DEFAULT_SMTP_DATA_TIMEOUT_SECS,
             generate_certificate: false,
             retry_base_secs: 5,
             outbox: OutboxSettings::default(),
