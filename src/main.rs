@@ -111,7 +111,10 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { role } => mailetd::server::serve_as(&cli.conf, role).await,
+            Command::Serve { role } => {
+                mailetd::server::raise_open_files_limit();
+                mailetd::server::serve_as(&cli.conf, role).await
+            }
             Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
                 .await
                 .map(|out| print!("{out}")),

@@ -163,6 +163,33 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard limit: every SMTP session, admin
+/// connection, spool segment and DAV connection is a descriptor, and the usual soft limit
+/// (1024) is far below what the hard limit allows a service.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur >= limit.rlim_max {
+            tracing::debug!(limit = limit.rlim_cur, "open files limit already at its hard limit");
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(from = soft, to = limit.rlim_max, "open files limit raised to the hard limit");
+        } else {
+            tracing::warn!(limit = soft, error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+        }
+    }
+}
+
 /// Largest `[spool] max_message_bytes`: a mail is held whole in memory while it is received
 /// and processed (several copies), and a journal record holds at most 4 GiB.
 pub const MAX_MESSAGE_CEILING: usize = 1 << 30;

@@ -142,6 +142,10 @@ pub struct HttpSettings {
     pub stuck_after_secs: u64,
     /// How long a DAV / OpenPaaS reachability probe answer is reused.
     pub probe_ttl_secs: u64,
+    /// Seconds a client gets to send a request's headers; then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -152,6 +156,8 @@ impl Default for HttpSettings {
             password: None,
             stuck_after_secs: 300,
             probe_ttl_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 32,
         }
     }
 }
