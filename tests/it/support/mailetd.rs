@@ -17,6 +17,8 @@ pub struct Mailetd {
     /// The port of the HTTP admin endpoint (`MAILETD_HTTP__BIND`, unless `env` overrides it).
     pub http_port: u16,
     extra_env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft, hard) the process starts with, when set.
+    open_files: Option<(u64, u64)>,
 }
 
 /// The minimal smtpserver.xml listening on `port`, with extra XML inside `<smtpserver>`.
@@ -55,6 +57,7 @@ impl Mailetd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            open_files: None,
         };
         m.spawn();
         m
@@ -93,7 +96,24 @@ impl Mailetd {
             .append(true)
             .open(self.dir.path().join("mailetd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailetd"));
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--conf")
             .arg(self.conf_dir())
             .arg("serve")
@@ -116,6 +136,13 @@ impl Mailetd {
     pub fn extra_env_set(&mut self, key: &str, value: &str) {
         self.extra_env.retain(|(k, _)| k != key);
         self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Restarts the process with this open files limit (soft, hard), as `ulimit -n` would.
+    pub fn restart_with_open_files(&mut self, soft: u64, hard: u64) {
+        self.kill9();
+        self.open_files = Some((soft, hard));
+        self.spawn();
     }
 
     /// kill -9.
