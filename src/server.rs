@@ -177,13 +177,20 @@ pub fn raise_open_files_limit() {
             return;
         }
         if limit.rlim_cur >= limit.rlim_max {
-            tracing::debug!(limit = limit.rlim_cur, "open files limit already at its hard limit");
+            tracing::debug!(
+                limit = limit.rlim_cur,
+                "open files limit already at its hard limit"
+            );
             return;
         }
         let soft = limit.rlim_cur;
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-            tracing::info!(from = soft, to = limit.rlim_max, "open files limit raised to the hard limit");
+            tracing::info!(
+                from = soft,
+                to = limit.rlim_max,
+                "open files limit raised to the hard limit"
+            );
         } else {
             tracing::warn!(limit = soft, error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
         }

@@ -121,5 +121,8 @@ pub fn drop(opened: &Opened, id: &str) -> anyhow::Result<String> {
     mail.error_message = Some("taken out of the spool by `mailetd spool drop`".into());
     let key = opened.errors.store(&mail)?;
     opened.spool.remove(id)?;
-    Ok(format!("mail {id} moved to {} as {key}\n", opened.errors.url))
+    Ok(format!(
+        "mail {id} moved to {} as {key}\n",
+        opened.errors.url
+    ))
 }

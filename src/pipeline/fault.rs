@@ -19,7 +19,10 @@ pub fn abort_if_named(mail: &Mail) {
         && !text.is_empty()
         && memchr::memmem::find(mail.header_block(), text.as_bytes()).is_some()
     {
-        tracing::error!(mail = mail.id, "{ABORT_ON}: aborting while processing this mail (fault injection)");
+        tracing::error!(
+            mail = mail.id,
+            "{ABORT_ON}: aborting while processing this mail (fault injection)"
+        );
         std::process::abort();
     }
 }

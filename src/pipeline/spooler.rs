@@ -106,8 +106,14 @@ pub async fn handle(
         Ok(_) => {}
         Err(e) => {
             // processing it uncounted could crash-loop: wait until the spool can count
-            tracing::error!(mail = id, "cannot record the processing attempt, retrying later: {e}");
-            if let Err(e) = spool.retry_at(&mail, now_ms() + backoff_ms(settings, 1)).await {
+            tracing::error!(
+                mail = id,
+                "cannot record the processing attempt, retrying later: {e}"
+            );
+            if let Err(e) = spool
+                .retry_at(&mail, now_ms() + backoff_ms(settings, 1))
+                .await
+            {
                 tracing::error!(mail = id, "cannot release the mail in the spool: {e}");
             }
             return;
@@ -201,7 +207,10 @@ async fn set_aside(spool: &dyn Spool, settings: &SpoolerSettings, mut mail: Mail
         .inc();
     crate::observe::status::record_error("spooler", mail.name.clone(), reason.clone());
     mail.error_message = Some(reason.clone());
-    mail.set_attribute(UNFINISHED_ATTEMPTS, AttributeValue::Long(i64::from(unfinished)));
+    mail.set_attribute(
+        UNFINISHED_ATTEMPTS,
+        AttributeValue::Long(i64::from(unfinished)),
+    );
     match settings.error_repository.store(&mail) {
         Ok(key) => {
             tracing::error!(mail = mail.id, name = %mail.name, from = %mail.sender_text(), size = mail.size(), key, "{reason}; stored in {}", settings.error_repository.url);

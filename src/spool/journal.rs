@@ -789,10 +789,11 @@ impl Writer {
         drop_dead_head(shared);
         let mut sync = shared.sync.lock().unwrap();
         // the first put wakes a sleeping syncer to set its deadline; later ones only when
-        // the batch is due
+        // the batch is due; releases and attempts alone wait for its timer (nobody waits)
         let first = sync.oldest.is_none();
+        let awaited = !waiters.is_empty();
         sync.push(SyncWork { file, waiters }, Instant::now());
-        let wake = sync.sleeping && (first || sync.sync_due(shared.open()).is_none());
+        let wake = awaited && sync.sleeping && (first || sync.sync_due(shared.open()).is_none());
         drop(sync);
         if wake {
             shared.sync_ready.notify_one();

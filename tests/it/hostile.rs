@@ -127,7 +127,9 @@ fn a_trickled_data_is_cut_at_the_total_deadline() {
 /// closed the connection (or until `WAIT`).
 fn converse(port: u16, commands: &str) -> String {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     (&stream)
         .write_all(format!("EHLO flood.example\r\n{commands}").as_bytes())
         .unwrap();
@@ -192,12 +194,19 @@ fn a_flood_of_refused_clients_is_counted_but_logged_at_a_bounded_rate() {
             .ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
-        let n: f64 = text.lines().find_map(|l| l.strip_prefix(series))?.parse().ok()?;
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))?
+            .parse()
+            .ok()?;
         (n >= 201.0).then_some(n)
     });
     // 200 and the harness's wait for the port
     assert_eq!(refused, 201.0);
-    let lines = m.log().matches("refused a client outside authorizedAddresses").count();
+    let lines = m
+        .log()
+        .matches("refused a client outside authorizedAddresses")
+        .count();
     assert!(lines <= 3, "{lines} log lines for 201 refusals");
     assert!(lines >= 1);
 }

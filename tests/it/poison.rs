@@ -83,12 +83,7 @@ fn a_mail_that_kills_the_process_is_set_aside_after_max_attempts_and_its_neighbo
             if m.log().contains("set aside unprocessed as a poison mail") {
                 return Some(None);
             }
-            m.child
-                .as_mut()
-                .unwrap()
-                .try_wait()
-                .unwrap()
-                .map(Some)
+            m.child.as_mut().unwrap().try_wait().unwrap().map(Some)
         });
         let Some(status) = exit else { break };
         assert_eq!(status.signal(), Some(libc::SIGABRT), "{}", m.log());
@@ -153,11 +148,17 @@ fn spool_list_show_and_drop_take_one_mail_out_and_leave_its_neighbours() {
     assert!(shown.contains("X-Test: two"), "{shown}");
     assert!(shown.contains("\"processing_attempts\": 0"), "{shown}");
     let (ok, unknown) = cli(&m, &["spool", "show", "12345"]);
-    assert!(!ok && unknown.contains("no mail 12345 in the spool"), "{unknown}");
+    assert!(
+        !ok && unknown.contains("no mail 12345 in the spool"),
+        "{unknown}"
+    );
 
     let (ok, dropped) = cli(&m, &["spool", "drop", &id]);
     assert!(ok, "{dropped}");
-    assert!(dropped.contains(&format!("mail {id} moved to")), "{dropped}");
+    assert!(
+        dropped.contains(&format!("mail {id} moved to")),
+        "{dropped}"
+    );
     let (_, listing) = cli(&m, &["spool", "list"]);
     assert!(listing.contains("2 mail(s) in the spool"), "{listing}");
     assert!(!listing.contains("subject=\"two\""), "{listing}");
