@@ -254,18 +254,22 @@ impl Spool for RabbitSpool {
     }
 }
 
-/// Earlier deliveries of a message, as a quorum queue counts them (`x-delivery-count`,
-/// absent on the first delivery); `None` on a classic queue, which does not count.
+/// Earlier deliveries of a message, as a quorum queue counts them (absent on the first
+/// delivery): `x-delivery-count` (RabbitMQ 3.x counts every return, a dead consumer's too),
+/// `x-acquired-count` (4.x, where `x-delivery-count` leaves those out). `None` on a classic
+/// queue, which does not count.
 fn delivery_count(properties: &lapin::BasicProperties) -> Option<u32> {
     use lapin::types::AMQPValue;
     let headers = properties.headers().as_ref()?;
-    let count = match headers.inner().get("x-delivery-count")? {
-        AMQPValue::LongLongInt(n) => *n,
-        AMQPValue::LongInt(n) => i64::from(*n),
-        AMQPValue::LongUInt(n) => i64::from(*n),
-        AMQPValue::ShortInt(n) => i64::from(*n),
-        AMQPValue::ShortUInt(n) => i64::from(*n),
-        _ => return None,
-    };
-    u32::try_from(count).ok()
+    ["x-delivery-count", "x-acquired-count"]
+        .iter()
+        .filter_map(|name| match headers.inner().get(*name)? {
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+            _ => None,
+        })
+        .max()
 }
