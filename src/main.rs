@@ -52,6 +52,28 @@ enum Command {
         #[command(subcommand)]
         action: RepoAction,
     },
+    /// Lists the mails waiting in the embedded spool, shows one, or takes one out into the
+    /// error repository (mailetd serve must be stopped).
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    /// One line per waiting mail: id, reception time, processing attempts, envelope, subject.
+    List,
+    /// Envelope, attributes and message of one mail.
+    Show {
+        /// The mail's id (from `spool list`).
+        id: String,
+    },
+    /// Moves one mail into the error repository; the others stay in the spool.
+    Drop {
+        /// The mail's id (from `spool list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,7 +111,10 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { role } => mailetd::server::serve_as(&cli.conf, role).await,
+            Command::Serve { role } => {
+                mailetd::server::raise_open_files_limit();
+                mailetd::server::serve_as(&cli.conf, role).await
+            }
             Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
                 .await
                 .map(|out| print!("{out}")),
@@ -117,6 +142,17 @@ fn main() -> ExitCode {
                 } else {
                     Err(anyhow::anyhow!("a mail failed with a propagated error"))
                 }
+            }
+            Command::Spool { action } => {
+                use mailetd::cli::spool;
+                let opened = spool::open(&cli.conf)?;
+                let text = match action {
+                    SpoolAction::List => spool::list(&opened)?,
+                    SpoolAction::Show { id } => spool::show(&opened, &id)?,
+                    SpoolAction::Drop { id } => spool::drop(&opened, &id)?,
+                };
+                print!("{text}");
+                Ok(())
             }
             Command::Repo { action } => {
                 use mailetd::cli::repo;

@@ -34,6 +34,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         );
     }
     let mut smtp_servers = crate::config::smtpserver::load(conf_dir)?;
+    cap_message_size(&mut smtp_servers, settings.spool.max_message_bytes)?;
     crate::http::listen_address(&settings.http).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
     let data_dir = conf.context.data_dir.clone();
@@ -47,13 +48,6 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         let broker = Broker::new(spool_settings);
         if let Err(e) = broker.connect().await {
             tracing::warn!(error = %e, "broker not reachable yet; SMTP answers 451 until it is");
-        }
-        // The broker path has a largest message: say it with SIZE and refuse more with 552.
-        let limit = spool_settings.max_message_bytes;
-        for server in &mut smtp_servers {
-            if server.max_message_size == 0 || server.max_message_size > limit {
-                server.max_message_size = limit;
-            }
         }
         let spool = RabbitSpool::new(
             broker.clone(),
@@ -91,6 +85,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     let grace = Duration::from_secs(settings.shutdown_timeout_secs);
     for server in &mut smtp_servers {
         server.shutdown_timeout = grace;
+        server.data_timeout = Duration::from_secs(settings.smtp_data_timeout_secs.max(1));
         if let Some(tls) = &mut server.tls
             && settings.generate_certificate
         {
@@ -110,6 +105,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
                 threads,
                 retry_base: Duration::from_secs(settings.retry_base_secs),
                 error_repository,
+                max_attempts: settings.spool.max_attempts.max(1),
                 shutdown_timeout: grace,
                 dedup_window: Duration::from_secs(settings.dedup.window_secs),
             },
@@ -170,6 +166,74 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     spool.finish();
     ingest?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit: every SMTP session, admin
+/// connection, spool segment and DAV connection is a descriptor, and the usual soft limit
+/// (1024) is far below what the hard limit allows a service.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur >= limit.rlim_max {
+            tracing::debug!(
+                limit = limit.rlim_cur,
+                "open files limit already at its hard limit"
+            );
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(
+                from = soft,
+                to = limit.rlim_max,
+                "open files limit raised to the hard limit"
+            );
+        } else {
+            tracing::warn!(limit = soft, error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+        }
+    }
+}
+
+/// Largest `[spool] max_message_bytes`: a mail is held whole in memory while it is received
+/// and processed (several copies), and a journal record holds at most 4 GiB.
+pub const MAX_MESSAGE_CEILING: usize = 1 << 30;
+
+/// Lowers every listener's `maxmessagesize` to `[spool] max_message_bytes`, the largest mail
+/// the spool takes. James reads `maxmessagesize` 0 as unlimited, but a mail is kept whole in
+/// memory: an unlimited DATA would let one client exhaust it, so 0 means this ceiling (a
+/// warning says so); SMTP advertises it with SIZE and answers 552 above it.
+fn cap_message_size(
+    servers: &mut [crate::config::smtpserver::SmtpServerConfig],
+    limit: usize,
+) -> anyhow::Result<()> {
+    if limit == 0 || limit > MAX_MESSAGE_CEILING {
+        anyhow::bail!(
+            "mailetd.toml: [spool] max_message_bytes = {limit}: allowed 1..={MAX_MESSAGE_CEILING} (a mail is held whole in memory)"
+        );
+    }
+    for server in servers {
+        if server.max_message_size == 0 || server.max_message_size > limit {
+            tracing::warn!(
+                listener = server.name,
+                "{}: maxmessagesize {} is above what the spool takes; mails over {limit} bytes ([spool] max_message_bytes) get 552",
+                server.position,
+                match server.max_message_size {
+                    0 => "0 (unlimited)".to_string(),
+                    n => n.to_string(),
+                }
+            );
+            server.max_message_size = limit;
+        }
+    }
     Ok(())
 }
 

@@ -10,6 +10,9 @@ use super::error::{ConfigError, Position};
 pub use super::secret::Secret;
 use super::secret::redact_urls;
 
+/// Default of `smtp_data_timeout_secs`: 64 MiB (the default largest mail) at 128 KiB/s.
+pub const DEFAULT_SMTP_DATA_TIMEOUT_SECS: u64 = 512;
+
 /// Settings from `mailetd.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -23,6 +26,9 @@ pub struct Settings {
     pub smtp_threads: Option<usize>,
     /// Seconds given to open SMTP sessions and running mails at shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Seconds one DATA (or BDAT chunk) may take in all; a client trickling bytes just fast
+    /// enough to beat `connectiontimeout` is cut off with 421 past it.
+    pub smtp_data_timeout_secs: u64,
     /// Generate a self-signed certificate when the configured PEM files are missing
     /// (James's `--generate-keystore`).
     pub generate_certificate: bool,
@@ -102,6 +108,10 @@ pub struct SpoolSettings {
     /// (`max_message_size`; 16 MiB from RabbitMQ 4.0): keep this below it, with room for the
     /// envelope.
     pub max_message_bytes: usize,
+    /// A mail whose processing was started this many times without finishing (the process
+    /// died or was killed each time) is set aside in the error repository, unprocessed, at
+    /// the next start. On RabbitMQ the count is the broker's, kept by quorum queues only.
+    pub max_attempts: u32,
 }
 
 impl Default for SpoolSettings {
@@ -113,6 +123,7 @@ impl Default for SpoolSettings {
             outbox_queue: "mailetd.outbox".into(),
             quorum: false,
             max_message_bytes: 64 * 1024 * 1024,
+            max_attempts: 3,
         }
     }
 }
@@ -132,6 +143,10 @@ pub struct HttpSettings {
     pub stuck_after_secs: u64,
     /// How long a DAV / OpenPaaS reachability probe answer is reused.
     pub probe_ttl_secs: u64,
+    /// Seconds a client gets to send a request's headers; then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -142,6 +157,8 @@ impl Default for HttpSettings {
             password: None,
             stuck_after_secs: 300,
             probe_ttl_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 32,
         }
     }
 }
@@ -197,6 +214,7 @@ impl Default for Settings {
             workers: None,
             smtp_threads: None,
             shutdown_timeout_secs: 30,
+            smtp_data_timeout_secs: DEFAULT_SMTP_DATA_TIMEOUT_SECS,
             generate_certificate: false,
             retry_base_secs: 5,
             outbox: OutboxSettings::default(),

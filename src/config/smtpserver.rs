@@ -54,6 +54,9 @@ pub struct SmtpServerConfig {
     pub graceful_shutdown: bool,
     /// Seconds sessions get to finish at shutdown (mailetd.toml `shutdown_timeout_secs`).
     pub shutdown_timeout: Duration,
+    /// Longest time one DATA or BDAT chunk may take to arrive, however steadily its bytes
+    /// trickle in (mailetd.toml `smtp_data_timeout_secs`).
+    pub data_timeout: Duration,
     /// `heloEhloEnforcement`: MAIL needs a HELO/EHLO first.
     pub helo_ehlo_enforcement: bool,
     /// `addressBracketsEnforcement`: `MAIL FROM:a@b` without `<>` is refused.
@@ -267,6 +270,7 @@ fn parse_server(el: &Element, base: &Path) -> Result<Option<SmtpServerConfig>, C
         tls,
         graceful_shutdown: opt_bool(el, "gracefulShutdown", true)?,
         shutdown_timeout: Duration::from_secs(30),
+        data_timeout: Duration::from_secs(crate::config::settings::DEFAULT_SMTP_DATA_TIMEOUT_SECS),
         helo_ehlo_enforcement: opt_bool(el, "heloEhloEnforcement", true)?,
         address_brackets_enforcement: opt_bool(el, "addressBracketsEnforcement", true)?,
         disabled_features,

@@ -4,6 +4,7 @@
 
 mod auth;
 mod health;
+mod serve;
 mod status;
 mod summary;
 
@@ -118,18 +119,17 @@ pub async fn start(
         }
     };
     let app = router(Arc::new(admin), auth::Credentials::from_settings(settings));
+    let limits = serve::ConnectionLimits {
+        header_timeout: Duration::from_secs(settings.header_timeout_secs.max(1)),
+        max_connections: settings.max_connections.max(1),
+    };
     tracing::info!(
         "HTTP admin endpoint listening on {}",
         listener.local_addr().unwrap_or(listen.addr)
     );
-    Ok(Some(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP admin endpoint stopped: {e}");
-        }
-    })))
+    Ok(Some(tokio::spawn(serve::serve(
+        listener, app, limits, shutdown,
+    ))))
 }
 
 fn router(admin: Arc<Admin>, credentials: Option<auth::Credentials>) -> Router {

@@ -32,6 +32,7 @@ impl Session {
         }
         self.reply_raw("354 Start mail input; end with <CRLF>.<CRLF>");
         self.flush().await?;
+        let deadline = self.data_deadline();
         let max = self.shared.config.max_message_size;
         let mut receiver = DataReceiver::new();
         // most mails fit: no reallocation while the body arrives
@@ -55,7 +56,7 @@ impl Session {
             if done {
                 break;
             }
-            if !self.read_data_bytes().await? {
+            if !self.read_data_bytes(deadline).await? {
                 return Ok(Flow::Close);
             }
         }
@@ -82,6 +83,7 @@ impl Session {
         let over = max > 0 && kept.as_ref().map_or(0, Vec::len).saturating_add(chunk_size) > max;
         let mut scratch = Vec::new();
         let mut receiver = BdatReceiver::new(chunk_size, is_last);
+        let deadline = self.data_deadline();
         loop {
             let target = match kept.as_mut() {
                 Some(buf) if !over => buf,
@@ -97,7 +99,7 @@ impl Session {
             if done {
                 break;
             }
-            if !self.read_data_bytes().await? {
+            if !self.read_data_bytes(deadline).await? {
                 return Ok(Flow::Close);
             }
         }

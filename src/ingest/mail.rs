@@ -5,18 +5,19 @@ use std::borrow::Cow;
 
 use smtp_proto::{MAIL_SMTPUTF8, MailFrom};
 
-use super::session::{Session, Transaction};
+use super::session::{Flow, Session, Transaction};
 use crate::mail::MailAddress;
 
 impl Session {
-    pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) {
+    /// Bad sequences (503) and addresses (501) count toward the error disconnect.
+    pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Flow {
         if self.helo.is_none() && self.shared.config.helo_ehlo_enforcement {
             self.reply(503, [5, 5, 1], "Need HELO or EHLO before MAIL");
-            return;
+            return self.count_error();
         }
         if self.tx.is_some() {
             self.reply(503, [5, 5, 1], "Sender already specified");
-            return;
+            return self.count_error();
         }
         let max = self.shared.config.max_message_size;
         if max > 0 && from.size > max {
@@ -25,7 +26,7 @@ impl Session {
                 [5, 3, 4],
                 format!("Message size exceeds fixed maximum message size of {max} bytes"),
             );
-            return;
+            return Flow::Continue;
         }
         let sender = if from.address.is_empty() {
             None
@@ -38,7 +39,7 @@ impl Session {
                         [5, 1, 7],
                         format!("Syntax error in sender address: {e}"),
                     );
-                    return;
+                    return self.count_error();
                 }
             }
         };
@@ -51,5 +52,6 @@ impl Session {
             _incoming: self.shared.spool.incoming(),
         });
         self.reply(250, [2, 1, 0], format!("Sender <{shown}> OK"));
+        Flow::Continue
     }
 }

@@ -10,6 +10,7 @@ mod data;
 mod ehlo;
 mod mail;
 mod rcpt;
+mod refusal_log;
 mod session;
 mod spawn;
 mod starttls;

@@ -268,8 +268,8 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
-            Request::Mail { from } => self.handle_mail(from),
-            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Mail { from } => return Ok(self.handle_mail(from)),
+            Request::Rcpt { to } => return Ok(self.handle_rcpt(to, line)),
             Request::Data => return self.handle_data().await,
             Request::Bdat {
                 chunk_size,
@@ -392,17 +392,33 @@ impl Session {
         self.after_read(read).await
     }
 
-    /// Waits for more DATA/BDAT bytes: each read within `connectiontimeout`. Returns false
-    /// when the session is over.
-    pub async fn read_data_bytes(&mut self) -> io::Result<bool> {
+    /// When the DATA (or BDAT chunk) starting now must have arrived whole.
+    pub fn data_deadline(&self) -> Instant {
+        Instant::now() + self.shared.config.data_timeout
+    }
+
+    /// Waits for more DATA/BDAT bytes: each read within `connectiontimeout`, all of them
+    /// before `deadline`. Returns false when the session is over.
+    pub async fn read_data_bytes(&mut self, deadline: Instant) -> io::Result<bool> {
         self.compact();
         let timeout = self.shared.config.timeout;
         let shutdown = self.shared.shutdown.clone();
         let graceful = self.shared.config.graceful_shutdown;
+        let read_by = deadline.min(Instant::now() + timeout);
         let read = tokio::select! {
-            r = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.inbuf)) => r,
+            r = tokio::time::timeout_at(read_by, self.stream.read_buf(&mut self.inbuf)) => r,
             _ = shutdown.cancelled(), if !graceful => return Ok(false),
         };
+        if read.is_err() && Instant::now() >= deadline {
+            tracing::info!(session = %self.id, client = %self.peer, "SMTP: DATA took longer than smtp_data_timeout_secs; closing");
+            let text = format!(
+                "{} Message transfer took too long, closing connection",
+                self.shared.config.hello_name
+            );
+            self.reply(421, [4, 4, 2], text);
+            let _ = self.flush().await;
+            return Ok(false);
+        }
         self.after_read(read).await
     }
 

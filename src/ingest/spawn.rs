@@ -15,6 +15,9 @@ use super::Shared;
 use super::session;
 use crate::observe::metrics;
 
+/// Refusals of clients outside `authorizedAddresses`, logged at a bounded rate.
+static REFUSALS: super::refusal_log::RefusalLog = super::refusal_log::RefusalLog::new();
+
 /// Binds `addr` with `SO_REUSEADDR` (quick restarts) and the configured backlog.
 pub(super) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -45,7 +48,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
         let _ = stream.set_nodelay(true);
         let ip = canonical(peer.ip());
         if !shared.config.authorized.iter().any(|n| n.contains(&ip)) {
-            tracing::info!(client = %ip, "SMTP: refused a client outside authorizedAddresses");
+            REFUSALS.refused(ip, "outside authorizedAddresses");
             metrics().connections_refused.with(&["unauthorized"]).inc();
             let line = format!(
                 "554 5.7.1 {} Client {ip} is not allowed to connect\r\n",

@@ -341,7 +341,7 @@ pub fn render(sampled: &Sampled) -> String {
     counters(
         &mut out,
         "mailetd_mails_processed_total",
-        "Mails released by the spooler, by outcome (done, retry, error_repository).",
+        "Mails released by the spooler, by outcome (done, retry, error_repository, poison).",
         &m.mails_processed,
     );
     let mailets = m.mailets.snapshot();

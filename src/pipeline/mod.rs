@@ -4,6 +4,7 @@ pub mod api;
 pub mod composite;
 pub mod container;
 pub mod context;
+pub mod fault;
 pub mod processor;
 pub mod spooler;
 

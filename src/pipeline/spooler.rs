@@ -4,6 +4,12 @@
 //! A `propagate`d failure puts the mail back with exponential backoff (James re-queues at
 //! once, which spins on a failing dependency) and counts it in `mail-processing-error-count`;
 //! the 6th consecutive failure stores the mail in the `errorRepository` and releases it.
+//!
+//! A mail whose processing never ends because it kills the process (a crash, the memory
+//! cap, a kill) would run again at every restart and kill it again. Each start is recorded
+//! in the spool before processing; past `[spool] max_attempts` unfinished starts the mail
+//! is set aside in the `errorRepository` unprocessed, with the reason, and its neighbours
+//! go on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +25,8 @@ use super::{Container, Run};
 
 /// Failures after which a mail goes to the error repository (James: count > 5).
 pub const MAX_FAILURES: i64 = 6;
+/// Attribute of a mail set aside as poison: how many processing starts never finished.
+pub const UNFINISHED_ATTEMPTS: &str = "mailetd.unfinished-attempts";
 
 /// The spooler's settings.
 #[derive(Clone, Debug)]
@@ -29,6 +37,8 @@ pub struct SpoolerSettings {
     pub retry_base: Duration,
     /// Where mails failing [`MAX_FAILURES`] times go.
     pub error_repository: Repository,
+    /// Unfinished processing starts after which a mail is set aside as poison.
+    pub max_attempts: u32,
     /// How long to wait for running mails at shutdown.
     pub shutdown_timeout: Duration,
     /// Mirrored-twice deduplication window (`[dedup] window_secs`); zero disables it.
@@ -89,6 +99,27 @@ pub async fn handle(
     mail: Mail,
 ) {
     let id = mail.id;
+    match spool.begin_attempt(&mail).await {
+        Ok(Some(attempt)) if attempt > settings.max_attempts => {
+            return set_aside(spool, settings, mail, attempt - 1).await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            // processing it uncounted could crash-loop: wait until the spool can count
+            tracing::error!(
+                mail = id,
+                "cannot record the processing attempt, retrying later: {e}"
+            );
+            if let Err(e) = spool
+                .retry_at(&mail, now_ms() + backoff_ms(settings, 1))
+                .await
+            {
+                tracing::error!(mail = id, "cannot release the mail in the spool: {e}");
+            }
+            return;
+        }
+    }
+    super::fault::abort_if_named(&mail);
     let original = mail.clone();
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
@@ -164,6 +195,37 @@ pub async fn handle(
     }
 }
 
+/// Stores a mail whose last `unfinished` processing starts never ended in the error
+/// repository, unprocessed, and releases it.
+async fn set_aside(spool: &dyn Spool, settings: &SpoolerSettings, mut mail: Mail, unfinished: u32) {
+    let reason = format!(
+        "processing started {unfinished} times and never finished (the process died or was killed each time); set aside unprocessed as a poison mail"
+    );
+    crate::observe::metrics()
+        .mails_processed
+        .with(&["poison"])
+        .inc();
+    crate::observe::status::record_error("spooler", mail.name.clone(), reason.clone());
+    mail.error_message = Some(reason.clone());
+    mail.set_attribute(
+        UNFINISHED_ATTEMPTS,
+        AttributeValue::Long(i64::from(unfinished)),
+    );
+    match settings.error_repository.store(&mail) {
+        Ok(key) => {
+            tracing::error!(mail = mail.id, name = %mail.name, from = %mail.sender_text(), size = mail.size(), key, "{reason}; stored in {}", settings.error_repository.url);
+            if let Err(e) = spool.complete(mail.id, Vec::new()).await {
+                tracing::error!(mail = mail.id, "cannot release the mail in the spool: {e}");
+            }
+        }
+        Err(e) => {
+            // Stored again, it would count from zero and run again: it stays leased,
+            // unprocessed, and the next start sets it aside again.
+            tracing::error!(mail = %mail.name, "{reason}; cannot store it in the error repository ({e:#}); it stays in the spool unprocessed");
+        }
+    }
+}
+
 fn backoff_ms(settings: &SpoolerSettings, failures: i64) -> u64 {
     let base = settings.retry_base.as_millis() as u64;
     let exp = (failures - 1).clamp(0, 20) as u32;
@@ -197,6 +259,7 @@ mod tests {
             threads: 4,
             retry_base: Duration::from_millis(1),
             error_repository: errors.clone(),
+            max_attempts: 3,
             shutdown_timeout: Duration::from_secs(5),
             dedup_window: Duration::from_secs(600),
         };

@@ -133,6 +133,29 @@ impl EmbeddedSpool {
             .copied()
     }
 
+    /// The mails stored, by due time then id, with their processing attempts.
+    pub fn stored(&self) -> Vec<super::journal::Recovered> {
+        self.journal.stored()
+    }
+
+    /// Mail `id` as stored (an undecodable record is set aside, as when processing).
+    pub fn read(&self, id: MailId) -> Result<Option<Mail>, SpoolError> {
+        self.load(id)
+    }
+
+    /// Takes mail `id` out of the spool for good, durably (for `mailetd spool drop`, with the
+    /// server stopped: nothing else may run on this spool afterwards).
+    pub fn remove(&self, id: MailId) -> Result<(), SpoolError> {
+        self.journal.release(id);
+        self.journal.close();
+        if self.journal.stored().iter().any(|m| m.id == id) {
+            return Err(SpoolError(format!(
+                "mail {id}: the release could not be written to the journal"
+            )));
+        }
+        Ok(())
+    }
+
     fn load(&self, id: MailId) -> Result<Option<Mail>, SpoolError> {
         let Some(bytes) = self.journal.read(id)? else {
             return Ok(None);
@@ -340,6 +363,10 @@ impl Spool for EmbeddedSpool {
                 None => notified.await,
             }
         }
+    }
+
+    async fn begin_attempt(&self, mail: &Mail) -> Result<Option<u32>, SpoolError> {
+        Ok(Some(self.journal.begin_attempt(mail.id)?))
     }
 
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError> {

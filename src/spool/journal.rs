@@ -12,9 +12,8 @@
 //! the next put or the syncer's timer writes them, the next sync makes them durable, and a
 //! crash before that only makes a processed mail run again (at least once, as James's spool).
 //!
-//! Record: `len u32 | crc32 u32 | body`, body `kind u8 | id u64 | due u64 | payload` (put) or
-//! `kind u8 | id u64` (release), integers little-endian, crc over the body. A segment starts
-//! with [`MAGIC`]; the syncer keeps the active segment's next bytes written with zeros
+//! Records (put, release, attempt) are in [`record`]. A segment starts with [`MAGIC`]; the
+//! syncer keeps the active segment's next bytes written with zeros
 //! ([`ZEROED_AHEAD`]), so zeros after the last record are a clean end, not damage.
 //! Only the active segment's recent end stays in the page cache ([`KEEP_CACHED`]).
 //! Segments are deleted from the oldest while every put in them is released
@@ -33,8 +32,13 @@ use std::time::{Duration, Instant};
 use super::Incoming;
 use crate::mail::MailId;
 
-/// First bytes of every segment file.
-pub const MAGIC: &[u8; 16] = b"mailetd-spool-1\n";
+mod record;
+
+use record::{
+    ATTEMPT, HEADER, MAGIC_V1, PUT, PUT_BODY, RELEASE_BODY, append_attempt, append_put,
+    append_release, parse_record, u32_at, u64_at,
+};
+pub use record::{MAGIC, MAX_PAYLOAD};
 /// A segment is closed once it is this large (a single bigger record still fits: it is
 /// written whole into a fresh segment).
 const SEGMENT_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
@@ -62,12 +66,6 @@ const RELEASE_DELAY: Duration = Duration::from_millis(20);
 const GATHER_PUTS: usize = 16;
 const GATHER_WAIT: Duration = Duration::from_millis(1);
 
-const PUT: u8 = 1;
-const RELEASE: u8 = 2;
-const HEADER: usize = 8;
-const PUT_BODY: usize = 17;
-const RELEASE_BODY: usize = 9;
-
 /// A journal operation failed (disk full, I/O error).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -80,6 +78,8 @@ struct Slot {
     offset: u64,
     body_len: u32,
     due_ms: u64,
+    /// Processing starts of this version of the mail ([`Journal::begin_attempt`]).
+    attempts: u32,
 }
 
 /// A mail found in the journal when it was opened.
@@ -89,6 +89,9 @@ pub struct Recovered {
     pub id: MailId,
     /// When it is due (0: at once).
     pub due_ms: u64,
+    /// How many times its processing was started since it was last stored (a crash or a
+    /// kill during processing leaves this above zero).
+    pub attempts: u32,
 }
 
 struct Segment {
@@ -230,15 +233,7 @@ impl Journal {
                 active = Some((number, end));
             }
         }
-        let mut order: Vec<(MailId, Slot)> = index.slots.iter().map(|(k, v)| (*k, *v)).collect();
-        order.sort_by_key(|(id, slot)| (slot.due_ms, *id));
-        let recovered = order
-            .into_iter()
-            .map(|(id, slot)| Recovered {
-                id,
-                due_ms: slot.due_ms,
-            })
-            .collect();
+        let recovered = stored_of(&index);
         let next_number = numbers.last().map_or(1, |n| n + 1);
         let writer = Writer::new(&index, active, next_number);
         let shared = Arc::new(Shared {
@@ -282,8 +277,12 @@ impl Journal {
         if self.shared.sync.lock().unwrap().closed {
             return done(Err(JournalError("the spool is closed".into())));
         }
+        if let Err(e) = payload_fits(id, payload.len()) {
+            return done(Err(e));
+        }
         let mut writer = self.shared.writer.lock().unwrap();
-        writer.write_batch(&self.shared, vec![(id, due_ms, payload, done)]);
+        // a failed write is reported to the put's `done`
+        let _ = writer.write_batch(&self.shared, vec![(id, due_ms, payload, done)], None);
     }
 
     /// Stores `payload` as mail `id` (replacing an earlier version), due at `due_ms`;
@@ -349,6 +348,29 @@ impl Journal {
         }
     }
 
+    /// The mails stored now, by due time then id.
+    pub fn stored(&self) -> Vec<Recovered> {
+        stored_of(&self.shared.index.lock().unwrap())
+    }
+
+    /// Records that processing of mail `id` starts, before it starts, and returns how many
+    /// times it has started since the mail was last stored (this one included). The record
+    /// is written at once (no waiting for a sync): a process that dies while processing
+    /// leaves it in the page cache, which the kernel writes out; only a machine crash before
+    /// the next sync can lose it, which costs one more attempt.
+    pub fn begin_attempt(&self, id: MailId) -> Result<u32, JournalError> {
+        if self.shared.sync.lock().unwrap().closed {
+            return Err(JournalError("the spool is closed".into()));
+        }
+        let mut writer = self.shared.writer.lock().unwrap();
+        let attempts = match self.shared.index.lock().unwrap().slots.get(&id) {
+            Some(slot) => slot.attempts.saturating_add(1),
+            None => return Err(JournalError(format!("mail {id} is not in the spool"))),
+        };
+        writer.write_batch(&self.shared, Vec::new(), Some((id, attempts)))?;
+        Ok(attempts)
+    }
+
     /// Number of segment files.
     pub fn segments(&self) -> usize {
         self.shared.index.lock().unwrap().segments.len()
@@ -373,50 +395,32 @@ impl Drop for Journal {
     }
 }
 
+/// A put of `len` bytes must fit in a record (see [`MAX_PAYLOAD`]).
+fn payload_fits(id: MailId, len: usize) -> Result<(), JournalError> {
+    if len > MAX_PAYLOAD {
+        return Err(JournalError(format!(
+            "mail {id}: {len} bytes do not fit in a journal record (at most {MAX_PAYLOAD})"
+        )));
+    }
+    Ok(())
+}
+
+/// The mails of `index`, by due time then id.
+fn stored_of(index: &Index) -> Vec<Recovered> {
+    let mut order: Vec<(MailId, Slot)> = index.slots.iter().map(|(k, v)| (*k, *v)).collect();
+    order.sort_by_key(|(id, slot)| (slot.due_ms, *id));
+    order
+        .into_iter()
+        .map(|(id, slot)| Recovered {
+            id,
+            due_ms: slot.due_ms,
+            attempts: slot.attempts,
+        })
+        .collect()
+}
+
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:012}.seg"))
-}
-
-/// `(body, total record length)` of the record at the start of `bytes`, if it is whole and
-/// its checksum matches.
-fn parse_record(bytes: &[u8]) -> Option<(&[u8], usize)> {
-    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let body = bytes.get(HEADER..HEADER + len)?;
-    let well_formed = match body.first() {
-        Some(&PUT) => len >= PUT_BODY,
-        Some(&RELEASE) => len == RELEASE_BODY,
-        _ => false,
-    };
-    (well_formed && crc32fast::hash(body) == crc).then_some((body, HEADER + len))
-}
-
-fn u64_at(body: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(body[at..at + 8].try_into().expect("length checked"))
-}
-
-fn append_put(buf: &mut Vec<u8>, id: MailId, due_ms: u64, payload: &[u8]) -> u32 {
-    let body_len = PUT_BODY + payload.len();
-    let start = buf.len();
-    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(PUT);
-    buf.extend_from_slice(&id.to_le_bytes());
-    buf.extend_from_slice(&due_ms.to_le_bytes());
-    buf.extend_from_slice(payload);
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    body_len as u32
-}
-
-fn append_release(buf: &mut Vec<u8>, id: MailId) {
-    let start = buf.len();
-    buf.extend_from_slice(&(RELEASE_BODY as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(RELEASE);
-    buf.extend_from_slice(&id.to_le_bytes());
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Replays one segment into `index`; returns where its records end, or `None` when it
@@ -444,7 +448,8 @@ fn recover_segment(
             live_bytes: 0,
         },
     );
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    let current = bytes.starts_with(MAGIC);
+    if !current && !bytes.starts_with(MAGIC_V1) {
         if newest && bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
             // created but never written: a crash right after the file appeared
             return Ok(None);
@@ -459,7 +464,7 @@ fn recover_segment(
         let Some((body, len)) = parse_record(&bytes[at..]) else {
             if bytes[at..].iter().all(|&b| b == 0) {
                 // the zeros written ahead of the appends: the records end here
-                return Ok(Some(at as u64));
+                return Ok(current.then_some(at as u64));
             }
             let rest = bytes.len() - at;
             if newest {
@@ -479,22 +484,28 @@ fn recover_segment(
             return Ok(None);
         };
         let id = u64_at(body, 1);
-        if body[0] == PUT {
-            index.place(
+        match body[0] {
+            PUT => index.place(
                 id,
                 Slot {
                     segment: number,
                     offset: at as u64,
                     body_len: body.len() as u32,
                     due_ms: u64_at(body, 9),
+                    attempts: 0,
                 },
-            );
-        } else {
-            index.forget(id);
+            ),
+            ATTEMPT => {
+                if let Some(slot) = index.slots.get_mut(&id) {
+                    slot.attempts = u32_at(body, 9);
+                }
+            }
+            _ => index.forget(id),
         }
         at += len;
     }
-    Ok(Some(at as u64))
+    // a segment of the previous format takes no records of the new kind
+    Ok(current.then_some(at as u64))
 }
 
 /// Deletes the oldest segments while nothing in them is live (never the active one, which
@@ -692,9 +703,14 @@ impl Writer {
         Ok((number, file, size))
     }
 
-    /// Writes `puts` and the queued releases with one `pwrite`, then hands the puts' waiters
-    /// to the syncer.
-    fn write_batch(&mut self, shared: &Shared, puts: Vec<Put<'_>>) {
+    /// Writes `puts`, the queued releases and `attempt` with one `pwrite`, then hands the
+    /// puts' waiters to the syncer. A failure is told to the puts' waiters and returned.
+    fn write_batch(
+        &mut self,
+        shared: &Shared,
+        puts: Vec<Put<'_>>,
+        attempt: Option<(MailId, u32)>,
+    ) -> Result<(), JournalError> {
         let mut releases = std::mem::take(&mut self.pending_releases);
         releases.append(&mut shared.releases.lock().unwrap());
         // releases of mails the journal does not hold (a refused put) write nothing
@@ -702,17 +718,21 @@ impl Writer {
             let index = shared.index.lock().unwrap();
             releases.retain(|id| index.slots.contains_key(id));
         }
-        if puts.is_empty() && releases.is_empty() {
-            return;
+        if puts.is_empty() && releases.is_empty() && attempt.is_none() {
+            return Ok(());
         }
         let incoming: usize = puts
             .iter()
             .map(|(_, _, p, _)| HEADER + PUT_BODY + p.len())
             .sum::<usize>()
-            + releases.len() * (HEADER + RELEASE_BODY);
+            + releases.len() * (HEADER + RELEASE_BODY)
+            + attempt.map_or(0, |_| HEADER + record::ATTEMPT_BODY);
         let (number, file, start) = match self.segment_for(shared, incoming as u64) {
             Ok(segment) => segment,
-            Err(e) => return self.refuse(puts, releases, &e),
+            Err(e) => {
+                self.refuse(puts, releases, &e);
+                return Err(e);
+            }
         };
         let mut buf = Vec::with_capacity(incoming);
         let mut slots = Vec::with_capacity(puts.len());
@@ -727,12 +747,16 @@ impl Writer {
                     offset,
                     body_len,
                     due_ms,
+                    attempts: 0,
                 },
             ));
             waiters.push(done);
         }
         for &id in &releases {
             append_release(&mut buf, id);
+        }
+        if let Some((id, attempts)) = attempt {
+            append_attempt(&mut buf, id, attempts);
         }
         if let Err(e) = self.append(&buf) {
             let error = JournalError(format!("writing the spool journal: {e}"));
@@ -745,7 +769,7 @@ impl Writer {
             for (_, done) in puts {
                 done(Err(error.clone()));
             }
-            return;
+            return Err(error);
         }
         {
             let mut index = shared.index.lock().unwrap();
@@ -755,19 +779,26 @@ impl Writer {
             for id in releases {
                 index.forget(id);
             }
+            if let Some((id, attempts)) = attempt
+                && let Some(slot) = index.slots.get_mut(&id)
+            {
+                slot.attempts = attempts;
+            }
         }
         // before the waiters hear back, so that a caller sees the segments as they are
         drop_dead_head(shared);
         let mut sync = shared.sync.lock().unwrap();
         // the first put wakes a sleeping syncer to set its deadline; later ones only when
-        // the batch is due
+        // the batch is due; releases and attempts alone wait for its timer (nobody waits)
         let first = sync.oldest.is_none();
+        let awaited = !waiters.is_empty();
         sync.push(SyncWork { file, waiters }, Instant::now());
-        let wake = sync.sleeping && (first || sync.sync_due(shared.open()).is_none());
+        let wake = awaited && sync.sleeping && (first || sync.sync_due(shared.open()).is_none());
         drop(sync);
         if wake {
             shared.sync_ready.notify_one();
         }
+        Ok(())
     }
 
     fn refuse(&mut self, puts: Vec<Put<'_>>, releases: Vec<MailId>, error: &JournalError) {
@@ -807,6 +838,10 @@ impl Writer {
             }
             moved.push((id, buf.len(), slot));
             buf.extend_from_slice(&record);
+            if slot.attempts > 0 {
+                // the count lives in records of later segments too, but those may go first
+                append_attempt(&mut buf, id, slot.attempts);
+            }
         }
         let Ok((number, active, start)) = self.segment_for(shared, buf.len() as u64) else {
             return false;
@@ -825,12 +860,14 @@ impl Writer {
         let count = moved.len();
         for (id, at, slot) in moved {
             // a newer put or a release since the copy was taken wins
-            if index.slots.get(&id).is_some_and(|s| s.segment == head) {
+            if let Some(current) = index.slots.get(&id).filter(|s| s.segment == head) {
+                let attempts = current.attempts;
                 index.place(
                     id,
                     Slot {
                         segment: number,
                         offset: start + at as u64,
+                        attempts,
                         ..slot
                     },
                 );
@@ -863,11 +900,12 @@ fn sync_loop(shared: &Shared) {
         let mut work = work;
         // releases no put carried: written here, at most RELEASE_DELAY late
         if work.is_empty() && !shared.releases.lock().unwrap().is_empty() {
-            shared
+            // a failure keeps the releases queued for the next batch
+            let _ = shared
                 .writer
                 .lock()
                 .unwrap()
-                .write_batch(shared, Vec::new());
+                .write_batch(shared, Vec::new(), None);
             work = shared.sync.lock().unwrap().take();
         }
         if shared.index.lock().unwrap().segments.len() > COMPACT_AFTER_SEGMENTS
@@ -950,6 +988,9 @@ fn zero_ahead(shared: &Shared) {
         };
     }
 }
+
+#[cfg(test)]
+mod attempt_tests;
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,14 @@ pub trait Spool: Send + Sync {
     /// Waits for the next due mail and leases it to the caller; `None` once closed.
     async fn dequeue(&self) -> Option<Mail>;
 
+    /// Records, before processing starts, that it starts for a leased mail; returns how many
+    /// times processing of this version of the mail has started (this one included). A
+    /// count above one means earlier attempts never finished: the process died or was
+    /// killed while running it. `None`: this spool cannot count (the mail is processed).
+    async fn begin_attempt(&self, _mail: &Mail) -> Result<Option<u32>, SpoolError> {
+        Ok(None)
+    }
+
     /// The mail is fully processed: remove it and store its outbox jobs, in one transaction.
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError>;
 

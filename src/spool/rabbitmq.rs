@@ -20,6 +20,10 @@
 //!   crash in between costs a repeated job, never a lost one.
 //! - `retry_at` publishes the updated mail to the retry queue of the step at least as long
 //!   as the delay (TTL + dead-letter back to the work queue), then acks the original.
+//! - `begin_attempt` reads the broker's own count: a quorum queue stamps each redelivery
+//!   with `x-delivery-count`, so a mail whose processing kills its node is recognised as
+//!   it comes back. A classic queue only says "redelivered" without counting, so poison
+//!   mails are detected with `quorum = true` only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +55,8 @@ pub struct RabbitSpool {
     deliveries: Mutex<Option<mpsc::Receiver<lapin::message::Delivery>>>,
     consumer_started: AtomicBool,
     leased: std::sync::Mutex<HashMap<MailId, Acker>>,
+    /// Deliveries of each leased mail, when the queue counts them (quorum queues).
+    deliveries_of: std::sync::Mutex<HashMap<MailId, u32>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     shutdown: CancellationToken,
@@ -73,6 +79,7 @@ impl RabbitSpool {
             deliveries: Mutex::new(None),
             consumer_started: AtomicBool::new(false),
             leased: std::sync::Mutex::new(HashMap::new()),
+            deliveries_of: std::sync::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -98,6 +105,7 @@ impl RabbitSpool {
     }
 
     fn take_lease(&self, id: MailId) -> Result<Acker, SpoolError> {
+        self.deliveries_of.lock().unwrap().remove(&id);
         self.leased
             .lock()
             .unwrap()
@@ -168,6 +176,9 @@ impl Spool for RabbitSpool {
                 Ok(mut mail) => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     mail.id = id;
+                    if let Some(count) = delivery_count(&delivery.properties) {
+                        self.deliveries_of.lock().unwrap().insert(id, count + 1);
+                    }
                     self.leased.lock().unwrap().insert(id, delivery.acker);
                     return Some(mail);
                 }
@@ -185,6 +196,11 @@ impl Spool for RabbitSpool {
                 }
             }
         }
+    }
+
+    async fn begin_attempt(&self, mail: &Mail) -> Result<Option<u32>, SpoolError> {
+        // the broker counted the delivery before handing it over: nothing to write
+        Ok(self.deliveries_of.lock().unwrap().get(&mail.id).copied())
     }
 
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError> {
@@ -236,4 +252,24 @@ impl Spool for RabbitSpool {
         self.closed.store(true, Ordering::Release);
         self.shutdown.cancel();
     }
+}
+
+/// Earlier deliveries of a message, as a quorum queue counts them (absent on the first
+/// delivery): `x-delivery-count` (RabbitMQ 3.x counts every return, a dead consumer's too),
+/// `x-acquired-count` (4.x, where `x-delivery-count` leaves those out). `None` on a classic
+/// queue, which does not count.
+fn delivery_count(properties: &lapin::BasicProperties) -> Option<u32> {
+    use lapin::types::AMQPValue;
+    let headers = properties.headers().as_ref()?;
+    ["x-delivery-count", "x-acquired-count"]
+        .iter()
+        .filter_map(|name| match headers.inner().get(*name)? {
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+            _ => None,
+        })
+        .max()
 }

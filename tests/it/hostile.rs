@@ -1,355 +1,266 @@
-//! Issue 18, tried as an attacker or a careless operator would, against the real
-//! `mailetd` binary: passwords inside configured URLs and secret-looking keys never show
-//! (logs, `/api/status`, `/health/ready`, `outbox list`, the outbox file, `check`, config
-//! errors), a user:password in `dav.api.uri` does not replace the esn impersonation, iTIP
-//! METHOD labels stay bounded, the admin endpoint takes the `basic` scheme in any case,
-//! and `replay --dry-run` calls nothing.
+//! Hostile clients (issue 18, items 3, 5 and the ingest parts of 7), against the real
+//! binary with real SMTP clients (Python smtplib, raw sockets): an oversized DATA under
+//! `maxmessagesize 0`, a trickled DATA, error floods, `RCPT TO:<postmaster>`, a flood of
+//! refused clients, and a flood of unfinished requests on the admin port.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::time::{Duration, Instant};
 
-use base64::Engine;
+use crate::support::mailetd::{Mailetd, smtpserver_xml};
+use crate::support::{eventually, free_port, python, wait_for_port};
 
-use crate::ops::{
-    WAIT, default_conf_in, example_file, fixture, http_get, json_of, metrics, send_file,
-};
-use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
-use crate::support::mailetd::Mailetd;
-use crate::support::{eventually, free_port, wait_for_port, write_files};
+const WAIT: Duration = Duration::from_secs(60);
 
-const API_PASSWORD: &str = "Api,Pw-7x";
-const DAV_PASSWORD: &str = "Dav,Pw-9y";
-
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+fn processed(m: &Mailetd) -> usize {
+    m.log().matches("mail processed").count()
 }
 
-/// `openpaas.properties` for `double`, with a user and password inside both URLs (commas in
-/// the passwords) next to the admin keys, and extra keys that only look secret by name.
-fn properties_with_url_passwords(double: &EsnDouble, url_user: &str) -> String {
-    let with_userinfo = |url: String, password: &str| {
-        url.replacen("http://", &format!("http://{url_user}:{password}@"), 1)
-    };
-    format!(
-        "openpaas.api.uri={}\nopenpaas.admin.user={}\nopenpaas.admin.password={}\nopenpaas.rest.client.response.timeout=5s\n\
-         dav.api.uri={}\ndav.admin.user={}\ndav.admin.password={}\ndav.rest.client.response.timeout=5s\n\
-         jwt.privatekey=Jwt-Private-K3y\nsmtp.relay.pass=Smtp-Pa55\nwebhook.token=T0ken-v4lue\n",
-        with_userinfo(double.api_uri(), API_PASSWORD),
-        OPENPAAS_ADMIN.0,
-        OPENPAAS_ADMIN.1,
-        with_userinfo(double.dav_uri(), DAV_PASSWORD),
-        DAV_ADMIN.0,
-        DAV_ADMIN.1
-    )
+/// The status code of `GET path` over a fresh connection, `None` when no answer comes.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split(' ').nth(1)?.parse().ok()
 }
 
-fn run_mailetd(conf: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mailetd"))
-        .arg("--conf")
-        .arg(conf)
-        .args(args)
-        .current_dir(conf.parent().unwrap())
-        .env("MAILETD_HTTP__BIND", "")
-        .output()
-        .unwrap()
-}
+/// EHLO's SIZE, then a DATA of `argv[2]` bytes streamed from a generator (nothing on disk),
+/// then a small mail in the same session; prints `SIZE <n> <code of the big one> <code of
+/// the small one>`.
+const STREAM_BIG: &str = r#"
+import smtplib, sys
+port, total = int(sys.argv[1]), int(sys.argv[2])
+s = smtplib.SMTP('127.0.0.1', port, timeout=60)
+s.ehlo()
+size = s.esmtp_features.get('size', '-')
+s.mail('a@partner.example')
+s.rcpt('bob@example.org')
+code, _ = s.putcmd('data') or s.getreply()
+assert code == 354, code
+line = b'x' * 998 + b'\r\n'
+chunk = b'Subject: big\r\n\r\n' + line * 1000
+sent = 0
+while sent < total:
+    s.sock.sendall(chunk)
+    sent += len(chunk)
+    chunk = line * 1000
+s.sock.sendall(b'.\r\n')
+big, _ = s.getreply()
+small = s.sendmail('a@partner.example', ['bob@example.org'], b'Subject: small\r\n\r\nhi\r\n')
+print('SIZE', size, big, 250 if not small else small)
+s.quit()
+"#;
 
-fn all_output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+#[test]
+fn maxmessagesize_0_is_capped_and_a_streamed_data_above_the_cap_gets_552_and_the_process_lives_on()
+{
+    // the harness's smtpserver.xml has no maxmessagesize: 0, unlimited for James
+    let mut m = Mailetd::start(&[]);
+    let log = m.log();
+    assert!(
+        log.contains("maxmessagesize 0 (unlimited) is above what the spool takes"),
+        "{log}"
+    );
+    let ceiling = 64 << 20;
+    let out = python(
+        STREAM_BIG,
+        &[&m.smtp_port.to_string(), &(ceiling + (6 << 20)).to_string()],
+    );
+    assert_eq!(out.trim(), format!("SIZE {ceiling} 552 250"), "{}", m.log());
+    eventually("the small mail processed", WAIT, || {
+        (processed(&m) == 1).then_some(())
+    });
+    assert!(m.child.as_mut().unwrap().try_wait().unwrap().is_none());
 }
 
 #[test]
-fn url_passwords_and_secret_keys_never_show_in_logs_status_outbox_or_check() {
-    let double = EsnDouble::start();
-    double.add_user("bob@linagora.local");
-    // esn down the whole time: the job is retried and keeps its last error
-    double.set_down(true);
+fn a_trickled_data_is_cut_at_the_total_deadline() {
+    let port = free_port();
     let m = Mailetd::start_with(
-        free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            (
-                "openpaas.properties",
-                properties_with_url_passwords(&double, "leak-user"),
-            ),
-            (
-                "mailetd.toml",
-                "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n".into(),
-            ),
-        ],
-        &[("MAILETD_LOG", "debug")],
+        port,
+        &[(
+            "smtpserver.xml",
+            smtpserver_xml(port, "<connectiontimeout>5</connectiontimeout>"),
+        )],
+        &[("MAILETD_SMTP_DATA_TIMEOUT_SECS", "3")],
     );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(b"EHLO slow.example\r\nMAIL FROM:<a@partner.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // one byte every 500 ms: each read beats the 5 s connectiontimeout
+    let trickle = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        for byte in b"Subject: slow\r\n\r\n".iter().cycle().take(120) {
+            if writer.write_all(&[*byte]).is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        sent
+    });
+    let mut all = String::new();
+    let read = (&stream).read_to_string(&mut all);
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "{read:?} {all}");
+    assert!(all.contains("354 "), "{all}");
+    assert!(all.contains("421 4.4.2"), "{all}");
+    assert!(all.contains("took too long"), "{all}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "closed after {elapsed:?}, not at the 3 s deadline"
+    );
+    let sent = trickle.join().unwrap();
+    assert!(sent < 120, "the whole trickle was read");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(processed(&m), 0);
+}
+
+/// Pipelines `commands` after EHLO and returns everything the server answered until it
+/// closed the connection (or until `WAIT`).
+fn converse(port: u16, commands: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    (&stream)
+        .write_all(format!("EHLO flood.example\r\n{commands}").as_bytes())
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = (&stream).read_to_end(&mut all);
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[test]
+fn bad_sequence_errors_count_toward_the_error_disconnect() {
+    let m = Mailetd::start(&[]);
+    // RCPT without MAIL: 503 each time; the 50th error closes the session
+    let out = converse(m.smtp_port, &"RCPT TO:<bob@example.org>\r\n".repeat(80));
+    assert!(out.contains("503 5.5.1"), "{out}");
+    assert!(out.contains("421 4.7.0"), "{out}");
+    assert!(out.contains("Too many errors"), "{out}");
+    assert_eq!(out.matches("503 5.5.1").count(), 50, "{out}");
+    // a second MAIL in a transaction is a bad sequence too
+    let mails = "MAIL FROM:<a@partner.example>\r\n".repeat(80);
+    let out = converse(m.smtp_port, &mails);
+    assert!(out.contains("Too many errors"), "{out}");
+}
+
+const POSTMASTER: &str = r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
+s.ehlo()
+s.mail('a@partner.example')
+print(s.docmd('RCPT TO:<postmaster>')[0], s.docmd('RCPT TO:<PostMaster>')[0], s.docmd('RCPT TO:<>')[0])
+print(s.data(b'Subject: to the postmaster\r\n\r\nhi\r\n')[0])
+s.quit()
+"#;
+
+#[test]
+fn rcpt_to_bare_postmaster_is_accepted() {
+    let m = Mailetd::start(&[]);
+    let out = python(POSTMASTER, &[&m.smtp_port.to_string()]);
+    assert_eq!(out.trim(), "250 250 501\n250", "{}", m.log());
+    eventually("the mail processed", WAIT, || {
+        (processed(&m) == 1).then_some(())
+    });
+}
+
+#[test]
+fn a_flood_of_refused_clients_is_counted_but_logged_at_a_bounded_rate() {
+    let port = free_port();
+    let xml = smtpserver_xml(port, "").replace("127.0.0.0/8", "192.0.2.0/24");
+    let m = Mailetd::start_with(port, &[("smtpserver.xml", xml)], &[]);
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut greeting = String::new();
+        let _ = stream.read_to_string(&mut greeting);
+        assert!(greeting.starts_with("554 5.7.1"), "{greeting}");
+    }
     wait_for_port(m.http_port, WAIT);
-    send_file(
-        m.smtp_port,
-        "alice@partner.example",
-        &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
-    );
-    eventually("two retries logged", WAIT, || {
-        (m.log().matches("transient failure, will retry").count() >= 2).then_some(())
+    let series = "mailetd_smtp_connections_refused_total{reason=\"unauthorized\"} ";
+    let refused: f64 = eventually("the refusals counted", WAIT, || {
+        let mut stream = TcpStream::connect(("127.0.0.1", m.http_port)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series))?
+            .parse()
+            .ok()?;
+        (n >= 201.0).then_some(n)
     });
-    let mut captured = String::new();
-    let status = json_of(m.http_port, "/api/status");
-    assert!(
-        status["config"]["openpaas"]["api_uri"].is_string(),
-        "{status}"
-    );
-    captured.push_str(&status.to_string());
-    for path in ["/health/ready", "/metrics"] {
-        captured.push_str(&http_get(m.http_port, path, None).1);
-    }
-    let check = run_mailetd(&m.conf_dir(), &["check"]);
-    assert!(check.status.success(), "{}", all_output(&check));
-    let check = all_output(&check);
-    captured.push_str(&check);
-
-    let mut m = m;
-    m.terminate();
-    let listing = run_mailetd(&m.conf_dir(), &["outbox", "list"]);
-    let listing = all_output(&listing);
-    assert!(!listing.contains("pending: 0"), "{listing}");
-    assert!(
-        listing.contains("503"),
-        "the last error is listed: {listing}"
-    );
-    captured.push_str(&listing);
-    let store = std::fs::read(m.data_dir().join("spool.redb")).unwrap();
-    captured.push_str(&String::from_utf8_lossy(&store));
-    captured.push_str(&m.log());
-
-    // configuration errors quote the URL, not its password
-    let broken = tempfile::tempdir().unwrap();
-    let conf = default_conf_in(broken.path(), free_port());
-    for bad in [
-        format!("ftp://leak-user:{DAV_PASSWORD}@127.0.0.1/"),
-        format!("http://leak-user:{DAV_PASSWORD}@127.0.0.1:99999/"),
-    ] {
-        write_files(
-            &conf,
-            &[(
-                "openpaas.properties",
-                format!(
-                    "openpaas.api.uri=http://127.0.0.1:1/api\nopenpaas.admin.user=a\nopenpaas.admin.password=b\ndav.api.uri={bad}\ndav.admin.user=a\ndav.admin.password=b\n"
-                ),
-            )],
-        );
-        let out = run_mailetd(&conf, &["check"]);
-        assert!(!out.status.success(), "check accepted {bad}");
-        let text = all_output(&out);
-        assert!(text.contains("dav.api.uri"), "{text}");
-        captured.push_str(&text);
-    }
-
-    for secret in [
-        API_PASSWORD,
-        DAV_PASSWORD,
-        // what a split on the comma leaves
-        "Pw-7x",
-        "Pw-9y",
-        "leak-user:Api",
-        "leak-user:Dav",
-        "Jwt-Private-K3y",
-        "Smtp-Pa55",
-        "T0ken-v4lue",
-        &b64(&format!("leak-user:{API_PASSWORD}")),
-        &b64(&format!("leak-user:{DAV_PASSWORD}")),
-    ] {
-        assert!(
-            !captured.contains(secret),
-            "{secret:?} leaked in:\n{captured}"
-        );
-    }
-    for hidden in [
-        "jwt.privatekey = (hidden)",
-        "smtp.relay.pass = (hidden)",
-        "webhook.token = (hidden)",
-    ] {
-        assert!(check.contains(hidden), "{hidden} in:\n{check}");
-    }
+    // 200 and the harness's wait for the port
+    assert_eq!(refused, 201.0);
+    let lines = m
+        .log()
+        .matches("refused a client outside authorizedAddresses")
+        .count();
+    assert!(lines <= 3, "{lines} log lines for 201 refusals");
+    assert!(lines >= 1);
 }
 
 #[test]
-fn a_password_in_dav_api_uri_does_not_replace_the_esn_impersonation() {
-    let double = EsnDouble::start();
-    double.add_user("bob@linagora.local");
-    let m = Mailetd::start_with(
+fn unfinished_admin_requests_do_not_starve_smtp_and_the_admin_port_recovers() {
+    let mut m = Mailetd::start_with(
         free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            (
-                "openpaas.properties",
-                properties_with_url_passwords(&double, "intruder"),
-            ),
-        ],
         &[],
+        &[("MAILETD_HTTP__HEADER_TIMEOUT_SECS", "3")],
     );
-    send_file(
-        m.smtp_port,
-        "alice@partner.example",
-        &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
-    );
-    let itip = eventually("the invitation delivered", WAIT, || {
-        double.delivered_itips().pop()
-    });
-    let basic =
-        |user: &str, password: &str| format!("Basic {}", b64(&format!("{user}:{password}")));
-    let impersonation = basic(&format!("{}&bob@linagora.local", DAV_ADMIN.0), DAV_ADMIN.1);
-    let authorizations = |r: &crate::support::esn_double::Recorded| -> Vec<String> {
-        r.headers
-            .iter()
-            .filter(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
-    assert_eq!(authorizations(&itip), [impersonation]);
-    let lookup = double
-        .requests_with("GET")
-        .into_iter()
-        .find(|r| r.uri.starts_with("/api/users"))
-        .expect("a user lookup");
+    // a small descriptor table, soft = hard, so raising it gives nothing
+    m.restart_with_open_files(256, 256);
+    wait_for_port(m.http_port, WAIT);
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(("127.0.0.1", m.http_port)).unwrap();
+        // headers never finished
+        let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+        held.push(stream);
+    }
+    let send = r#"
+import smtplib, sys
+with smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=15) as s:
+    print(s.sendmail('a@partner.example', ['bob@example.org'], b'Subject: during\r\n\r\nhi\r\n') or 250)
+"#;
     assert_eq!(
-        authorizations(&lookup),
-        [basic(OPENPAAS_ADMIN.0, OPENPAAS_ADMIN.1)]
-    );
-    assert!(
-        m.log()
-            .contains("dav.api.uri holds a user and password: ignored"),
+        python(send, &[&m.smtp_port.to_string()]).trim(),
+        "250",
         "{}",
         m.log()
     );
-}
-
-/// An invitation from alice to bob whose METHOD is `method`.
-fn invitation(method: &str, n: usize) -> String {
-    format!(
-        "From: alice@partner.example\r\nTo: bob@linagora.local\r\nSubject: m{n}\r\nMessage-ID: <method-{n}@partner.example>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
-         --b\r\nContent-Type: text/plain\r\n\r\ninvitation\r\n\
-         --b\r\nContent-Type: text/calendar; charset=UTF-8; method={method}\r\n\r\n\
-         BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//hostile//EN\r\nMETHOD:{method}\r\nBEGIN:VEVENT\r\n\
-         UID:method-{n}@partner.example\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\nDTEND:20261201T100000Z\r\n\
-         ORGANIZER:mailto:alice@partner.example\r\nATTENDEE:mailto:bob@linagora.local\r\nSUMMARY:m{n}\r\n\
-         END:VEVENT\r\nEND:VCALENDAR\r\n--b--\r\n"
-    )
-}
-
-#[test]
-fn itip_methods_from_mail_content_are_bounded_metric_labels() {
-    let double = EsnDouble::start();
-    double.add_user("bob@linagora.local");
-    let env = double.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let m = Mailetd::start_with(
-        free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            ("openpaas.properties", example_file("openpaas.properties")),
-        ],
-        &env,
-    );
-    wait_for_port(m.http_port, WAIT);
-    let dir = tempfile::tempdir().unwrap();
-    let methods: Vec<String> = (0..40).map(|i| format!("XRANDOM{i:04}Q")).collect();
-    for (n, method) in methods.iter().chain([&"request".to_string()]).enumerate() {
-        let path = dir.path().join(format!("{n}.eml"));
-        std::fs::write(&path, invitation(method, n)).unwrap();
-        send_file(
-            m.smtp_port,
-            "alice@partner.example",
-            &["bob@linagora.local"],
-            &path,
-        );
-    }
-    let attempts = |text: &str, method: &str| -> f64 {
-        text.lines()
-            .filter(|l| {
-                l.starts_with("mailetd_outbox_attempts_total{")
-                    && l.contains(&format!("method=\"{method}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let text = eventually("every job attempted", WAIT, || {
-        let text = metrics(m.http_port);
-        (attempts(&text, "other") >= 40.0 && attempts(&text, "REQUEST") >= 1.0).then_some(text)
+    eventually("the mail processed", WAIT, || {
+        (processed(&m) == 1).then_some(())
     });
-    assert!(!text.contains("XRANDOM"), "{text}");
+    drop(held);
+    let status = eventually("the admin port answers again", WAIT, || {
+        http_status(m.http_port, "/health")
+    });
+    assert_eq!(status, 200);
+    assert!(!m.log().contains("Too many open files"), "{}", m.log());
 }
 
 #[test]
-fn the_admin_endpoint_takes_the_basic_scheme_in_any_case() {
-    let m = Mailetd::start(&[(
-        "mailetd.toml",
-        "data_dir = \"var\"\n[http]\nusername = \"ops\"\npassword = \"adm1n-Pa55\"\n".into(),
-    )]);
-    wait_for_port(m.http_port, WAIT);
-    let token = b64("ops:adm1n-Pa55");
-    for (scheme, expected) in [
-        ("Basic", 200),
-        ("basic", 200),
-        ("BASIC", 200),
-        ("Bearer", 401),
-    ] {
-        let mut stream = TcpStream::connect(("127.0.0.1", m.http_port)).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: {scheme} {token}\r\nConnection: close\r\n\r\n"
-        )
+fn serve_raises_the_open_files_limit_to_the_hard_limit() {
+    let mut m = Mailetd::start(&[]);
+    m.restart_with_open_files(256, 4096);
+    let pid = m.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
         .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        assert!(
-            response.starts_with(&format!("HTTP/1.1 {expected}")),
-            "{scheme}: {response}"
-        );
-    }
-}
-
-#[test]
-fn replay_dry_run_makes_no_network_call() {
-    let double = EsnDouble::start();
-    double.add_user("bob@linagora.local");
-    double.add_user("alice@linagora.local");
-    let dir = tempfile::tempdir().unwrap();
-    let conf = default_conf_in(dir.path(), free_port());
-    write_files(
-        &conf,
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            ("openpaas.properties", double.properties()),
-        ],
-    );
-    let mail = dir.path().join("invitation.eml");
-    std::fs::write(&mail, invitation("REQUEST", 1)).unwrap();
-    // alice is a user: CardDavCollectedContact would look her up to collect bob
-    let out = run_mailetd(
-        &conf,
-        &[
-            "replay",
-            "--dry-run",
-            "--from",
-            "alice@linagora.local",
-            "--to",
-            "bob@linagora.local",
-            &mail.display().to_string(),
-        ],
-    );
-    let text = all_output(&out);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("CardDavCollectedContact"), "{text}");
-    assert!(text.contains("CalDavCollect"), "{text}");
-    let seen: Vec<String> = double
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.uri))
-        .collect();
-    assert!(seen.is_empty(), "a dry run called out: {seen:?}\n{text}");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{line}");
+    assert!(m.log().contains("open files limit raised"), "{}", m.log());
 }

@@ -17,6 +17,8 @@ pub struct Mailetd {
     /// The port of the HTTP admin endpoint (`MAILETD_HTTP__BIND`, unless `env` overrides it).
     pub http_port: u16,
     extra_env: Vec<(String, String)>,
+    /// RLIMIT_NOFILE (soft, hard) the process starts with, when set.
+    open_files: Option<(u64, u64)>,
 }
 
 /// The minimal smtpserver.xml listening on `port`, with extra XML inside `<smtpserver>`.
@@ -55,6 +57,7 @@ impl Mailetd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            open_files: None,
         };
         m.spawn();
         m
@@ -82,12 +85,35 @@ impl Mailetd {
 
     /// (Re)starts the process and waits for the SMTP port.
     pub fn spawn(&mut self) {
+        self.spawn_no_wait();
+        wait_for_port(self.smtp_port, Duration::from_secs(20));
+    }
+
+    /// (Re)starts the process without waiting for it to listen (it may die first).
+    pub fn spawn_no_wait(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("mailetd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailetd"));
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--conf")
             .arg(self.conf_dir())
             .arg("serve")
@@ -104,7 +130,19 @@ impl Mailetd {
             .spawn()
             .expect("mailetd starts");
         self.child = Some(child);
-        wait_for_port(self.smtp_port, Duration::from_secs(20));
+    }
+
+    /// Sets (or replaces) an environment variable for the next [`Mailetd::spawn`].
+    pub fn extra_env_set(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Restarts the process with this open files limit (soft, hard), as `ulimit -n` would.
+    pub fn restart_with_open_files(&mut self, soft: u64, hard: u64) {
+        self.kill9();
+        self.open_files = Some((soft, hard));
+        self.spawn();
     }
 
     /// kill -9.
