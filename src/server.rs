@@ -77,6 +77,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
     handlers.extend(crate::dav::contact_handlers(&context)?);
     handlers.extend(crate::dav::standard_handlers(&settings.dav)?);
+    handlers.extend(crate::consolidate::handler::handlers(&settings)?);
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

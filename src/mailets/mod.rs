@@ -2,8 +2,9 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod add_header;
-mod cal_dav_collect;
+pub mod cal_dav_collect;
 mod card_dav_collected_contact;
+mod consolidated_calendar;
 pub mod headers;
 mod i_calendar_parser;
 mod ical_to_header;
@@ -50,6 +51,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ),
     ("ToProcessor", to_processor::ToProcessor::build),
     ("ToRepository", to_repository::ToRepository::build),
+    (
+        "ConsolidatedCalendar",
+        consolidated_calendar::ConsolidatedCalendar::build,
+    ),
     ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
     ("ICALToHeader", ical_to_header::ICALToHeader::build),
     (

@@ -25,6 +25,8 @@ pub struct Container {
     order: Vec<String>,
     context: MailetContext,
     warnings: Vec<String>,
+    /// `[[sources]]`: each mail is attributed to one before the root processor.
+    sources: crate::consolidate::Sources,
 }
 
 /// What happened to one mail at one mailet, for `replay` traces.
@@ -202,6 +204,7 @@ impl Container {
             order: states.iter().map(|s| s.to_string()).collect(),
             context: context.clone(),
             warnings,
+            sources: crate::consolidate::Sources::new(&context.settings.sources)?,
         })
     }
 
@@ -216,6 +219,7 @@ impl Container {
                 .collect(),
             context,
             warnings: Vec::new(),
+            sources: Default::default(),
         }
     }
 
@@ -241,7 +245,8 @@ impl Container {
 
     /// Runs `mail` from its current state until every copy of it is done. An error is a
     /// `propagate`d failure: the caller (spooler) retries the mail.
-    pub async fn process(&self, mail: Mail, run: &mut Run) -> anyhow::Result<()> {
+    pub async fn process(&self, mut mail: Mail, run: &mut Run) -> anyhow::Result<()> {
+        self.sources.attribute(&mut mail);
         self.route(mail, run).await
     }
 
