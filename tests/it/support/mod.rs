@@ -8,6 +8,7 @@ pub mod mailetd;
 pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;
+pub mod sogo;
 pub mod xandikos;
 
 use std::net::{TcpListener, TcpStream};
