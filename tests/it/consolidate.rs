@@ -553,3 +553,101 @@ fn sogo_is_a_consolidated_destination() {
     );
     m.terminate();
 }
+
+/// Microsoft 365 through Graph, against the double of `support::graph_double`.
+#[test]
+fn microsoft_365_is_a_consolidated_destination_through_graph() {
+    use crate::support::graph_double::{self as g, GraphDouble};
+    let graph = GraphDouble::start();
+    let toml = format!(
+        "{SOURCES}\n[destinations.m365]\nkind = \"graph\"\ntenant = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nuser = \"{}\"\nlogin_url = \"{}\"\ngraph_url = \"{}/v1.0\"\n",
+        g::TENANT,
+        g::CLIENT_ID,
+        g::CLIENT_SECRET,
+        g::MAILBOX,
+        graph.url(),
+        graph.url()
+    );
+    let mailets = r#"
+            <mailet match="All" class="ConsolidatedCalendar">
+                <destination>m365</destination>
+                <attribute>icalendarAsJson2</attribute>
+            </mailet>"#;
+    let mut m = Mailetd::start(&[
+        ("mailetd.toml", toml),
+        ("mailetcontainer.xml", container(mailets)),
+    ]);
+    let org = "ceo@corp.example";
+    let to = ["ann@paris.example", "luc@lyon.example"];
+    let v0 = itip("REQUEST", "m365-board-1", 0, org, &to);
+    send(
+        &m,
+        "mx.paris.example",
+        org,
+        &to[..1],
+        &imip(org, &to, "", "m365-paris", &v0),
+    );
+    wait_invitations(&m, "paris", (1, 1, 0));
+    send(
+        &m,
+        "smtp.lyon.example",
+        org,
+        &to[1..],
+        &imip(org, &to, "", "m365-lyon", &v0),
+    );
+    wait_invitations(&m, "lyon", (1, 1, 0));
+    let events = graph.events();
+    assert_eq!(events.len(), 1, "one event for two copies: {events:#?}");
+    assert_eq!(events[0]["subject"], "Site sync m365-board-1");
+    assert_eq!(events[0]["categories"], serde_json::json!(["paris"]));
+    assert_eq!(
+        events[0]["start"],
+        serde_json::json!({"dateTime": "2026-11-10T10:00:00", "timeZone": "UTC"})
+    );
+    assert_eq!(events[0]["attendees"].as_array().unwrap().len(), 2);
+
+    // an update, then a CANCEL met by throttling: nothing is sent before Retry-After
+    let v1 = itip("REQUEST", "m365-board-1", 1, org, &to)
+        .replace("SUMMARY:Site sync", "SUMMARY:Moved: Site sync");
+    send(
+        &m,
+        "smtp.lyon.example",
+        org,
+        &to[1..],
+        &imip(org, &to, "", "m365-v1", &v1),
+    );
+    wait_invitations(&m, "lyon", (2, 2, 0));
+    assert_eq!(
+        graph.events()[0]["subject"],
+        "Moved: Site sync m365-board-1"
+    );
+    graph.throttle_next(1, 3);
+    let cancel = itip("CANCEL", "m365-board-1", 2, org, &to);
+    send(
+        &m,
+        "mx.paris.example",
+        org,
+        &to[..1],
+        &imip(org, &to, "", "m365-cancel", &cancel),
+    );
+    wait_invitations(&m, "paris", (2, 2, 0));
+    assert!(graph.events().is_empty(), "{:#?}", graph.events());
+    let seen = graph.seen();
+    let throttled = seen
+        .iter()
+        .position(|s| s.status == 429)
+        .expect("a 429 was answered");
+    let next = &seen[throttled + 1];
+    let waited = next.at - seen[throttled].at;
+    assert!(
+        waited >= Duration::from_secs(3),
+        "next Graph request {waited:?} after the 429: {seen:#?}"
+    );
+    let tokens = seen.iter().filter(|s| s.uri.contains("oauth2")).count();
+    assert_eq!(tokens, 1, "the token is reused: {seen:#?}");
+    assert!(
+        !m.log().contains(g::CLIENT_SECRET),
+        "the secret is never logged"
+    );
+    m.terminate();
+}

@@ -4,6 +4,7 @@
 
 pub mod davhttp;
 pub mod esn_double;
+pub mod graph_double;
 pub mod mailetd;
 pub mod rabbitmq;
 pub mod radicale;
