@@ -132,7 +132,7 @@ fn oauth_error(status: StatusCode, code: &str) -> Response {
 }
 
 /// The text between the first pair of single quotes after `after`.
-fn quoted_after<'a>(text: &'a str, after: &str) -> Option<String> {
+fn quoted_after(text: &str, after: &str) -> Option<String> {
     let start = text.find(after)? + after.len();
     let rest = text[start..].trim_start().strip_prefix('\'')?;
     let mut out = String::new();
