@@ -165,6 +165,11 @@ header = "X-Mirror-Source: Madrid"
 [[sources]]
 name = "berlin"
 recipient_domains = ["berlin.example"]
+
+# last: what no site above claims, by client network (the tests' clients are on loopback)
+[[sources]]
+name = "loopback"
+networks = ["127.0.0.0/8", "::1"]
 "#;
 
 /// A `[destinations.<name>]` table for a Radicale calendar.
@@ -304,7 +309,7 @@ fn each_mail_is_attributed_to_its_source_and_status_reports_per_source() {
         &["hans@berlin.example"],
         "From: <x@corp.example>\r\nSubject: hi\r\nMessage-ID: <b1@x>\r\n\r\nhello\r\n",
     );
-    // no source: a HELO and a network nobody configured
+    // no site claims it: the catch-all network source does
     let other = itip(
         "REQUEST",
         "other-1",
@@ -330,6 +335,8 @@ fn each_mail_is_attributed_to_its_source_and_status_reports_per_source() {
     assert_eq!(berlin["mails"], 1, "{berlin}");
     assert!(berlin["last_mail_ms"].as_u64().unwrap() > 0);
     assert_eq!(source_status(&m, "never")["mails"], 0);
+    let loopback = wait_invitations(&m, "loopback", (0, 0, 0));
+    assert_eq!(loopback["mails"], 1, "{loopback}");
 
     // what the consolidated calendar holds: Paris's and Lyon's invitations, marked
     let events = r.events("/team/calendar/");
