@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod consolidate;
 pub mod dav;
 pub mod http;
 pub mod ical;

@@ -74,6 +74,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     if let Some(amqp) = crate::outbox::amqp_forward::handler(&conf.container) {
         handlers.push(Arc::new(amqp));
     }
+    handlers.extend(crate::consolidate::handler::handlers(&settings)?);
 
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();

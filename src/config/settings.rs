@@ -46,6 +46,10 @@ pub struct Settings {
     pub role: Role,
     /// Mirrored-twice deduplication (`[dedup]`).
     pub dedup: DedupSettings,
+    /// The mail systems that mirror here (`[[sources]]`, docs/consolidating.md).
+    pub sources: Vec<super::consolidate::SourceSettings>,
+    /// Consolidated calendars by name (`[destinations.<name>]`, docs/consolidating.md).
+    pub destinations: std::collections::BTreeMap<String, super::consolidate::DestinationSettings>,
 }
 
 /// Which part of the work a node does. Nodes of each role share the work through the broker.
@@ -223,6 +227,8 @@ impl Default for Settings {
             spool: SpoolSettings::default(),
             role: Role::All,
             dedup: DedupSettings::default(),
+            sources: Vec::new(),
+            destinations: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -119,5 +119,6 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::
         },
         "errors": errors,
         "clients": clients,
+        "sources": crate::consolidate::stats::status_json(),
     }))
 }

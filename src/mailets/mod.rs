@@ -3,8 +3,9 @@
 
 mod add_header;
 mod amqp_forward_attribute;
-mod cal_dav_collect;
+pub mod cal_dav_collect;
 mod card_dav_collected_contact;
+mod consolidated_calendar;
 mod contact_extractor;
 pub mod headers;
 mod i_calendar_parser;
@@ -68,6 +69,10 @@ pub const REGISTRY: &[(&str, MailetBuilder)] = &[
     ),
     ("ToProcessor", to_processor::ToProcessor::build),
     ("ToRepository", to_repository::ToRepository::build),
+    (
+        "ConsolidatedCalendar",
+        consolidated_calendar::ConsolidatedCalendar::build,
+    ),
     ("ICalendarParser", i_calendar_parser::ICalendarParser::build),
     ("ICALToHeader", ical_to_header::ICALToHeader::build),
     (

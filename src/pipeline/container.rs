@@ -25,6 +25,8 @@ pub struct Container {
     order: Vec<String>,
     context: MailetContext,
     warnings: Vec<String>,
+    /// `[[sources]]`: each mail is attributed to one before the root processor.
+    sources: crate::consolidate::Sources,
 }
 
 /// What happened to one mail at one mailet, for `replay` traces.
@@ -201,9 +203,12 @@ impl Container {
             let built = build_processor(p, context, &states, &mut warnings, &mut errors);
             processors.entry(p.state.clone()).or_insert(built);
         }
+        let sources = crate::consolidate::Sources::new(&context.settings.sources)
+            .map_err(|e| errors.push(e));
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let sources = sources.expect("an error is pushed above");
         check_bcc(config, &mut warnings);
         for w in &warnings {
             tracing::warn!("{w}");
@@ -213,6 +218,7 @@ impl Container {
             order: states.iter().map(|s| s.to_string()).collect(),
             context: context.clone(),
             warnings,
+            sources,
         })
     }
 
@@ -227,6 +233,7 @@ impl Container {
                 .collect(),
             context,
             warnings: Vec::new(),
+            sources: Default::default(),
         }
     }
 
@@ -252,7 +259,8 @@ impl Container {
 
     /// Runs `mail` from its current state until every copy of it is done. An error is a
     /// `propagate`d failure: the caller (spooler) retries the mail.
-    pub async fn process(&self, mail: Mail, run: &mut Run) -> anyhow::Result<()> {
+    pub async fn process(&self, mut mail: Mail, run: &mut Run) -> anyhow::Result<()> {
+        self.sources.attribute(&mut mail);
         self.route(mail, run).await
     }
 

@@ -4,6 +4,7 @@
 mod broker;
 mod caldav;
 mod calendar_chain;
+mod consolidate;
 mod contacts;
 mod container;
 mod default_conf;

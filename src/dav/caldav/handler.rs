@@ -110,11 +110,16 @@ pub struct CalDavItipHandler {
     before_write: Option<BeforeWrite>,
 }
 
-enum Outcome {
+/// What applying one message did.
+#[derive(Debug)]
+pub enum Outcome {
     /// The recipient has no calendar here (404 on the collection): not an outcome to report.
     NotAUser(String),
+    /// Nothing to change, for this reason.
     NoAction(String),
+    /// An event was created.
     Added,
+    /// An event was updated or deleted.
     Updated,
 }
 
@@ -194,7 +199,10 @@ impl CalDavItipHandler {
         Ok(Some(copy))
     }
 
-    async fn run(
+    /// Applies `message` (whose UID is `uid`) to `job.recipient`'s calendar: the whole
+    /// read-apply-write round, without the counting and logging of [`JobHandler::deliver`]
+    /// (the consolidated destination reuses it with its own).
+    pub async fn run(
         &self,
         job: &ItipJob,
         message: &ICalendar,

@@ -4,10 +4,12 @@
 
 pub mod davhttp;
 pub mod esn_double;
+pub mod graph_double;
 pub mod mailetd;
 pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;
+pub mod sogo;
 pub mod xandikos;
 
 use std::net::{TcpListener, TcpStream};
