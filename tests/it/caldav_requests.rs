@@ -59,7 +59,16 @@ fn new_events_cost_one_request_each(kind: Kind) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let n = 20;
     let created: u64 = (0..n)
-        .map(|i| deliver(&handler, &rt, &format!("new-{i}"), 0, "20261101T090000Z", "A"))
+        .map(|i| {
+            deliver(
+                &handler,
+                &rt,
+                &format!("new-{i}"),
+                0,
+                "20261101T090000Z",
+                "A",
+            )
+        })
         .sum();
     assert_eq!(created, n, "{}: requests for {n} new events", server.name());
     assert!(
@@ -75,9 +84,23 @@ fn new_events_cost_one_request_each(kind: Kind) {
     }
 
     let updated: u64 = (0..n)
-        .map(|i| deliver(&handler, &rt, &format!("new-{i}"), 1, "20261102T090000Z", "B"))
+        .map(|i| {
+            deliver(
+                &handler,
+                &rt,
+                &format!("new-{i}"),
+                1,
+                "20261102T090000Z",
+                "B",
+            )
+        })
         .sum();
-    assert_eq!(updated, 2 * n, "{}: a GET and a PUT per update", server.name());
+    assert_eq!(
+        updated,
+        2 * n,
+        "{}: a GET and a PUT per update",
+        server.name()
+    );
     assert_eq!(locations(&server), vec!["B".to_string(); n as usize]);
 
     // The organizer adds someone without bumping SEQUENCE: same version number, newer

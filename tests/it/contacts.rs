@@ -539,7 +539,10 @@ async fn replay_request_count_vs_tmail_carddav() {
     assert!(ours < tmail / 2, "{ours} vs {tmail}");
     // one PUT per new pair, plus the creation of each of the 100 books (PUT 409, MKCOL 409,
     // MKCOL of the parent, MKCOL)
-    assert!(ours as f64 <= 1.1 * pairs as f64, "{ours} for {pairs} pairs");
+    assert!(
+        ours as f64 <= 1.1 * pairs as f64,
+        "{ours} for {pairs} pairs"
+    );
 }
 
 /// The same replay in the esn dialect (one conditional PUT per new pair) against the esn
@@ -584,7 +587,10 @@ async fn replay_request_count_vs_tmail_esn() {
     );
     assert_eq!(stored, pairs);
     assert!(ours < tmail / 2, "{ours} vs {tmail}");
-    assert!(ours as f64 <= 1.1 * pairs as f64, "{ours} for {pairs} pairs");
+    assert!(
+        ours as f64 <= 1.1 * pairs as f64,
+        "{ours} for {pairs} pairs"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
