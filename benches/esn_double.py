@@ -10,7 +10,11 @@ sections 5 and 6) and nothing more:
                               and sender, recipient, ical are non-empty; 403 unless E is the
                               recipient; 404 unless id is E's id; 204
   PROPFIND /                  207
-  GET|PUT /addressbooks/{id}/collected/{uid}.vcf    404 / 201
+  GET|PUT /addressbooks/{id}/collected/{uid}.vcf    404/200 / 201, 412 when If-None-Match: *
+                              meets a card already PUT (sabre/dav's precondition check)
+
+GET /_counts answers {"card_requests": n, "cards": n}: the address-book requests received
+and the distinct cards stored, for the bench's requests per new contact.
 
 Every accepted ITIP is appended to --log as "<unix time> <uid> <recipient>", the time taken
 when the request is answered: the bench compares it with the SMTP client's 250 times.
@@ -77,6 +81,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
+        if url.path == "/_counts":
+            with self.server.lock:
+                counts = {"card_requests": self.server.card_requests, "cards": len(self.server.cards)}
+            return self.answer(200, json.dumps(counts).encode())
         if url.path.endswith("/users"):
             if basic(self.headers) != OPENPAAS_ADMIN:
                 return self.answer(401)
@@ -92,14 +100,27 @@ class Handler(BaseHTTPRequestHandler):
                                 ("Cache-Control", "max-age=60, public")])
         if url.path.startswith("/addressbooks/"):
             self.body()
-            return self.answer(404 if self.impersonated() else 401)
+            if not self.impersonated():
+                return self.answer(401)
+            with self.server.lock:
+                self.server.card_requests += 1
+                return self.answer(200 if url.path in self.server.cards else 404)
         return self.answer(404)
 
     def do_PUT(self):
         self.body()
         if not self.path.startswith("/addressbooks/"):
             return self.answer(404)
-        return self.answer(201 if self.impersonated() else 401)
+        if not self.impersonated():
+            return self.answer(401)
+        with self.server.lock:
+            self.server.card_requests += 1
+            if self.path in self.server.cards:
+                if self.headers.get("If-None-Match", "").strip() == "*":
+                    return self.answer(412)
+                return self.answer(204)
+            self.server.cards.add(self.path)
+        return self.answer(201)
 
     def do_PROPFIND(self):
         self.body()
@@ -136,6 +157,8 @@ class Server(ThreadingHTTPServer):
         self.domain = domain
         self.log = log
         self.lock = threading.Lock()
+        self.cards = set()
+        self.card_requests = 0
 
     def record(self, uid, recipient):
         line = f"{time.time():.6f} {uid} {recipient}\n"

@@ -286,6 +286,10 @@ pub struct DavSettings {
     pub timeout_secs: u64,
     /// Largest number of (owner, contact) pairs remembered as already collected.
     pub known_contacts_max: usize,
+    /// caldav dialect: look an invitation's UID up before creating its event, for servers
+    /// that let two resources of a calendar carry one UID (RFC 4791 `no-uid-conflict` not
+    /// enforced). Otherwise a new event is created at once and looked up only if refused.
+    pub lookup_before_create: bool,
 }
 
 impl DavSettings {
@@ -325,6 +329,7 @@ impl Default for DavSettings {
             trust_all_certs: false,
             timeout_secs: 10,
             known_contacts_max: 200_000,
+            lookup_before_create: false,
         }
     }
 }

@@ -1,8 +1,12 @@
-//! Collected contacts on esn-sabre (Twake), exactly as tmail sends them
+//! Collected contacts on esn-sabre (Twake), at the URL and with the headers tmail uses
 //! (spec/twake-collector.md §4): the owner's OpenPaaS id from the user API, then
-//! `GET /addressbooks/{ownerId}/collected/{uid}.vcf` and, on 404, a `PUT` of the vCard, with
-//! `Accept: application/vcard+json` and the owner impersonated (`admin&owner:password`).
-//! Unlike tmail, a failure is retried (5xx, 429, timeouts) or dead-lettered, not dropped.
+//! `PUT /addressbooks/{ownerId}/collected/{uid}.vcf` with `Accept: application/vcard+json`
+//! and the owner impersonated (`admin&owner:password`). Where tmail first GETs the card and
+//! PUTs it on 404 (two requests per new contact, and a card created in between would be
+//! overwritten), the PUT carries `If-None-Match: *`, which sabre/dav (esn-sabre's base)
+//! answers with 412 when the card exists: one request per new contact, and an existing card
+//! (perhaps edited by its owner) is never replaced. Unlike tmail, a failure is retried
+//! (5xx, 429, timeouts) or dead-lettered, not dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,31 +111,19 @@ impl JobHandler for EsnContactHandler {
         );
         let auth = impersonation(&self.dav, &contact.owner);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let got = self
-            .client
-            .get(&url)
-            .header("Accept", "application/vcard+json")
-            .header("Authorization", &auth)
-            .send()
-            .await;
-        match got.map(|r| r.status()) {
-            Err(e) => return transport("GET", &url, &e),
-            Ok(s) if s.is_success() => return self.done(&contact).await,
-            Ok(StatusCode::NOT_FOUND) => {}
-            Ok(s) => return classify("GET", &url, s),
-        }
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let put = self
             .client
             .put(&url)
             .header("Accept", "application/vcard+json")
             .header("Content-Type", "application/vcard")
+            .header("If-None-Match", "*")
             .header("Authorization", &auth)
             .body(contact.vcard.clone())
             .send()
             .await;
         match put.map(|r| r.status()) {
             Err(e) => transport("PUT", &url, &e),
+            // 412: the card exists already (the user may have edited it: left alone).
             Ok(s) if s.is_success() || s == StatusCode::PRECONDITION_FAILED => {
                 self.done(&contact).await
             }

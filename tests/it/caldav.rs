@@ -23,14 +23,14 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Which real server a scenario runs against.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Radicale,
     Sabre,
     Xandikos,
 }
 
 /// One of the real CalDAV servers, with users made by the service account.
-enum Server {
+pub(crate) enum Server {
     Radicale(Radicale),
     Sabre(SabreDav),
     Xandikos(Xandikos),
@@ -38,10 +38,10 @@ enum Server {
 
 /// A calendar object as a client sees it.
 #[derive(Debug, Clone)]
-struct Object {
-    href: String,
+pub(crate) struct Object {
+    pub(crate) href: String,
     etag: String,
-    ics: String,
+    pub(crate) ics: String,
 }
 
 impl Object {
@@ -57,7 +57,7 @@ impl Object {
     }
 
     /// Values of property `name` (any parameters), in order.
-    fn values(&self, name: &str) -> Vec<String> {
+    pub(crate) fn values(&self, name: &str) -> Vec<String> {
         self.lines()
             .iter()
             .filter(|l| l.starts_with(&format!("{name}:")) || l.starts_with(&format!("{name};")))
@@ -66,7 +66,7 @@ impl Object {
     }
 
     /// The whole line of property `name` whose text contains `needle`.
-    fn line_with(&self, name: &str, needle: &str) -> Option<String> {
+    pub(crate) fn line_with(&self, name: &str, needle: &str) -> Option<String> {
         self.lines()
             .into_iter()
             .find(|l| l.starts_with(name) && l.to_lowercase().contains(&needle.to_lowercase()))
@@ -78,7 +78,7 @@ impl Object {
 }
 
 impl Server {
-    fn start(kind: Kind) -> Server {
+    pub(crate) fn start(kind: Kind) -> Server {
         match kind {
             Kind::Radicale => Server::Radicale(Radicale::start()),
             Kind::Sabre => Server::Sabre(SabreDav::start()),
@@ -86,7 +86,7 @@ impl Server {
         }
     }
 
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Server::Radicale(_) => "Radicale",
             Server::Sabre(_) => "SabreDAV",
@@ -94,7 +94,7 @@ impl Server {
         }
     }
 
-    fn dav_settings(&self) -> DavSettings {
+    pub(crate) fn dav_settings(&self) -> DavSettings {
         let (base, template, account) = match self {
             Server::Radicale(r) => (
                 r.url(),
@@ -132,7 +132,7 @@ impl Server {
     }
 
     /// Gives `address` an (empty) calendar.
-    fn add_user(&self, address: &str) {
+    pub(crate) fn add_user(&self, address: &str) {
         let local = address.split('@').next().unwrap();
         match self {
             Server::Radicale(r) => r.create_calendar(address, "calendar"),
@@ -169,7 +169,7 @@ impl Server {
     }
 
     /// Every calendar object of the user's calendar.
-    fn objects(&self, address: &str) -> Vec<Object> {
+    pub(crate) fn objects(&self, address: &str) -> Vec<Object> {
         let r = self.request(
             "REPORT",
             &self.calendar_path(address),
@@ -190,14 +190,14 @@ impl Server {
     }
 
     /// The only object of the user's calendar.
-    fn only(&self, address: &str) -> Object {
+    pub(crate) fn only(&self, address: &str) -> Object {
         let mut objects = self.objects(address);
         assert_eq!(objects.len(), 1, "{}: {objects:#?}", self.name());
         objects.pop().unwrap()
     }
 
     /// Stores an object as the user's own client would, under `name`.
-    fn put(&self, address: &str, name: &str, ics: &str) {
+    pub(crate) fn put(&self, address: &str, name: &str, ics: &str) {
         let r = self.request(
             "PUT",
             &format!("{}{name}", self.calendar_path(address)),
@@ -208,7 +208,7 @@ impl Server {
     }
 }
 
-fn vevent(
+pub(crate) fn vevent(
     uid: &str,
     seq: u32,
     stamp: &str,
@@ -231,7 +231,7 @@ fn vevent(
     s
 }
 
-fn ics(method: &str, events: &[String]) -> String {
+pub(crate) fn ics(method: &str, events: &[String]) -> String {
     let mut s = String::from("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\n");
     if !method.is_empty() {
         s.push_str(&format!("METHOD:{method}\r\n"));
@@ -335,7 +335,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(server: &Server) -> Collector {
+    pub(crate) fn start(server: &Server) -> Collector {
         let mailetd = Mailetd::start(&[
             ("mailetcontainer.xml", CONTAINER.to_string()),
             ("domainlist.xml", DOMAINS.to_string()),
@@ -381,8 +381,8 @@ impl Collector {
     }
 }
 
-const ALICE_EXT: &str = "alice@partner.example";
-const BOB: &str = "bob@example.org";
+pub(crate) const ALICE_EXT: &str = "alice@partner.example";
+pub(crate) const BOB: &str = "bob@example.org";
 const CAROL: &str = "carol@example.org";
 
 fn request_update_older_cancel(kind: Kind) {

@@ -537,10 +537,16 @@ async fn replay_request_count_vs_tmail_carddav() {
     );
     assert_eq!(books, pairs);
     assert!(ours < tmail / 2, "{ours} vs {tmail}");
+    // one PUT per new pair, plus the creation of each of the 100 books (PUT 409, MKCOL 409,
+    // MKCOL of the parent, MKCOL)
+    assert!(
+        ours as f64 <= 1.1 * pairs as f64,
+        "{ours} for {pairs} pairs"
+    );
 }
 
-/// The same replay in the esn dialect (GET then PUT per new pair, as tmail) against the
-/// esn double, every sender a known user.
+/// The same replay in the esn dialect (one conditional PUT per new pair) against the esn
+/// double, every sender a known user.
 #[tokio::test]
 #[ignore = "replay of 10,000 mails; run with --ignored --nocapture"]
 async fn replay_request_count_vs_tmail_esn() {
@@ -581,6 +587,10 @@ async fn replay_request_count_vs_tmail_esn() {
     );
     assert_eq!(stored, pairs);
     assert!(ours < tmail / 2, "{ours} vs {tmail}");
+    assert!(
+        ours as f64 <= 1.1 * pairs as f64,
+        "{ours} for {pairs} pairs"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -729,7 +739,9 @@ fn smtp_sabredav_collects_contacts() {
 // DOUBLE enforcing only their contract from spec/twake-collector.md §4–§5 (admin Basic auth
 // on `/users?email=`, `[]` for unknown users; `admin&owner:password` impersonation on
 // `/addressbooks/{id}/collected/{uid}.vcf`, 401 on a bad password, 403 when the
-// impersonated user does not own the book; GET 200/404; PUT 201 new / 204 existing).
+// impersonated user does not own the book; GET 200/404; PUT 201 new / 204 existing, and
+// 412 without writing when `If-None-Match: *` meets an existing card: esn-sabre is sabre/dav,
+// whose Server::checkPreconditions implements RFC 7232 §3.2 for every PUT).
 // Replace with `support::esn_double` when the esn branch lands.
 
 const ESN_DOUBLE_PY: &str = r#"
@@ -749,7 +761,7 @@ class H(BaseHTTPRequestHandler):
         self.send_response(code); self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def dav(self):
-        with lock: log.append([self.command, self.path, self.headers.get("Accept", ""), self.headers.get("Content-Type", "")])
+        with lock: log.append([self.command, self.path, self.headers.get("Accept", ""), self.headers.get("Content-Type", ""), self.headers.get("If-None-Match", "")])
         creds = self.auth() or ""
         user, _, pw = creds.partition(":")
         if not user.startswith(admin + "&") or pw != password: return self.reply(401)
@@ -780,7 +792,9 @@ class H(BaseHTTPRequestHandler):
         if key is None or isinstance(key, bool): return
         if not self.headers.get("Content-Type", "").startswith("application/vcard"): return self.reply(415)
         with lock:
-            existed = key in cards; cards[key] = body
+            existed = key in cards
+            if existed and self.headers.get("If-None-Match", "").strip() == "*": return self.reply(412)
+            cards[key] = body
         self.reply(204 if existed else 201)
 ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
@@ -837,7 +851,7 @@ impl Drop for EsnDouble {
 }
 
 #[tokio::test]
-async fn direct_esn_get_then_put_impersonating_the_owner() {
+async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
     let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("spool.redb")).unwrap();
@@ -882,10 +896,10 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
             )
         })
         .collect();
-    // per contact: GET then PUT, each with Accept: application/vcard+json
+    // per new contact: one PUT, create-only, with Accept: application/vcard+json
     assert_eq!(
         calls.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
-        vec!["GET", "PUT", "GET", "PUT"]
+        vec!["PUT", "PUT"]
     );
     assert!(
         calls
@@ -893,6 +907,7 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
             .all(|(_, accept)| accept == "application/vcard+json")
     );
     assert_eq!(log[1][3], "application/vcard");
+    assert_eq!(log[1][4], "*");
 
     // An external sender is unknown to OpenPaaS: Done, and no DAV request at all.
     let mut m = mail("stranger@elsewhere.net", &["alice@example.org"], "");
@@ -903,7 +918,22 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
     }
     assert_eq!(handler.requests_sent(), before);
 
-    // A contact that exists already (the cache lost): GET 200, no PUT.
+    // A contact that exists already, edited by its owner, and the cache lost: one PUT,
+    // refused (412), Done, and the owner's card is left as it is.
+    let zoe_url = format!(
+        "{}/addressbooks/5f0c0a0b0c0d0e0f10111213/collected/{}.vcf",
+        double.url(),
+        uid("zoe@partner.com")
+    );
+    let edited = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Zoé (dentist)\r\nEND:VCARD\r\n";
+    let r = crate::support::davhttp::request(
+        "PUT",
+        &zoe_url,
+        Some(("admin&alice@example.org", "admin-secret")),
+        &[("Content-Type", "application/vcard")],
+        Some(edited),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
     let fresh = esn_handler(&double.url(), "admin-secret", KnownContacts::new(None, 10));
     let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
     mailet.service(&mut m, &ctx).await.unwrap();
@@ -912,6 +942,11 @@ async fn direct_esn_get_then_put_impersonating_the_owner() {
         .into_job("esn-contact");
     assert_eq!(fresh.deliver(&job).await, Delivery::Done);
     assert_eq!(fresh.requests_sent(), 1);
+    let cards = double.get_json("/_cards");
+    let zoe = cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))]
+        .as_str()
+        .unwrap();
+    assert_eq!(zoe, edited);
 
     // A wrong admin password is a permanent failure naming the status, not the password.
     let wrong = esn_handler(&double.url(), "bad-pw", KnownContacts::new(None, 10));

@@ -1,9 +1,14 @@
 //! Outbox handler for `caldav-itip` jobs: applies one iTIP message to one recipient's
-//! calendar on a standard CalDAV server. Finds the recipient's copy under the name mailetd
-//! gives events it creates (one GET), else by UID with a calendar-query (their client may
-//! have stored it under any name), applies the message ([`super::apply`]) and writes the
-//! result with `If-Match` / `If-None-Match: *`. A 412 (someone wrote in between) re-reads
-//! and re-applies, at most [`MAX_CONFLICTS`] times per attempt.
+//! calendar on a standard CalDAV server. An invitation that looks new (it would create the
+//! event and carries SEQUENCE 0) is first written at once with `If-None-Match: *`: one
+//! request, since the server refuses it when the event exists under that name (412) or, per
+//! RFC 4791 `no-uid-conflict`, under any other (Radicale 409, Xandikos 412). Otherwise, or
+//! when refused, it finds the recipient's copy under the name mailetd gives events it
+//! creates (one GET), else by UID with a calendar-query (their client may have stored it
+//! under any name), applies the message ([`super::apply`]) and writes the result with
+//! `If-Match` / `If-None-Match: *`. A 412 (someone wrote in between) re-reads and
+//! re-applies, at most [`MAX_CONFLICTS`] times per attempt. `[dav] lookup_before_create`
+//! skips the first write for servers that do not check UIDs (SabreDAV 1.8).
 //!
 //! The outcome (`no_action`, `added`, `updated`, `error`) is known only here, after the
 //! mail has left the pipeline (the outbox is asynchronous by design: the mail is done once
@@ -14,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use calcard::icalendar::ICalendar;
+use calcard::icalendar::{ICalendar, ICalendarProperty, ICalendarValue};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +113,7 @@ pub struct CalDavItipHandler {
     locator: Locator,
     counts: Counts,
     before_write: Option<BeforeWrite>,
+    lookup_before_create: bool,
 }
 
 /// What applying one message did.
@@ -131,6 +137,7 @@ impl CalDavItipHandler {
             locator: Locator::new(settings)?,
             counts: Counts::default(),
             before_write: None,
+            lookup_before_create: settings.lookup_before_create,
         })
     }
 
@@ -199,6 +206,44 @@ impl CalDavItipHandler {
         Ok(Some(copy))
     }
 
+    async fn run_before_write_hook(&self) {
+        if let Some(hook) = &self.before_write {
+            let hook = hook.clone();
+            let _ = tokio::task::spawn_blocking(move || hook()).await;
+        }
+    }
+
+    /// Creates the event without looking for a copy first, when the message looks like a
+    /// first invitation. `Ok(true)` when created; `Ok(false)` when it was not tried or the
+    /// server refused it (a copy exists, the calendar is missing, any other refusal): the
+    /// lookup then decides, and reports what a refusal meant.
+    async fn create_at_once(
+        &self,
+        job: &ItipJob,
+        message: &ICalendar,
+        target: &str,
+        uid: &str,
+    ) -> Result<bool, DavError> {
+        if self.lookup_before_create || !first_version(message) {
+            return Ok(false);
+        }
+        let Change::Create(cal) = apply(None, message, &job.recipient, &job.options) else {
+            return Ok(false);
+        };
+        self.run_before_write_hook().await;
+        let url = format!("{target}{}", resource_name(uid));
+        match self
+            .client
+            .put(&job.recipient, &url, cal.to_string(), Condition::Absent)
+            .await
+        {
+            Ok(status) if status.is_success() => Ok(true),
+            Ok(_) | Err(DavError::Permanent(_)) => Ok(false),
+            Err(transient) => Err(transient),
+        }
+    }
+
+
     /// Applies `message` (whose UID is `uid`) to `job.recipient`'s calendar: the whole
     /// read-apply-write round, without the counting and logging of [`JobHandler::deliver`]
     /// (the consolidated destination reuses it with its own).
@@ -222,6 +267,9 @@ impl CalDavItipHandler {
             self.locator.mark_absent(owner);
             return Ok(Outcome::NotAUser("(none discovered)".into()));
         };
+        if self.create_at_once(job, message, &target, uid).await? {
+            return Ok(Outcome::Added);
+        }
         for _ in 0..MAX_CONFLICTS {
             let mut copy = match self.find(owner, &calendar, component, uid).await? {
                 None => {
@@ -241,11 +289,8 @@ impl CalDavItipHandler {
                 };
             }
             let change = apply(copy.as_ref().map(|(_, c)| c), message, owner, &job.options);
-            if let Some(hook) = &self.before_write
-                && !matches!(change, Change::Nothing(_))
-            {
-                let hook = hook.clone();
-                let _ = tokio::task::spawn_blocking(move || hook()).await;
+            if !matches!(change, Change::Nothing(_)) {
+                self.run_before_write_hook().await;
             }
             let status = match (&change, &copy) {
                 (Change::Nothing(reason), _) => return Ok(Outcome::NoAction(reason.clone())),
@@ -287,6 +332,19 @@ impl CalDavItipHandler {
             "the copy kept changing between read and write ({MAX_CONFLICTS} times)"
         )))
     }
+}
+
+/// Whether every component of `message` is at SEQUENCE 0: an organizer's first version,
+/// most likely new to the recipient. Later versions usually update a copy, which the
+/// lookup finds in one request where a refused creation would cost one more.
+fn first_version(message: &ICalendar) -> bool {
+    message.components.iter().all(|c| {
+        c.property(&ICalendarProperty::Sequence)
+            .and_then(|e| e.values.first())
+            .and_then(ICalendarValue::as_integer)
+            .unwrap_or(0)
+            == 0
+    })
 }
 
 fn condition(fetched: &Fetched) -> Condition<'_> {

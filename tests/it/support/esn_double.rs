@@ -16,7 +16,8 @@
 //!   when the event is there, none otherwise. Events are those of accepted iTIP REQUESTs and
 //!   those seeded with [`EsnDouble::add_event`] (what tmail's RestrictiveCalDavCollect asks).
 //! - `GET|PUT /addressbooks/{id}/collected/{uid}.vcf` (impersonating the owner): 404/200,
-//!   201 (204 when replacing).
+//!   201 (204 when replacing; 412 without writing when `If-None-Match: *` meets an existing
+//!   card, as sabre/dav's precondition checks answer).
 //! - A switchable failure mode answers 503 to the next N requests, or to all until switched
 //!   back. Fault modes of the user API alone: a delay before each answer
 //!   ([`EsnDouble::set_users_delay`]) and a `200` with a body that is not JSON
@@ -427,6 +428,12 @@ fn route(s: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body: &
                     None => reply(404, &[], ""),
                 }
             } else {
+                let create_only = headers
+                    .get("if-none-match")
+                    .is_some_and(|v| v.as_bytes().trim_ascii() == b"*");
+                if create_only && s.cards.contains_key(&key) {
+                    return reply(412, &[], "");
+                }
                 let existed = s.cards.insert(key, body.to_vec()).is_some();
                 reply(if existed { 204 } else { 201 }, &[], "")
             }
