@@ -2,9 +2,7 @@
 //! decoding of raw calendar bytes, and the scheduling fields of a calendar's first VEVENT.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use calcard::Entry;
 use calcard::icalendar::{
@@ -90,68 +88,60 @@ fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
         .filter(|a| !a.domain.is_empty())
 }
 
-/// What parsing a calendar text gave: its facts, or why it is not a calendar.
-pub type ParsedFacts = Result<Arc<CalendarFacts>, String>;
-
-/// Calendar texts kept by [`remember`]: enough for every mail in flight.
-const RECENT_TEXTS: usize = 256;
-
-/// Recently parsed calendar texts and their facts, keyed by a hash of the text (the text is
-/// compared too). `ICalendarParser` parses the raw calendar and writes a normalised text;
-/// `ICALToHeader`, `ICALToJsonAttribute` and `CalDavCollect` read one or the other back:
-/// remembering both spares them three more parses, the pipeline's largest cost.
-struct RecentFacts {
-    hasher: RandomState,
-    by_hash: HashMap<u64, (String, ParsedFacts)>,
-    order: VecDeque<u64>,
+/// One calendar object of a mail, parsed once: its text (decoded, shared) and what the
+/// calendar mailets read from it. `ICalendarParser` makes it; `ICALToHeader`,
+/// `ICALToJsonAttribute` and `CalDavCollect` read its facts instead of parsing again, and
+/// every per-recipient JSON document and outbox job shares its text instead of copying it.
+/// The parse tree is not kept: it is several times the size of the text.
+pub struct ParsedCalendar {
+    text: Arc<str>,
+    facts: CalendarFacts,
 }
 
-static RECENT: LazyLock<Mutex<RecentFacts>> = LazyLock::new(|| {
-    Mutex::new(RecentFacts {
-        hasher: RandomState::new(),
-        by_hash: HashMap::new(),
-        order: VecDeque::new(),
-    })
-});
-
-/// Records the facts of `text`, a calendar that was just parsed.
-pub fn remember(text: &str, facts: ParsedFacts) {
-    let mut recent = RECENT.lock().unwrap();
-    let hash = recent.hasher.hash_one(text);
-    if recent
-        .by_hash
-        .insert(hash, (text.to_string(), facts))
-        .is_none()
-    {
-        recent.order.push_back(hash);
+impl ParsedCalendar {
+    /// Parses `text` (see [`parse`]) and keeps its facts.
+    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, String> {
+        let text = text.into();
+        let facts = CalendarFacts::of(&parse(&text)?);
+        Ok(ParsedCalendar { text, facts })
     }
-    while recent.order.len() > RECENT_TEXTS {
-        if let Some(old) = recent.order.pop_front() {
-            recent.by_hash.remove(&old);
-        }
+
+    /// The calendar's text, as decoded from the mail.
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// What the mailets read from it.
+    pub fn facts(&self) -> &CalendarFacts {
+        &self.facts
     }
 }
 
-/// The facts of a calendar text: remembered when this text was parsed recently, parsed
-/// (with [`parse`]) otherwise.
-pub fn facts(text: &str) -> ParsedFacts {
-    {
-        let recent = RECENT.lock().unwrap();
-        let hash = recent.hasher.hash_one(text);
-        if let Some((known, facts)) = recent.by_hash.get(&hash)
-            && known == text
-        {
-            return facts.clone();
-        }
+impl std::fmt::Debug for ParsedCalendar {
+    // not the text: it can be megabytes, and traces and logs print attribute values
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCalendar")
+            .field("bytes", &self.text.len())
+            .field("fields", &self.facts.fields)
+            .finish()
     }
-    let facts = parse(text).map(|calendar| Arc::new(CalendarFacts::of(&calendar)));
-    remember(text, facts.clone());
-    facts
+}
+
+impl PartialEq for ParsedCalendar {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+/// The facts of a calendar text that did not come from `ICalendarParser` (a JSON document
+/// written by something else): parsed here.
+pub fn facts(text: &str) -> Result<CalendarFacts, String> {
+    parse(text).map(|calendar| CalendarFacts::of(&calendar))
 }
 
 /// The scheduling fields of a calendar text (see [`facts`]).
 pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
-    facts(text).map(|f| f.fields.clone())
+    facts(text).map(|f| f.fields)
 }
 
 fn describe_failure(entry: Entry) -> String {
@@ -196,7 +186,7 @@ pub fn first_event(calendar: &ICalendar) -> Option<&ICalendarComponent> {
 }
 
 /// The scheduling fields James reads from a calendar (`ICALAttributeDTO`, `ICALToHeader`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SchedulingFields {
     /// The calendar's METHOD (`REQUEST`, `REPLY`, `CANCEL`…).
     pub method: Option<String>,

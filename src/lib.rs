@@ -10,6 +10,7 @@ pub mod config;
 pub mod dav;
 pub mod http;
 pub mod ical;
+pub mod ical_json;
 pub mod ingest;
 pub mod logging;
 pub mod mail;

@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ical::ParsedCalendar;
+use crate::ical_json::CalendarJsons;
 use crate::outbox::OutboxJob;
 
 /// An envelope address (`local@domain`). The domain is kept lowercased, the local part as given.
@@ -85,6 +88,15 @@ pub enum AttributeValue {
     Map(BTreeMap<String, AttributeValue>),
     /// A list of values.
     List(Vec<AttributeValue>),
+    /// A calendar parsed by `ICalendarParser`, shared by the mailets that read it (stored as
+    /// its text).
+    #[serde(with = "calendar_text")]
+    Calendar(Arc<ParsedCalendar>),
+    /// The iTIP JSON documents of `ICALToJsonAttribute` (a map of key to JSON bytes to its
+    /// readers), each rendered on demand so that the calendar is held once, not once per
+    /// recipient.
+    #[serde(rename = "calendarjson", with = "shared")]
+    CalendarJson(Arc<CalendarJsons>),
 }
 
 impl AttributeValue {
@@ -99,6 +111,8 @@ impl AttributeValue {
             AttributeValue::Json(v) => v.to_string(),
             AttributeValue::Map(m) => format!("{m:?}"),
             AttributeValue::List(l) => format!("{l:?}"),
+            AttributeValue::Calendar(c) => c.text().to_string(),
+            AttributeValue::CalendarJson(j) => format!("{j:?}"),
         }
     }
 
@@ -115,6 +129,7 @@ impl AttributeValue {
         match self {
             AttributeValue::Bytes(b) => Some(b),
             AttributeValue::String(s) => Some(s.as_bytes()),
+            AttributeValue::Calendar(c) => Some(c.text().as_bytes()),
             _ => None,
         }
     }
@@ -131,6 +146,42 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(value, s)
+    }
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
+}
+
+mod calendar_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::ical::ParsedCalendar;
+
+    pub fn serialize<S: Serializer>(
+        calendar: &Arc<ParsedCalendar>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(calendar.text())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<ParsedCalendar>, D::Error> {
+        let text = String::deserialize(d)?;
+        ParsedCalendar::parse(text)
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
     }
 }
 

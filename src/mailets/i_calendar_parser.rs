@@ -10,10 +10,11 @@
 //!
 //! `sourceAttribute` (default `icsAttachments`, a map of decoded ICS bytes, as
 //! `MimeDecodingMailet` leaves them) → `destinationAttribute` (default `calendars`), a map
-//! under the same keys whose values are the calendars as normalised iCalendar text
-//! (calcard's serialisation: unfolded values, CRLF, canonical property names), written
-//! even when empty, as James does. mailetd keeps calendars as text so that they survive
-//! the spool; the mailets that read them parse that text again.
+//! under the same keys whose values are the parsed calendars, written even when empty, as
+//! James does. Each calendar is parsed once per mail: `ICALToHeader`, `ICALToJsonAttribute`
+//! and `CalDavCollect` read what they need from this value, and share its text instead of
+//! copying it (its text value, and its stored form in a repository, is the decoded
+//! calendar text).
 //!
 //! Parsing is lenient like ical4j's relaxed mode (unknown and malformed lines skipped,
 //! Outlook's extensions kept, a missing `END` at the end tolerated). Bytes are read as
@@ -23,6 +24,7 @@
 //! the mailet itself never fails on content.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -83,17 +85,11 @@ impl Mailet for ICalendarParser {
                 tracing::warn!(mail = %mail.name, %key, "calendar entry dropped: not bytes");
                 continue;
             };
-            let raw = ical::bytes_to_text(bytes);
-            match ical::parse(&raw) {
+            match ical::ParsedCalendar::parse(ical::bytes_to_text(bytes)) {
                 Ok(calendar) => {
-                    let text = calendar.to_string();
-                    let facts = Ok(std::sync::Arc::new(ical::CalendarFacts::of(&calendar)));
-                    ical::remember(&raw, facts.clone());
-                    ical::remember(&text, facts);
-                    calendars.insert(key.clone(), AttributeValue::String(text));
+                    calendars.insert(key.clone(), AttributeValue::Calendar(Arc::new(calendar)));
                 }
                 Err(reason) => {
-                    ical::remember(&raw, Err(reason.clone()));
                     tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");
                 }
             }
