@@ -369,6 +369,63 @@ DTSTAMP:20170106T115036Z\r\nSUMMARY:Réunion\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
         assert!(jsons(&mut m).await.is_empty());
     }
 
+    #[tokio::test]
+    async fn documents_beyond_max_json_documents_are_left_out() {
+        let update = ICS.replace("UID:uid-1\r\n", "UID:uid-2\r\n");
+        let rcpts: Vec<String> = (0..4).map(|i| format!("r{i}@example.org")).collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let mut m = mail(
+            "From: alice@example.com\r\n",
+            None,
+            &rcpts,
+            &[("a.ics", ICS), ("b.ics", &update)],
+        );
+        let ctx = MailetContext::for_tests(std::env::temp_dir());
+        let mailet = ICALToJsonAttribute::new(&MailetConfig::inline(
+            "ICALToJsonAttribute",
+            &[("maxJsonDocuments", "5")],
+        ))
+        .unwrap();
+        mailet.service(&mut m, &ctx).await.unwrap();
+        let Some(AttributeValue::CalendarJson(jsons)) = m.attribute("icalendarJson") else {
+            panic!("no documents");
+        };
+        assert_eq!(jsons.len(), 5, "2 calendars x 4 recipients, capped at 5");
+        assert!(
+            ICALToJsonAttribute::new(&MailetConfig::inline(
+                "ICALToJsonAttribute",
+                &[("maxJsonDocuments", "0")],
+            ))
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_document_shares_the_parsed_calendar_text() {
+        let mut m = mail(
+            "From: alice@example.com\r\n",
+            None,
+            &["a@example.org", "b@example.org"],
+            &[("a.ics", ICS)],
+        );
+        let calendar = Arc::new(ical::ParsedCalendar::parse(ICS).unwrap());
+        let mut parsed = BTreeMap::new();
+        parsed.insert(
+            "a.ics".to_string(),
+            AttributeValue::Calendar(calendar.clone()),
+        );
+        m.set_attribute("icalendar", AttributeValue::Map(parsed));
+        let got = jsons(&mut m).await;
+        assert_eq!(got.len(), 2);
+        let Some(AttributeValue::CalendarJson(docs)) = m.attribute("icalendarJson") else {
+            panic!("no documents");
+        };
+        assert!(
+            docs.documents()
+                .all(|d| Arc::ptr_eq(d.ical, calendar.text()))
+        );
+    }
+
     #[test]
     fn documented_but_wrong_parameter_names_are_refused() {
         let cfg = |p: &[(&str, &str)]| {

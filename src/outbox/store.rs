@@ -336,3 +336,48 @@ pub async fn purge(store: &Store, state: JobState, ids: Vec<u64>) -> Result<usiz
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_count(store: &Store) -> usize {
+        let read = store.read().unwrap();
+        match read.open_table(SHARED) {
+            Ok(t) => t.iter().unwrap().count(),
+            Err(_) => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_text_shared_by_jobs_is_stored_once_and_deleted_with_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR\r\n".repeat(1000));
+        let jobs: Vec<OutboxJob> = (0..3)
+            .map(|i| {
+                let mut job = OutboxJob::new("k", format!("r{i}"), serde_json::json!({}));
+                job.shared = Some(ics.clone());
+                job
+            })
+            .collect();
+        store.write(move |t| insert_jobs(t, jobs)).await.unwrap();
+        assert_eq!(shared_count(&store), 1);
+        let listed = list(&store, JobState::Pending).unwrap();
+        assert_eq!(listed.len(), 3);
+        let job = pending_job(&store, listed[0].id).unwrap().unwrap();
+        assert_eq!(job.shared.as_deref(), Some(&*ics));
+        // a rescheduled job keeps its reference, not a copy of the text
+        reschedule(&store, job, 0, "later".into()).await.unwrap();
+        dead_letter(&store, listed[1].clone(), "no".into())
+            .await
+            .unwrap();
+        done(&store, listed[0].id).await.unwrap();
+        done(&store, listed[2].id).await.unwrap();
+        assert_eq!(shared_count(&store), 1, "the dead letter still holds it");
+        let job = &list(&store, JobState::Dead).unwrap()[0];
+        assert!(job.shared.is_none() && job.shared_ref.is_some());
+        purge(&store, JobState::Dead, vec![]).await.unwrap();
+        assert_eq!(shared_count(&store), 0);
+    }
+}

@@ -9,6 +9,7 @@ mod container;
 mod default_conf;
 mod esn;
 mod faults;
+mod hostile_calendar;
 mod ops;
 mod ship;
 mod smtp;
