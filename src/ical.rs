@@ -102,7 +102,7 @@ impl ParsedCalendar {
     /// Parses `text` (see [`parse`]) and keeps its facts.
     pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, String> {
         let text = text.into();
-        let facts = CalendarFacts::of(&parse(&text)?);
+        let facts = facts(&text)?;
         Ok(ParsedCalendar { text, facts })
     }
 
@@ -133,10 +133,92 @@ impl PartialEq for ParsedCalendar {
     }
 }
 
-/// The facts of a calendar text that did not come from `ICalendarParser` (a JSON document
-/// written by something else): parsed here.
+/// The facts of a calendar text. A large one is parsed one top-level component at a time
+/// (see [`pieces`]): calcard's tree of a whole calendar is several times its text (a 25 MB
+/// calendar of 100,000 events took over 300 MB), a piece's tree is small.
 pub fn facts(text: &str) -> Result<CalendarFacts, String> {
+    if text.len() >= PIECEWISE_FROM
+        && let Some(pieces) = pieces(text)
+    {
+        return Ok(facts_of_pieces(&pieces));
+    }
     parse(text).map(|calendar| CalendarFacts::of(&calendar))
+}
+
+/// The size from which a calendar is parsed piecewise.
+const PIECEWISE_FROM: usize = 256 * 1024;
+
+/// The body of a well-formed VCALENDAR cut into its top-level components and the runs of
+/// VCALENDAR properties between them, in order, each a slice of `text`. `None` when the
+/// structure is not plain (no `BEGIN:VCALENDAR` first, an `END` missing or unmatched): such
+/// a calendar is parsed whole, with all of calcard's leniency.
+fn pieces(text: &str) -> Option<Vec<&str>> {
+    let body = text.trim_start_matches('\u{feff}').trim_start();
+    let mut lines = body.split_inclusive('\n');
+    let first = lines.next()?;
+    if !first.trim_end().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut depth = 1usize;
+    let mut start = first.len();
+    let mut at = first.len();
+    let keyword = |line: &str, word: &str| {
+        line.len() > word.len() && line[..word.len()].eq_ignore_ascii_case(word)
+    };
+    for line in lines {
+        let end = at + line.len();
+        if keyword(line, "BEGIN:") {
+            if depth == 1 && start < at {
+                pieces.push(&body[start..at]);
+                start = at;
+            }
+            depth += 1;
+        } else if keyword(line, "END:") {
+            depth -= 1;
+            if depth == 1 {
+                pieces.push(&body[start..end]);
+                start = end;
+            } else if depth == 0 {
+                if start < at {
+                    pieces.push(&body[start..at]);
+                }
+                return Some(pieces);
+            }
+        }
+        at = end;
+    }
+    None
+}
+
+/// [`CalendarFacts`] read piece by piece, as one parse of the whole would give them.
+fn facts_of_pieces(pieces: &[&str]) -> CalendarFacts {
+    let mut facts = CalendarFacts::default();
+    let mut method_value = None;
+    for piece in pieces {
+        let text = format!("BEGIN:VCALENDAR\r\n{piece}END:VCALENDAR\r\n");
+        let Ok(calendar) = parse(&text) else {
+            continue;
+        };
+        let of_piece = CalendarFacts::of(&calendar);
+        if facts.method.is_none() {
+            facts.method = of_piece.method;
+            method_value = calendar
+                .components
+                .first()
+                .and_then(|root| property_value(root, &ICalendarProperty::Method))
+                .and_then(value_text);
+        }
+        if facts.fields.is_none() {
+            facts.fields = of_piece.fields;
+        }
+        facts.organizers.extend(of_piece.organizers);
+        facts.attendees.extend(of_piece.attendees);
+    }
+    if let Some(fields) = &mut facts.fields {
+        fields.method = method_value;
+    }
+    facts
 }
 
 /// The scheduling fields of a calendar text (see [`facts`]).
@@ -324,6 +406,43 @@ mod tests {
         assert!(parse("BEGIN:VCARD\r\nFN:x\r\nEND:VCARD\r\n").is_err());
         assert!(parse("BEGIN:VEVENT\r\nUID:x\r\nEND:VEVENT\r\n").is_err());
         assert!(parse("<html>404</html>").is_err());
+    }
+
+    #[test]
+    fn a_large_calendar_read_piecewise_has_the_facts_of_a_whole_parse() {
+        let mut text = String::from(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\nBEGIN:STANDARD\r\n\
+             DTSTART:16010101T030000\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n",
+        );
+        for n in 0..3000 {
+            text.push_str(&format!(
+                "BEGIN:VEVENT\r\nUID:u{n}\r\nSEQUENCE:{n}\r\nDTSTAMP:20240110T090000Z\r\n\
+                 ORGANIZER:mailto:o{n}@example.com\r\nATTENDEE:mailto:a{n}@example.com\r\n\
+                 DESCRIPTION:{}\r\n \r\n  continued\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\n\
+                 END:VALARM\r\nEND:VEVENT\r\n",
+                "x".repeat(60)
+            ));
+        }
+        // a root property after the events counts as in a whole parse
+        text.push_str("METHOD:REQUEST\r\nEND:VCALENDAR\r\n");
+        assert!(text.len() >= PIECEWISE_FROM);
+        let cut = pieces(&text).expect("plain structure");
+        assert_eq!(cut.len(), 3 + 3000);
+        let whole = CalendarFacts::of(&parse(&text).unwrap());
+        let piecewise = facts(&text).unwrap();
+        assert_eq!(piecewise.fields, whole.fields);
+        assert_eq!(
+            piecewise.fields.as_ref().unwrap().method.as_deref(),
+            Some("REQUEST")
+        );
+        assert_eq!(piecewise.method, whole.method);
+        assert_eq!(piecewise.organizers, whole.organizers);
+        assert_eq!(piecewise.attendees, whole.attendees);
+        assert_eq!(piecewise.attendees.len(), 3000);
+        // without its END the calendar is parsed whole, leniently
+        let unterminated = text.trim_end_matches("END:VCALENDAR\r\n");
+        assert!(pieces(unterminated).is_none());
+        assert_eq!(facts(unterminated).unwrap().fields, whole.fields);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Outbox tables in the embedded store.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
@@ -78,12 +79,28 @@ fn resolve_text(read: &redb::ReadTransaction, job: &mut OutboxJob) -> Result<(),
     let table = read
         .open_table(SHARED)
         .map_err(|e| StoreError(e.to_string()))?;
-    let text = table
+    // jobs in flight at once (a thousand recipients of one invitation) share one copy
+    let mut live = live_texts().lock().unwrap();
+    live.retain(|_, text| text.strong_count() > 0);
+    if let Some(text) = live.get(key).and_then(Weak::upgrade) {
+        job.shared = Some(text);
+        return Ok(());
+    }
+    let text: Option<Arc<str>> = table
         .get(key.as_bytes())
         .map_err(|e| StoreError(e.to_string()))?
-        .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-    job.shared = text.map(Arc::from);
+        .map(|v| String::from_utf8_lossy(v.value()).into());
+    if let Some(text) = &text {
+        live.insert(key.clone(), Arc::downgrade(text));
+    }
+    job.shared = text;
     Ok(())
+}
+
+/// Shared texts that jobs being delivered hold, by key.
+fn live_texts() -> &'static Mutex<HashMap<String, Weak<str>>> {
+    static LIVE: OnceLock<Mutex<HashMap<String, Weak<str>>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
 }
 
 /// Stores new jobs inside a spool transaction (the one that completes their mail).
