@@ -210,25 +210,23 @@ impl fmt::Debug for CalendarJsons {
 
 /// The stored shape: each calendar once, documents by calendar index.
 #[derive(Serialize, Deserialize)]
-struct Stored {
+struct Stored<S, D> {
     sender: String,
     #[serde(rename = "replyTo")]
     reply_to: String,
-    calendars: Vec<StoredCalendar>,
+    calendars: Vec<StoredCalendar<S>>,
     /// `[key, calendar index, recipient]`.
-    documents: Vec<(String, usize, String)>,
+    documents: Vec<D>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredCalendar {
-    ical: String,
+struct StoredCalendar<S> {
+    ical: S,
     fields: SchedulingFields,
 }
 
 impl Serialize for CalendarJsons {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // written once per stored mail: the copies are transient, one calendar at a time
-        // would need a hand-written serializer
         Stored {
             sender: self.sender.clone(),
             reply_to: self.reply_to.clone(),
@@ -236,14 +234,14 @@ impl Serialize for CalendarJsons {
                 .calendars
                 .iter()
                 .map(|c| StoredCalendar {
-                    ical: c.ical.to_string(),
+                    ical: &*c.ical,
                     fields: c.fields.clone(),
                 })
                 .collect(),
             documents: self
                 .documents
                 .iter()
-                .map(|d| (d.key.clone(), d.calendar, d.recipient.to_string()))
+                .map(|d| (&d.key, d.calendar, d.recipient.to_string()))
                 .collect(),
         }
         .serialize(s)
@@ -252,7 +250,7 @@ impl Serialize for CalendarJsons {
 
 impl<'de> Deserialize<'de> for CalendarJsons {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let stored = Stored::deserialize(d)?;
+        let stored = Stored::<String, (String, usize, String)>::deserialize(d)?;
         let calendars: Vec<JsonCalendar> = stored
             .calendars
             .into_iter()
