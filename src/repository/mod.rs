@@ -124,13 +124,17 @@ impl Repository {
         write_synced(&self.dir.join(format!("{key}.eml")), |f| {
             f.write_all(&mail.message).map_err(Into::into)
         })?;
-        // the JSON is written last: a key is listed only once its message is complete
-        write_synced(&self.dir.join(format!("{key}.json")), |f| {
+        // the JSON is written last, under another name then renamed: a key is listed only
+        // once its message and its JSON are complete
+        let part = self.dir.join(format!("{key}.json.part"));
+        write_synced(&part, |f| {
             let mut out = std::io::BufWriter::new(f);
             serde_json::to_writer_pretty(&mut out, &meta)?;
             out.flush()?;
             Ok(())
         })?;
+        std::fs::rename(&part, self.dir.join(format!("{key}.json")))
+            .with_context(|| format!("cannot write {key}.json in {}", self.dir.display()))?;
         Ok(key)
     }
 
