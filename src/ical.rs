@@ -4,10 +4,9 @@
 //! calendar's first VEVENT (or VTODO).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
 use calcard::Entry;
 use calcard::icalendar::{
@@ -188,68 +187,144 @@ pub fn raw_calendar<'a>(
     })
 }
 
-/// What parsing a calendar text gave: its facts, or why it is not a calendar.
-pub type ParsedFacts = Result<Arc<CalendarFacts>, String>;
-
-/// Calendar texts kept by [`remember`]: enough for every mail in flight.
-const RECENT_TEXTS: usize = 256;
-
-/// Recently parsed calendar texts and their facts, keyed by a hash of the text (the text is
-/// compared too). `ICalendarParser` parses the raw calendar and writes a normalised text;
-/// `ICALToHeader`, `ICALToJsonAttribute` and `CalDavCollect` read one or the other back:
-/// remembering both spares them three more parses, the pipeline's largest cost.
-struct RecentFacts {
-    hasher: RandomState,
-    by_hash: HashMap<u64, (String, ParsedFacts)>,
-    order: VecDeque<u64>,
+/// One calendar object of a mail, parsed once: its text (decoded, shared) and what the
+/// calendar mailets read from it. `ICalendarParser` makes it; `ICALToHeader`,
+/// `ICALToJsonAttribute` and `CalDavCollect` read its facts instead of parsing again, and
+/// every per-recipient JSON document and outbox job shares its text instead of copying it.
+/// The parse tree is not kept: it is several times the size of the text.
+pub struct ParsedCalendar {
+    text: Arc<str>,
+    facts: CalendarFacts,
 }
 
-static RECENT: LazyLock<Mutex<RecentFacts>> = LazyLock::new(|| {
-    Mutex::new(RecentFacts {
-        hasher: RandomState::new(),
-        by_hash: HashMap::new(),
-        order: VecDeque::new(),
-    })
-});
-
-/// Records the facts of `text`, a calendar that was just parsed.
-pub fn remember(text: &str, facts: ParsedFacts) {
-    let mut recent = RECENT.lock().unwrap();
-    let hash = recent.hasher.hash_one(text);
-    if recent
-        .by_hash
-        .insert(hash, (text.to_string(), facts))
-        .is_none()
-    {
-        recent.order.push_back(hash);
+impl ParsedCalendar {
+    /// Parses `text` (see [`parse`]) and keeps its facts.
+    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, String> {
+        let text = text.into();
+        let facts = facts(&text)?;
+        Ok(ParsedCalendar { text, facts })
     }
-    while recent.order.len() > RECENT_TEXTS {
-        if let Some(old) = recent.order.pop_front() {
-            recent.by_hash.remove(&old);
-        }
+
+    /// The calendar's text, as decoded from the mail.
+    pub fn text(&self) -> &Arc<str> {
+        &self.text
+    }
+
+    /// What the mailets read from it.
+    pub fn facts(&self) -> &CalendarFacts {
+        &self.facts
     }
 }
 
-/// The facts of a calendar text: remembered when this text was parsed recently, parsed
-/// (with [`parse`]) otherwise.
-pub fn facts(text: &str) -> ParsedFacts {
-    {
-        let recent = RECENT.lock().unwrap();
-        let hash = recent.hasher.hash_one(text);
-        if let Some((known, facts)) = recent.by_hash.get(&hash)
-            && known == text
-        {
-            return facts.clone();
-        }
+impl std::fmt::Debug for ParsedCalendar {
+    // not the text: it can be megabytes, and traces and logs print attribute values
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCalendar")
+            .field("bytes", &self.text.len())
+            .field("fields", &self.facts.fields)
+            .finish()
     }
-    let facts = parse(text).map(|calendar| Arc::new(CalendarFacts::of(&calendar)));
-    remember(text, facts.clone());
+}
+
+impl PartialEq for ParsedCalendar {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+/// The facts of a calendar text. A large one is parsed one top-level component at a time
+/// (see [`pieces`]): calcard's tree of a whole calendar is several times its text (a 25 MB
+/// calendar of 100,000 events took over 300 MB), a piece's tree is small.
+pub fn facts(text: &str) -> Result<CalendarFacts, String> {
+    if text.len() >= PIECEWISE_FROM
+        && let Some(pieces) = pieces(text)
+    {
+        return Ok(facts_of_pieces(&pieces));
+    }
+    parse(text).map(|calendar| CalendarFacts::of(&calendar))
+}
+
+/// The size from which a calendar is parsed piecewise.
+const PIECEWISE_FROM: usize = 256 * 1024;
+
+/// The body of a well-formed VCALENDAR cut into its top-level components and the runs of
+/// VCALENDAR properties between them, in order, each a slice of `text`. `None` when the
+/// structure is not plain (no `BEGIN:VCALENDAR` first, an `END` missing or unmatched): such
+/// a calendar is parsed whole, with all of calcard's leniency.
+fn pieces(text: &str) -> Option<Vec<&str>> {
+    let body = text.trim_start_matches('\u{feff}').trim_start();
+    let mut lines = body.split_inclusive('\n');
+    let first = lines.next()?;
+    if !first.trim_end().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let mut depth = 1usize;
+    let mut start = first.len();
+    let mut at = first.len();
+    let keyword = |line: &str, word: &str| {
+        line.len() > word.len() && line[..word.len()].eq_ignore_ascii_case(word)
+    };
+    for line in lines {
+        let end = at + line.len();
+        if keyword(line, "BEGIN:") {
+            if depth == 1 && start < at {
+                pieces.push(&body[start..at]);
+                start = at;
+            }
+            depth += 1;
+        } else if keyword(line, "END:") {
+            depth -= 1;
+            if depth == 1 {
+                pieces.push(&body[start..end]);
+                start = end;
+            } else if depth == 0 {
+                if start < at {
+                    pieces.push(&body[start..at]);
+                }
+                return Some(pieces);
+            }
+        }
+        at = end;
+    }
+    None
+}
+
+/// [`CalendarFacts`] read piece by piece, as one parse of the whole would give them.
+fn facts_of_pieces(pieces: &[&str]) -> CalendarFacts {
+    let mut facts = CalendarFacts::default();
+    let mut method_value = None;
+    for piece in pieces {
+        let text = format!("BEGIN:VCALENDAR\r\n{piece}END:VCALENDAR\r\n");
+        let Ok(calendar) = parse(&text) else {
+            continue;
+        };
+        let of_piece = CalendarFacts::of(&calendar);
+        if facts.method.is_none() {
+            facts.method = of_piece.method;
+            method_value = calendar
+                .components
+                .first()
+                .and_then(|root| property_value(root, &ICalendarProperty::Method))
+                .and_then(value_text);
+        }
+        // the first VEVENT's fields, else the first VTODO's, as in a whole parse
+        if facts.fields.is_none() || (!facts.has_event && of_piece.has_event) {
+            facts.fields = of_piece.fields;
+        }
+        facts.has_event |= of_piece.has_event;
+        facts.organizers.extend(of_piece.organizers);
+        facts.attendees.extend(of_piece.attendees);
+    }
+    if let Some(fields) = &mut facts.fields {
+        fields.method = method_value;
+    }
     facts
 }
 
 /// The scheduling fields of a calendar text (see [`facts`]).
 pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
-    facts(text).map(|f| f.fields.clone())
+    facts(text).map(|f| f.fields)
 }
 
 fn describe_failure(entry: Entry) -> String {
@@ -304,7 +379,7 @@ pub fn first_event(calendar: &ICalendar) -> Option<&ICalendarComponent> {
 }
 
 /// The scheduling fields James reads from a calendar (`ICALAttributeDTO`, `ICALToHeader`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SchedulingFields {
     /// The calendar's METHOD (`REQUEST`, `REPLY`, `CANCEL`…).
     pub method: Option<String>,
@@ -492,6 +567,43 @@ mod tests {
         );
         assert_eq!(raw_calendar(&raws, "a.ics#3"), None);
         assert_eq!(raw_calendar(&raws, "b.ics"), None);
+    }
+
+    #[test]
+    fn a_large_calendar_read_piecewise_has_the_facts_of_a_whole_parse() {
+        let mut text = String::from(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\nBEGIN:STANDARD\r\n\
+             DTSTART:16010101T030000\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n",
+        );
+        for n in 0..3000 {
+            text.push_str(&format!(
+                "BEGIN:VEVENT\r\nUID:u{n}\r\nSEQUENCE:{n}\r\nDTSTAMP:20240110T090000Z\r\n\
+                 ORGANIZER:mailto:o{n}@example.com\r\nATTENDEE:mailto:a{n}@example.com\r\n\
+                 DESCRIPTION:{}\r\n \r\n  continued\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\n\
+                 END:VALARM\r\nEND:VEVENT\r\n",
+                "x".repeat(60)
+            ));
+        }
+        // a root property after the events counts as in a whole parse
+        text.push_str("METHOD:REQUEST\r\nEND:VCALENDAR\r\n");
+        assert!(text.len() >= PIECEWISE_FROM);
+        let cut = pieces(&text).expect("plain structure");
+        assert_eq!(cut.len(), 3 + 3000);
+        let whole = CalendarFacts::of(&parse(&text).unwrap());
+        let piecewise = facts(&text).unwrap();
+        assert_eq!(piecewise.fields, whole.fields);
+        assert_eq!(
+            piecewise.fields.as_ref().unwrap().method.as_deref(),
+            Some("REQUEST")
+        );
+        assert_eq!(piecewise.method, whole.method);
+        assert_eq!(piecewise.organizers, whole.organizers);
+        assert_eq!(piecewise.attendees, whole.attendees);
+        assert_eq!(piecewise.attendees.len(), 3000);
+        // without its END the calendar is parsed whole, leniently
+        let unterminated = text.trim_end_matches("END:VCALENDAR\r\n");
+        assert!(pieces(unterminated).is_none());
+        assert_eq!(facts(unterminated).unwrap().fields, whole.fields);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod consolidate;
 pub mod dav;
 pub mod http;
 pub mod ical;
+pub mod ical_json;
 pub mod ingest;
 pub mod logging;
 pub mod mail;

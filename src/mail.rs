@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ical::ParsedCalendar;
+use crate::ical_json::CalendarJsons;
 use crate::outbox::OutboxJob;
 
 /// An envelope address (`local@domain`). The domain is kept lowercased, the local part as given.
@@ -85,6 +88,15 @@ pub enum AttributeValue {
     Map(BTreeMap<String, AttributeValue>),
     /// A list of values.
     List(Vec<AttributeValue>),
+    /// A calendar parsed by `ICalendarParser`, shared by the mailets that read it (stored as
+    /// its text).
+    #[serde(with = "calendar_text")]
+    Calendar(Arc<ParsedCalendar>),
+    /// The iTIP JSON documents of `ICALToJsonAttribute` (a map of key to JSON bytes to its
+    /// readers), each rendered on demand so that the calendar is held once, not once per
+    /// recipient.
+    #[serde(rename = "calendarjson", with = "shared")]
+    CalendarJson(Arc<CalendarJsons>),
 }
 
 impl AttributeValue {
@@ -99,6 +111,8 @@ impl AttributeValue {
             AttributeValue::Json(v) => v.to_string(),
             AttributeValue::Map(m) => format!("{m:?}"),
             AttributeValue::List(l) => format!("{l:?}"),
+            AttributeValue::Calendar(c) => c.text().to_string(),
+            AttributeValue::CalendarJson(j) => format!("{j:?}"),
         }
     }
 
@@ -110,11 +124,42 @@ impl AttributeValue {
         }
     }
 
+    /// The entries of a map of documents as `(key, text)`: a `Map`'s string, byte (read as
+    /// UTF-8, lossily) and JSON values, other kinds left out; or the rendered documents of
+    /// a `CalendarJson`. `None` for any other value. For the mailets that read what
+    /// `ICALToJsonAttribute` (or any other mailet) wrote without caring how it is held.
+    pub fn document_texts(&self) -> Option<Vec<(String, String)>> {
+        match self {
+            AttributeValue::Map(map) => Some(
+                map.iter()
+                    .filter_map(|(k, v)| {
+                        let text = match v {
+                            AttributeValue::Json(j) => j.to_string(),
+                            other => String::from_utf8_lossy(other.as_bytes()?).into_owned(),
+                        };
+                        Some((k.clone(), text))
+                    })
+                    .collect(),
+            ),
+            AttributeValue::CalendarJson(jsons) => Some(
+                jsons
+                    .documents()
+                    .map(|d| {
+                        let text = String::from_utf8_lossy(&d.render()).into_owned();
+                        (d.key.to_string(), text)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// The bytes of a `Bytes` or `String` value.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             AttributeValue::Bytes(b) => Some(b),
             AttributeValue::String(s) => Some(s.as_bytes()),
+            AttributeValue::Calendar(c) => Some(c.text().as_bytes()),
             _ => None,
         }
     }
@@ -131,6 +176,42 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Arc<T>, s: S) -> Result<S::Ok, S::Error> {
+        T::serialize(value, s)
+    }
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(d).map(Arc::new)
+    }
+}
+
+mod calendar_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::ical::ParsedCalendar;
+
+    pub fn serialize<S: Serializer>(
+        calendar: &Arc<ParsedCalendar>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(calendar.text())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<ParsedCalendar>, D::Error> {
+        let text = String::deserialize(d)?;
+        ParsedCalendar::parse(text)
+            .map(Arc::new)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -59,6 +59,13 @@ pub fn show(repo: &Repository, key: Option<&str>) -> anyhow::Result<String> {
         // Byte attributes are base64 in the JSON; show the ones that are text (the calendar
         // JSONs CalDavCollect would send, raw ICS parts) as they are.
         for (name, value) in &mail.attributes {
+            if let AttributeValue::CalendarJson(jsons) = value {
+                for d in jsons.documents() {
+                    let text = String::from_utf8_lossy(&d.render()).into_owned();
+                    let _ = writeln!(out, "-- attribute {name}[{}]\n{text}", d.key);
+                }
+                continue;
+            }
             let entries: Vec<(String, &AttributeValue)> = match value {
                 AttributeValue::Map(map) => map
                     .iter()

@@ -9,12 +9,14 @@ use reqwest::{Method, StatusCode};
 
 use super::DavServices;
 use super::users::{excerpt, impersonation};
+use crate::ical_json::ItipDocument;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
 pub const KIND: &str = "esn-itip";
 
-/// Delivers `esn-itip` jobs. Payload: `{"recipient": "<email>", "body": "<JSON text>"}`.
+/// Delivers `esn-itip` jobs. Payload: `{"recipient": "<email>", "body": "<JSON text>"}`, or
+/// `{"recipient": …, "document": {…}}` with the `ical` in the job's shared text.
 pub struct EsnItipHandler {
     services: Arc<DavServices>,
 }
@@ -34,6 +36,24 @@ pub fn itip_method() -> Method {
 /// The payload of an `esn-itip` job for `recipient` (already lowercased) and the JSON text.
 pub fn payload(recipient: &str, body: &str) -> serde_json::Value {
     serde_json::json!({ "recipient": recipient, "body": body })
+}
+
+/// The payload of an `esn-itip` job whose `ical` is the job's shared text
+/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery.
+pub fn shared_payload(recipient: &str, document: &ItipDocument) -> serde_json::Value {
+    serde_json::json!({ "recipient": recipient, "document": document })
+}
+
+/// The JSON body of an `esn-itip` job: `body` as given, or `document` with the shared
+/// `ical`.
+pub fn body(job: &OutboxJob) -> Option<String> {
+    if let Some(body) = job.payload.get("body").and_then(|v| v.as_str()) {
+        return Some(body.to_string());
+    }
+    let document: ItipDocument =
+        serde_json::from_value(job.payload.get("document")?.clone()).ok()?;
+    let ical = job.shared.as_deref()?;
+    String::from_utf8(document.render(ical)).ok()
 }
 
 /// How an HTTP status from esn-sabre is handled.
@@ -72,7 +92,7 @@ impl JobHandler for EsnItipHandler {
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
         let (Some(recipient), Some(body)) = (
             job.payload.get("recipient").and_then(|v| v.as_str()),
-            job.payload.get("body").and_then(|v| v.as_str()),
+            body(job),
         ) else {
             return Delivery::Permanent("malformed esn-itip job: no recipient or body".into());
         };
@@ -94,7 +114,7 @@ impl JobHandler for EsnItipHandler {
             Err(e) => return Delivery::Retry(format!("user lookup: {e}")),
         };
         if job.payload.get("updatesOnly") == Some(&serde_json::Value::Bool(true))
-            && let Some(uid) = only_if_present(body)
+            && let Some(uid) = only_if_present(&body)
         {
             match super::esn_event_lookup::event_exists(client, dav, &user_id, recipient, &uid)
                 .await
@@ -121,7 +141,7 @@ impl JobHandler for EsnItipHandler {
             .request(itip_method(), &url)
             .header(CONTENT_TYPE, "application/json")
             .header(AUTHORIZATION, impersonation(dav, recipient))
-            .body(body.to_string())
+            .body(body)
             .send()
             .await;
         match response {

@@ -66,6 +66,13 @@ fn messages(value: &AttributeValue) -> Option<Vec<Vec<u8>>> {
     };
     match value {
         AttributeValue::Map(map) => map.values().map(one).collect(),
+        AttributeValue::CalendarJson(_) => Some(
+            value
+                .document_texts()?
+                .into_iter()
+                .map(|(_, text)| text.into_bytes())
+                .collect(),
+        ),
         AttributeValue::List(items) => items.iter().map(one).collect(),
         AttributeValue::String(s) => Some(vec![s.as_bytes().to_vec()]),
         _ => None,

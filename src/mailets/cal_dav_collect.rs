@@ -59,7 +59,8 @@ use crate::dav::DavServices;
 use crate::dav::caldav::apply::Options;
 use crate::dav::caldav::handler::ItipJob;
 use crate::dav::esn_itip;
-use crate::ical;
+use crate::ical::{self, CalendarFacts};
+use crate::ical_json::DocumentRef;
 use crate::mail::{AttributeValue, Mail, MailAddress};
 use crate::outbox::OutboxJob;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
@@ -337,7 +338,6 @@ impl CalDavCollect {
 /// tmail's decision for one JSON document (steps 1–4 of the spec), and mailetd's
 /// iTIP-only and events-only checks.
 pub fn decide(policy: Policy, json: &serde_json::Value) -> Result<Accepted, Skip> {
-    let alignment = policy.alignment;
     let text = |k: &str| {
         json.get(k)
             .and_then(|v| v.as_str())
@@ -346,8 +346,19 @@ pub fn decide(policy: Policy, json: &serde_json::Value) -> Result<Accepted, Skip
     let (Some(ics), Some(recipient)) = (text("ical"), text("recipient")) else {
         return Err(Skip::Incomplete);
     };
-    let recipient = MailAddress::parse(recipient).map_err(Skip::BadRecipient)?;
     let calendar = ical::facts(ics).map_err(|_| Skip::BadIcs)?;
+    decide_on(policy, &calendar, recipient, text("sender"))
+}
+
+/// The same decision for a document whose `ical` is already parsed.
+pub fn decide_on(
+    policy: Policy,
+    calendar: &CalendarFacts,
+    recipient: &str,
+    sender: Option<&str>,
+) -> Result<Accepted, Skip> {
+    let alignment = policy.alignment;
+    let recipient = MailAddress::parse(recipient).map_err(Skip::BadRecipient)?;
     let method = calendar.method.as_deref().map(str::trim);
     if !policy.allow_public && method.is_none_or(|m| m.eq_ignore_ascii_case("PUBLISH")) {
         return Err(Skip::NotItip);
@@ -357,7 +368,7 @@ pub fn decide(policy: Policy, json: &serde_json::Value) -> Result<Accepted, Skip
     }
     let is_reply = method.is_some_and(is_attendee_method);
     if alignment != AlignmentMode::None {
-        let sender = text("sender")
+        let sender = sender
             .and_then(|s| MailAddress::parse(s).ok())
             .filter(|a| !a.domain.is_empty())
             .ok_or(Skip::NoSender)?;
@@ -378,19 +389,20 @@ pub fn decide(policy: Policy, json: &serde_json::Value) -> Result<Accepted, Skip
     })
 }
 
-fn json_texts(value: &AttributeValue) -> Option<Vec<(String, String)>> {
-    let map = value.as_map()?;
-    Some(
-        map.iter()
-            .filter_map(|(k, v)| {
-                let text = match v {
-                    AttributeValue::Json(j) => j.to_string(),
-                    other => String::from_utf8_lossy(other.as_bytes()?).into_owned(),
-                };
-                Some((k.clone(), text))
-            })
-            .collect(),
-    )
+/// One iTIP JSON document as `CalDavCollect` reads it: the text some other mailet wrote,
+/// or one of `ICALToJsonAttribute`'s, whose calendar is parsed and shared.
+enum Document<'a> {
+    Text(String),
+    Shared(DocumentRef<'a>),
+}
+
+impl Document<'_> {
+    fn text(&self) -> String {
+        match self {
+            Document::Text(text) => text.clone(),
+            Document::Shared(d) => String::from_utf8_lossy(&d.render()).into_owned(),
+        }
+    }
 }
 
 #[async_trait]
@@ -399,7 +411,32 @@ impl Mailet for CalDavCollect {
         let Some(value) = mail.attribute(&self.source) else {
             return Ok(());
         };
-        let Some(entries) = json_texts(value) else {
+        let mut jobs = Vec::new();
+        if let AttributeValue::CalendarJson(jsons) = value {
+            for d in jsons.documents() {
+                let decision = match d.parsed {
+                    Some(calendar) => decide_on(
+                        self.policy,
+                        calendar.facts(),
+                        &d.document.recipient,
+                        Some(&d.document.sender),
+                    ),
+                    None => Err(Skip::BadIcs),
+                };
+                let recipient = d.document.recipient.clone();
+                self.queue(
+                    mail,
+                    ctx,
+                    &recipient,
+                    decision,
+                    Document::Shared(d),
+                    &mut jobs,
+                );
+            }
+            mail.jobs.extend(jobs);
+            return Ok(());
+        }
+        let Some(entries) = value.document_texts() else {
             tracing::error!(
                 mail = mail.name,
                 attribute = self.source,
@@ -407,7 +444,6 @@ impl Mailet for CalDavCollect {
             );
             return Ok(());
         };
-        let mut jobs = Vec::new();
         for (key, text) in entries {
             let json: serde_json::Value = match serde_json::from_str(&text) {
                 Ok(j) => j,
@@ -416,92 +452,148 @@ impl Mailet for CalDavCollect {
                     continue;
                 }
             };
-            let accepted = match self.decide(&json) {
-                Ok(a) => a,
-                Err(skip) => {
-                    let recipient = json.get("recipient").and_then(|v| v.as_str()).unwrap_or("");
-                    match skip {
-                        Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => {
-                            tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
-                        }
-                        Skip::NotItip | Skip::NoEvent => {
-                            let reason = if skip == Skip::NotItip {
-                                "not_itip"
-                            } else {
-                                "no_event"
-                            };
-                            crate::observe::metrics().itip_skipped.with(&[reason]).inc();
-                            tracing::info!(
-                                mail = mail.name,
-                                recipient,
-                                reason,
-                                "CalDavCollect: not passed on (not_itip: PUBLISH or no METHOD without allowPublic; no_event: a task, esn-sabre takes events)"
-                            )
-                        }
-                        _ => {
-                            tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
-                        }
-                    }
-                    continue;
-                }
-            };
-            if self.skip_non_local && !ctx.is_local_domain(&accepted.recipient.domain) {
-                tracing::debug!(mail = mail.name, recipient = %accepted.recipient, "CalDavCollect: recipient outside the local domains; skipped");
-                continue;
-            }
-            let recipient = accepted.recipient.to_string();
-            if let Some(params) = &self.caldav {
-                let ical = json
-                    .get("ical")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
-                if ctx.dry_run {
-                    println!("caldav-itip for {recipient}: apply to their calendar\n\n{ical}\n");
-                    continue;
-                }
-                let is_task = ical::facts(ical).is_ok_and(|f| !f.has_event);
-                let calendar_id = match &params.tasks_calendar_id {
-                    Some(tasks) if is_task => Some(tasks.clone()),
-                    _ => params.calendar_id.clone(),
-                };
-                let mut job = ItipJob {
-                    recipient,
-                    ical: ical.to_string(),
-                    options: params.options.clone(),
-                    calendar_id,
-                }
-                .into_job();
-                job.mail_name = mail.name.clone();
-                jobs.push(job);
-                continue;
-            }
-            if let Some(services) = &self.services
-                && services.users.cached(&recipient) == Some(None)
-            {
-                tracing::debug!(
-                    mail = mail.name,
-                    recipient,
-                    "CalDavCollect: not an OpenPaaS user (cached); skipped"
-                );
-                continue;
-            }
-            if ctx.dry_run {
-                println!(
-                    "ITIP {}/calendars/{{OpenPaaS _id of {recipient}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{recipient}:***)\n\n{text}\n",
-                    self.dav_uri.as_deref().unwrap_or("{dav.api.uri}")
-                );
-                continue;
-            }
-            let mut payload = esn_itip::payload(&recipient, &text);
-            if self.esn_updates_only {
-                payload["updatesOnly"] = true.into();
-            }
-            let mut job = OutboxJob::new(esn_itip::KIND, recipient.clone(), payload);
-            job.mail_name = mail.name.clone();
-            jobs.push(job);
+            let recipient = json.get("recipient").and_then(|v| v.as_str()).unwrap_or("");
+            let decision = self.decide(&json);
+            self.queue(
+                mail,
+                ctx,
+                recipient,
+                decision,
+                Document::Text(text.clone()),
+                &mut jobs,
+            );
         }
         mail.jobs.extend(jobs);
         Ok(())
+    }
+}
+
+impl CalDavCollect {
+    /// Turns one decided document into an outbox job (or a dry-run printout).
+    fn queue(
+        &self,
+        mail: &Mail,
+        ctx: &MailetContext,
+        recipient: &str,
+        decision: Result<Accepted, Skip>,
+        document: Document<'_>,
+        jobs: &mut Vec<OutboxJob>,
+    ) {
+        let accepted = match decision {
+            Ok(a) => a,
+            Err(skip) => {
+                match skip {
+                    Skip::BadIcs | Skip::BadRecipient(_) | Skip::NoSender => {
+                        tracing::warn!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation skipped")
+                    }
+                    Skip::NotItip | Skip::NoEvent => {
+                        let reason = if skip == Skip::NotItip {
+                            "not_itip"
+                        } else {
+                            "no_event"
+                        };
+                        crate::observe::metrics().itip_skipped.with(&[reason]).inc();
+                        tracing::info!(
+                            mail = mail.name,
+                            recipient,
+                            reason,
+                            "CalDavCollect: not passed on (not_itip: PUBLISH or no METHOD without allowPublic; no_event: a task, esn-sabre takes events)"
+                        )
+                    }
+                    _ => {
+                        tracing::debug!(mail = mail.name, recipient, reason = ?skip, "CalDavCollect: invitation not for this recipient's calendar")
+                    }
+                }
+                return;
+            }
+        };
+        if self.skip_non_local && !ctx.is_local_domain(&accepted.recipient.domain) {
+            tracing::debug!(mail = mail.name, recipient = %accepted.recipient, "CalDavCollect: recipient outside the local domains; skipped");
+            return;
+        }
+        let recipient = accepted.recipient.to_string();
+        if let Some(params) = &self.caldav {
+            if ctx.dry_run {
+                let ical = match &document {
+                    Document::Shared(d) => d.ical.to_string(),
+                    Document::Text(text) => serde_json::from_str::<serde_json::Value>(text)
+                        .ok()
+                        .and_then(|j| j.get("ical")?.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                };
+                println!("caldav-itip for {recipient}: apply to their calendar\n\n{ical}\n");
+                return;
+            }
+            let (ical, shared) = match &document {
+                // one copy of the calendar for all the recipients' jobs
+                Document::Shared(d) => (String::new(), Some(d.ical.clone())),
+                Document::Text(text) => (
+                    serde_json::from_str::<serde_json::Value>(text)
+                        .ok()
+                        .and_then(|j| j.get("ical")?.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    None,
+                ),
+            };
+            let is_task = match &document {
+                Document::Shared(d) => d.parsed.is_some_and(|c| !c.facts().has_event),
+                Document::Text(_) => ical::facts(&ical).is_ok_and(|f| !f.has_event),
+            };
+            let calendar_id = match &params.tasks_calendar_id {
+                Some(tasks) if is_task => Some(tasks.clone()),
+                _ => params.calendar_id.clone(),
+            };
+            let mut job = ItipJob {
+                recipient,
+                ical,
+                options: params.options.clone(),
+                calendar_id,
+            }
+            .into_job();
+            job.shared = shared;
+            job.mail_name = mail.name.clone();
+            jobs.push(job);
+            return;
+        }
+        if let Some(services) = &self.services
+            && services.users.cached(&recipient) == Some(None)
+        {
+            tracing::debug!(
+                mail = mail.name,
+                recipient,
+                "CalDavCollect: not an OpenPaaS user (cached); skipped"
+            );
+            return;
+        }
+        if ctx.dry_run {
+            println!(
+                "ITIP {}/calendars/{{OpenPaaS _id of {recipient}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{recipient}:***)\n\n{}\n",
+                self.dav_uri.as_deref().unwrap_or("{dav.api.uri}"),
+                document.text()
+            );
+            return;
+        }
+        let mut job = match &document {
+            Document::Shared(d) => {
+                let mut job = OutboxJob::new(
+                    esn_itip::KIND,
+                    recipient.clone(),
+                    esn_itip::shared_payload(&recipient, &d.document),
+                );
+                job.shared = Some(d.ical.clone());
+                job
+            }
+            Document::Text(text) => OutboxJob::new(
+                esn_itip::KIND,
+                recipient.clone(),
+                esn_itip::payload(&recipient, text),
+            ),
+        };
+        if self.esn_updates_only {
+            job.payload["updatesOnly"] = true.into();
+        }
+        job.mail_name = mail.name.clone();
+        jobs.push(job);
     }
 }
 

@@ -220,21 +220,14 @@ impl Mailet for ConsolidatedCalendar {
         if !self.sources.is_empty() && !source.as_ref().is_some_and(|s| self.sources.contains(s)) {
             return Ok(());
         }
-        let Some(map) = mail
+        let Some(entries) = mail
             .attribute(&self.attribute)
-            .and_then(AttributeValue::as_map)
+            .and_then(AttributeValue::document_texts)
         else {
             return Ok(());
         };
         let mut messages = BTreeSet::new();
-        for (key, value) in map {
-            let text = match value {
-                AttributeValue::Json(j) => j.to_string(),
-                other => match other.as_bytes() {
-                    Some(b) => String::from_utf8_lossy(b).into_owned(),
-                    None => continue,
-                },
-            };
+        for (key, text) in entries {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
                 tracing::warn!(
                     mail = mail.name,

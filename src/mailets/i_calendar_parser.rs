@@ -10,12 +10,13 @@
 //!
 //! `sourceAttribute` (default `icsAttachments`, a map of decoded ICS bytes, as
 //! `MimeDecodingMailet` leaves them) → `destinationAttribute` (default `calendars`), a map
-//! under the same keys whose values are the calendars as normalised iCalendar text
-//! (calcard's serialisation: unfolded values, CRLF, canonical property names), written
-//! even when empty, as James does. mailetd keeps calendars as text so that they survive
-//! the spool; the mailets that read them parse that text again. An entry holding several
-//! VCALENDAR objects one after the other gives one calendar each, under `key`, `key#2`…
-//! (`ICALToJsonAttribute` finds each one's own raw text under the same key).
+//! under the same keys whose values are the parsed calendars, written even when empty, as
+//! James does. Each calendar is parsed once per mail: `ICalendarParser`'s value is read by
+//! `ICALToHeader`, `ICALToJsonAttribute` and `CalDavCollect`, which share its text instead
+//! of copying it (its text value, and its stored form in a repository, is the decoded
+//! calendar text). An entry holding several VCALENDAR objects one after the other gives
+//! one calendar each, under `key`, `key#2`… (`ICALToJsonAttribute` finds each one's own raw
+//! text under the same key).
 //!
 //! Parsing is lenient like ical4j's relaxed mode (unknown and malformed lines skipped,
 //! Outlook's extensions kept, a missing `END` at the end tolerated). Bytes are read as
@@ -25,6 +26,7 @@
 //! the mailet itself never fails on content.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -87,18 +89,13 @@ impl Mailet for ICalendarParser {
             };
             let whole = ical::bytes_to_text(bytes);
             for (index, range) in ical::calendar_ranges(&whole).into_iter().enumerate() {
-                let raw = &whole[range];
                 let key = ical::calendar_key(key, index);
-                match ical::parse(raw) {
+                let text: Arc<str> = Arc::from(&whole[range]);
+                match ical::ParsedCalendar::parse(text) {
                     Ok(calendar) => {
-                        let text = calendar.to_string();
-                        let facts = Ok(std::sync::Arc::new(ical::CalendarFacts::of(&calendar)));
-                        ical::remember(raw, facts.clone());
-                        ical::remember(&text, facts);
-                        calendars.insert(key, AttributeValue::String(text));
+                        calendars.insert(key, AttributeValue::Calendar(Arc::new(calendar)));
                     }
                     Err(reason) => {
-                        ical::remember(raw, Err(reason.clone()));
                         tracing::warn!(mail = %mail.name, %key, "unparsable calendar dropped: {reason}");
                     }
                 }

@@ -57,11 +57,20 @@ impl ICALToHeader {
 #[async_trait]
 impl Mailet for ICALToHeader {
     async fn service(&self, mail: &mut Mail, _ctx: &MailetContext) -> Result<(), MailetError> {
-        let first = match mail.attribute(&self.attribute) {
+        let (key, fields) = match mail.attribute(&self.attribute) {
             None => return Ok(()),
             Some(AttributeValue::Map(calendars)) => match calendars.iter().next() {
                 None => return Ok(()),
-                Some((key, value)) => (key.clone(), value.to_text()),
+                // parsed by ICalendarParser: read, not parsed again
+                Some((key, AttributeValue::Calendar(calendar))) => {
+                    (key.clone(), calendar.facts().fields.clone())
+                }
+                Some((key, value)) => (
+                    key.clone(),
+                    ical::scheduling_fields(&value.to_text()).map_err(|e| {
+                        anyhow::anyhow!("calendar {key} of mail {}: {e}", mail.name)
+                    })?,
+                ),
             },
             Some(_) => anyhow::bail!(
                 "attribute {} of mail {} is not a map of calendars",
@@ -69,9 +78,6 @@ impl Mailet for ICALToHeader {
                 mail.name
             ),
         };
-        let (key, text) = first;
-        let fields = ical::scheduling_fields(&text)
-            .map_err(|e| anyhow::anyhow!("calendar {key} of mail {}: {e}", mail.name))?;
         let Some(fields) = fields else {
             // a VFREEBUSY or VJOURNAL: nothing to write, and nothing wrong with the mail
             tracing::debug!(mail = %mail.name, %key, "no VEVENT or VTODO: no X-MEETING headers");

@@ -14,9 +14,15 @@
 //! Parameters (names from the James code; its docs say `sourceAttribute`/
 //! `destinationAttribute`, which James ignores and mailetd refuses): `source` (default
 //! `icalendar`, the parsed calendars), `rawSource` (default `attachments`, the decoded ICS
-//! bytes under the same keys), `destination` (default `icalendarJson`).
+//! bytes under the same keys), `destination` (default `icalendarJson`), and, a mailetd
+//! extension, `maxJsonDocuments` (default 10000): at most that many documents per mail
+//! (calendars × recipients); beyond it the mail's remaining documents are left out with
+//! one WARN line naming the mail and the counts.
 //!
-//! The output is a map random UUID → UTF-8 JSON bytes, set only when not empty:
+//! The output is a map random UUID → UTF-8 JSON bytes, set only when not empty. It is held
+//! as one [`CalendarJsons`] value: each calendar's text once, shared with
+//! `ICalendarParser`'s calendar, every document rendered when read (a 100 KB invitation to
+//! 1,000 recipients is 100 KB, not 140 MB, in memory and in a repository file):
 //! ```json
 //! {"ical":"BEGIN:VCALENDAR…","sender":"a@x","recipient":"b@y","replyTo":"a@x",
 //!  "uid":"…","sequence":"0","dtstamp":"20170106T115036Z","method":"REQUEST","recurrence-id":null}
@@ -33,15 +39,19 @@
 //!   entry under its key, is skipped.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mail_parser::{Address, MessageParser};
-use serde::Serialize;
 
 use crate::config::ConfigError;
 use crate::ical;
+use crate::ical_json::CalendarJsons;
 use crate::mail::{AttributeValue, Mail, MailAddress};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
+
+/// Calendar JSON documents made per mail by default (`maxJsonDocuments`).
+pub const DEFAULT_MAX_DOCUMENTS: usize = 10_000;
 
 /// Builds the per-recipient iTIP JSON documents from parsed and raw calendars.
 #[derive(Debug)]
@@ -49,22 +59,7 @@ pub struct ICALToJsonAttribute {
     source: String,
     raw_source: String,
     destination: String,
-}
-
-/// The JSON James's `ICALAttributeDTO` serialises, field for field.
-#[derive(Serialize)]
-struct IcalJson<'a> {
-    ical: &'a str,
-    sender: &'a str,
-    recipient: String,
-    #[serde(rename = "replyTo")]
-    reply_to: &'a str,
-    uid: Option<&'a str>,
-    sequence: &'a str,
-    dtstamp: Option<&'a str>,
-    method: Option<&'a str>,
-    #[serde(rename = "recurrence-id")]
-    recurrence_id: Option<&'a str>,
+    max_documents: usize,
 }
 
 impl ICALToJsonAttribute {
@@ -97,6 +92,21 @@ impl ICALToJsonAttribute {
             source: non_empty("source", "icalendar")?,
             raw_source: non_empty("rawSource", "attachments")?,
             destination: non_empty("destination", "icalendarJson")?,
+            max_documents: match config.parameter("maxJsonDocuments") {
+                None => DEFAULT_MAX_DOCUMENTS,
+                Some(p) => p
+                    .value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        p.position.error(format!(
+                            "maxJsonDocuments is {:?}: expected a positive number",
+                            p.value
+                        ))
+                    })?,
+            },
         })
     }
 }
@@ -158,17 +168,35 @@ impl Mailet for ICALToJsonAttribute {
             tracing::info!(mail = %mail.name, "no sender and no From: no calendar JSON");
             return Ok(());
         };
+        let mut jsons = CalendarJsons::new(sender, reply_to);
         let mut seen = HashSet::new();
-        let mut out = BTreeMap::new();
+        let mut calendar_count = 0;
         for (key, calendar) in calendars {
-            let Some(ical_text) = ical::raw_calendar(raws, key) else {
+            let Some(raw_text) = ical::raw_calendar(raws, key) else {
                 tracing::debug!(mail = %mail.name, %key, "calendar without raw entry skipped");
                 continue;
             };
-            let fields = ical::scheduling_fields(&calendar.to_text()).unwrap_or(None);
+            // parsed once by ICalendarParser; a map written otherwise is parsed here
+            let (parsed, fields) = match calendar {
+                AttributeValue::Calendar(c) => (Some(c), c.facts().fields.clone()),
+                other => (
+                    None,
+                    ical::scheduling_fields(&other.to_text()).unwrap_or(None),
+                ),
+            };
             let Some(fields) = fields else {
                 tracing::debug!(mail = %mail.name, %key, "calendar without VEVENT or VTODO skipped");
                 continue;
+            };
+            // `ical` is the raw text: the parsed calendar's own when it is the same (the
+            // Twake configuration), so that one copy serves every recipient
+            let (ical_text, ical_parsed) = match parsed {
+                Some(c) if **c.text() == *raw_text => (c.text().clone(), Some(c.clone())),
+                _ => {
+                    let text: Arc<str> = raw_text.into();
+                    let parsed = ical::ParsedCalendar::parse(text.clone()).ok().map(Arc::new);
+                    (text, parsed)
+                }
             };
             // Google's inline part and invite.ics are one invitation: the iTIP identity of a
             // message is UID + SEQUENCE + RECURRENCE-ID + METHOD; without UID, its text
@@ -180,27 +208,34 @@ impl Mailet for ICALToJsonAttribute {
                 tracing::debug!(mail = %mail.name, %key, "same calendar twice in the mail, kept once");
                 continue;
             }
+            calendar_count += 1;
+            let index = jsons.add_calendar(ical_text, ical_parsed, fields);
             for recipient in &mail.recipients {
-                let json = IcalJson {
-                    ical: &ical_text,
-                    sender: &sender,
-                    recipient: recipient.to_string(),
-                    reply_to: &reply_to,
-                    uid: fields.uid.as_deref(),
-                    sequence: fields.sequence.as_deref().unwrap_or("0"),
-                    dtstamp: fields.dtstamp.as_deref(),
-                    method: fields.method.as_deref(),
-                    recurrence_id: fields.recurrence_id.as_deref(),
-                };
-                let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-                out.insert(
-                    id.to_string(),
-                    AttributeValue::Bytes(serde_json::to_vec(&json)?),
-                );
+                if jsons.len() < self.max_documents {
+                    jsons.add_document(index, recipient.clone());
+                }
             }
         }
-        if !out.is_empty() {
-            mail.set_attribute(self.destination.clone(), AttributeValue::Map(out));
+        let wanted = calendar_count * mail.recipients.len();
+        if wanted > jsons.len() {
+            tracing::warn!(
+                mail = %mail.name,
+                calendars = calendar_count,
+                rcpts = mail.recipients.len(),
+                max = self.max_documents,
+                "ICALToJsonAttribute: {calendar_count} calendars x {} recipients exceed maxJsonDocuments {}: \
+                 calendar JSON made for the first {} only, {} left out",
+                mail.recipients.len(),
+                self.max_documents,
+                jsons.len(),
+                wanted - jsons.len()
+            );
+        }
+        if !jsons.is_empty() {
+            mail.set_attribute(
+                self.destination.clone(),
+                AttributeValue::CalendarJson(Arc::new(jsons)),
+            );
         }
         Ok(())
     }
@@ -248,15 +283,14 @@ DTSTAMP:20170106T115036Z\r\nSUMMARY:Réunion\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
         let m =
             ICALToJsonAttribute::new(&MailetConfig::inline("ICALToJsonAttribute", &[])).unwrap();
         m.service(mail, &ctx).await.unwrap();
-        let mut out: Vec<Value> = mail
-            .attribute("icalendarJson")
-            .and_then(AttributeValue::as_map)
-            .map(|m| {
-                m.values()
-                    .map(|v| serde_json::from_slice(v.as_bytes().unwrap()).unwrap())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut out: Vec<Value> = match mail.attribute("icalendarJson") {
+            Some(AttributeValue::CalendarJson(jsons)) => jsons
+                .documents()
+                .map(|d| serde_json::from_slice(&d.render()).unwrap())
+                .collect(),
+            None => Vec::new(),
+            Some(other) => panic!("not calendar JSON: {other:?}"),
+        };
         out.sort_by_key(|v| v["recipient"].as_str().unwrap_or_default().to_string());
         out
     }
@@ -335,6 +369,63 @@ DTSTAMP:20170106T115036Z\r\nSUMMARY:Réunion\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
             raw.remove("ok");
         }
         assert!(jsons(&mut m).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn documents_beyond_max_json_documents_are_left_out() {
+        let update = ICS.replace("UID:uid-1\r\n", "UID:uid-2\r\n");
+        let rcpts: Vec<String> = (0..4).map(|i| format!("r{i}@example.org")).collect();
+        let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+        let mut m = mail(
+            "From: alice@example.com\r\n",
+            None,
+            &rcpts,
+            &[("a.ics", ICS), ("b.ics", &update)],
+        );
+        let ctx = MailetContext::for_tests(std::env::temp_dir());
+        let mailet = ICALToJsonAttribute::new(&MailetConfig::inline(
+            "ICALToJsonAttribute",
+            &[("maxJsonDocuments", "5")],
+        ))
+        .unwrap();
+        mailet.service(&mut m, &ctx).await.unwrap();
+        let Some(AttributeValue::CalendarJson(jsons)) = m.attribute("icalendarJson") else {
+            panic!("no documents");
+        };
+        assert_eq!(jsons.len(), 5, "2 calendars x 4 recipients, capped at 5");
+        assert!(
+            ICALToJsonAttribute::new(&MailetConfig::inline(
+                "ICALToJsonAttribute",
+                &[("maxJsonDocuments", "0")],
+            ))
+            .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn every_document_shares_the_parsed_calendar_text() {
+        let mut m = mail(
+            "From: alice@example.com\r\n",
+            None,
+            &["a@example.org", "b@example.org"],
+            &[("a.ics", ICS)],
+        );
+        let calendar = Arc::new(ical::ParsedCalendar::parse(ICS).unwrap());
+        let mut parsed = BTreeMap::new();
+        parsed.insert(
+            "a.ics".to_string(),
+            AttributeValue::Calendar(calendar.clone()),
+        );
+        m.set_attribute("icalendar", AttributeValue::Map(parsed));
+        let got = jsons(&mut m).await;
+        assert_eq!(got.len(), 2);
+        let Some(AttributeValue::CalendarJson(docs)) = m.attribute("icalendarJson") else {
+            panic!("no documents");
+        };
+        assert!(
+            docs.documents()
+                .all(|d| Arc::ptr_eq(d.ical, calendar.text()))
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! One unit of DAV work and the outcome of an attempt.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A durable DAV job. Mailets create it with [`OutboxJob::new`]; the store fills in the rest.
@@ -32,6 +34,31 @@ pub struct OutboxJob {
     /// Mirrored-twice deduplication key, checked and dropped when the job is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<super::dedup::DedupKey>,
+    /// A large text other jobs of the same mail share (an invitation's ICS, sent to each of
+    /// its recipients): kept once in memory, and once in the embedded outbox (see
+    /// [`OutboxJob::shared_ref`]); the handler reads it from here, not from `payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_text")]
+    pub shared: Option<Arc<str>>,
+    /// In the embedded outbox: the key of [`OutboxJob::shared`] in its table of shared
+    /// texts (the job's own row does not repeat the text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_ref: Option<String>,
+}
+
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+        match text {
+            Some(text) => s.serialize_some(&**text),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Arc::from))
+    }
 }
 
 impl OutboxJob {
@@ -48,6 +75,8 @@ impl OutboxJob {
             next_attempt_ms: 0,
             last_error: None,
             dedup: None,
+            shared: None,
+            shared_ref: None,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Outbox tables in the embedded store.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::job::OutboxJob;
@@ -15,6 +17,91 @@ pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs"
 pub const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_dead");
 /// Counters (`job_seq`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("outbox_meta");
+/// Texts several jobs share ([`OutboxJob::shared`]): SHA-256 → text, stored once.
+pub const SHARED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox_shared");
+/// How many jobs (pending or dead) refer to each shared text: SHA-256 → count.
+pub const SHARED_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("outbox_shared_refs");
+
+/// Stores `job.shared` in [`SHARED`] (once per text: `known` remembers the texts of this
+/// transaction by address, so a thousand jobs sharing one calendar hash it once) and
+/// leaves its key in `job.shared_ref`.
+fn share_text(
+    txn: &WriteTransaction,
+    job: &mut OutboxJob,
+    known: &mut Vec<(Arc<str>, String)>,
+) -> Result<(), redb::Error> {
+    let Some(text) = job.shared.take() else {
+        return Ok(());
+    };
+    let key = match known.iter().find(|(t, _)| Arc::ptr_eq(t, &text)) {
+        Some((_, key)) => key.clone(),
+        None => {
+            let key: String = Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            known.push((text.clone(), key.clone()));
+            key
+        }
+    };
+    let mut refs = txn.open_table(SHARED_REFS)?;
+    let count = refs.get(key.as_bytes())?.map_or(0, |v| v.value());
+    if count == 0 {
+        txn.open_table(SHARED)?
+            .insert(key.as_bytes(), text.as_bytes())?;
+    }
+    refs.insert(key.as_bytes(), count + 1)?;
+    job.shared_ref = Some(key);
+    Ok(())
+}
+
+/// A job removed for good no longer holds its shared text; the last one deletes it.
+fn release_text(txn: &WriteTransaction, removed: &[u8]) -> Result<(), redb::Error> {
+    let Some(key) = decode(removed).and_then(|j| j.shared_ref) else {
+        return Ok(());
+    };
+    let mut refs = txn.open_table(SHARED_REFS)?;
+    let count = refs.get(key.as_bytes())?.map_or(0, |v| v.value());
+    if count <= 1 {
+        refs.remove(key.as_bytes())?;
+        txn.open_table(SHARED)?.remove(key.as_bytes())?;
+    } else {
+        refs.insert(key.as_bytes(), count - 1)?;
+    }
+    Ok(())
+}
+
+/// Puts a read job's shared text back in `job.shared`.
+fn resolve_text(read: &redb::ReadTransaction, job: &mut OutboxJob) -> Result<(), StoreError> {
+    let Some(key) = &job.shared_ref else {
+        return Ok(());
+    };
+    let table = read
+        .open_table(SHARED)
+        .map_err(|e| StoreError(e.to_string()))?;
+    // jobs in flight at once (a thousand recipients of one invitation) share one copy
+    let mut live = live_texts().lock().unwrap();
+    live.retain(|_, text| text.strong_count() > 0);
+    if let Some(text) = live.get(key).and_then(Weak::upgrade) {
+        job.shared = Some(text);
+        return Ok(());
+    }
+    let text: Option<Arc<str>> = table
+        .get(key.as_bytes())
+        .map_err(|e| StoreError(e.to_string()))?
+        .map(|v| String::from_utf8_lossy(v.value()).into());
+    if let Some(text) = &text {
+        live.insert(key.clone(), Arc::downgrade(text));
+    }
+    job.shared = text;
+    Ok(())
+}
+
+/// Shared texts that jobs being delivered hold, by key.
+fn live_texts() -> &'static Mutex<HashMap<String, Weak<str>>> {
+    static LIVE: OnceLock<Mutex<HashMap<String, Weak<str>>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
 
 /// Stores new jobs inside a spool transaction (the one that completes their mail).
 pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), redb::Error> {
@@ -25,6 +112,7 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
     let mut seq = meta.get("job_seq")?.map(|v| v.value()).unwrap_or(0);
     let mut table = txn.open_table(JOBS)?;
     let now = now_ms();
+    let mut known = Vec::new();
     for mut job in jobs {
         if super::dedup::is_duplicate(txn, &job)? {
             tracing::info!(mail = %job.mail_name, kind = %job.kind, target = %job.target, "outbox: same job from the same mail stored within the dedup window (mirrored twice); dropped");
@@ -39,6 +127,7 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
         if job.next_attempt_ms == 0 {
             job.next_attempt_ms = now;
         }
+        share_text(txn, &mut job, &mut known)?;
         let bytes = serde_json::to_vec(&job).expect("jobs serialise");
         table.insert(seq, bytes.as_slice())?;
     }
@@ -70,7 +159,15 @@ fn decode(bytes: &[u8]) -> Option<OutboxJob> {
     serde_json::from_slice(bytes).ok()
 }
 
+/// A job's row: its shared text stays in [`SHARED`], under `shared_ref`.
 fn encode(job: &OutboxJob) -> Vec<u8> {
+    if job.shared.is_some() && job.shared_ref.is_some() {
+        let row = OutboxJob {
+            shared: None,
+            ..job.clone()
+        };
+        return serde_json::to_vec(&row).expect("jobs serialise");
+    }
     serde_json::to_vec(job).expect("jobs serialise")
 }
 
@@ -103,10 +200,12 @@ pub fn pending_job(store: &Store, id: u64) -> Result<Option<OutboxJob>, StoreErr
         Err(e) => return Err(StoreError(e.to_string())),
     };
     let value = table.get(id).map_err(|e| StoreError(e.to_string()))?;
-    Ok(value.and_then(|v| decode(v.value())).map(|mut j| {
-        j.id = id;
-        j
-    }))
+    let Some(mut job) = value.and_then(|v| decode(v.value())) else {
+        return Ok(None);
+    };
+    job.id = id;
+    resolve_text(&read, &mut job)?;
+    Ok(Some(job))
 }
 
 /// Every job of `state`, in id order.
@@ -124,6 +223,7 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
     for entry in table.iter().map_err(|e| StoreError(e.to_string()))? {
         let (id, bytes) = entry.map_err(|e| StoreError(e.to_string()))?;
         if let Some(mut job) = decode(bytes.value()) {
+            // not the shared text: a listing shows jobs, and a thousand of them may share it
             job.id = id.value();
             out.push(job);
         }
@@ -135,7 +235,13 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
 pub async fn done(store: &Store, id: u64) -> Result<(), StoreError> {
     store
         .write(move |txn| {
-            txn.open_table(JOBS)?.remove(id)?;
+            let removed = txn
+                .open_table(JOBS)?
+                .remove(id)?
+                .map(|v| v.value().to_vec());
+            if let Some(removed) = removed {
+                release_text(txn, &removed)?;
+            }
             Ok(())
         })
         .await
@@ -237,11 +343,58 @@ pub async fn purge(store: &Store, state: JobState, ids: Vec<u64>) -> Result<usiz
             };
             let mut count = 0;
             for id in selected {
-                if table.remove(id)?.is_some() {
+                let removed = table.remove(id)?.map(|v| v.value().to_vec());
+                if let Some(removed) = removed {
+                    release_text(txn, &removed)?;
                     count += 1;
                 }
             }
             Ok(count)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_count(store: &Store) -> usize {
+        let read = store.read().unwrap();
+        match read.open_table(SHARED) {
+            Ok(t) => t.iter().unwrap().count(),
+            Err(_) => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_text_shared_by_jobs_is_stored_once_and_deleted_with_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR\r\n".repeat(1000));
+        let jobs: Vec<OutboxJob> = (0..3)
+            .map(|i| {
+                let mut job = OutboxJob::new("k", format!("r{i}"), serde_json::json!({}));
+                job.shared = Some(ics.clone());
+                job
+            })
+            .collect();
+        store.write(move |t| insert_jobs(t, jobs)).await.unwrap();
+        assert_eq!(shared_count(&store), 1);
+        let listed = list(&store, JobState::Pending).unwrap();
+        assert_eq!(listed.len(), 3);
+        let job = pending_job(&store, listed[0].id).unwrap().unwrap();
+        assert_eq!(job.shared.as_deref(), Some(&*ics));
+        // a rescheduled job keeps its reference, not a copy of the text
+        reschedule(&store, job, 0, "later".into()).await.unwrap();
+        dead_letter(&store, listed[1].clone(), "no".into())
+            .await
+            .unwrap();
+        done(&store, listed[0].id).await.unwrap();
+        done(&store, listed[2].id).await.unwrap();
+        assert_eq!(shared_count(&store), 1, "the dead letter still holds it");
+        let job = &list(&store, JobState::Dead).unwrap()[0];
+        assert!(job.shared.is_none() && job.shared_ref.is_some());
+        purge(&store, JobState::Dead, vec![]).await.unwrap();
+        assert_eq!(shared_count(&store), 0);
+    }
 }

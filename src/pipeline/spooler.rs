@@ -120,6 +120,7 @@ pub async fn handle(
         }
     }
     super::fault::abort_if_named(&mail);
+    let size = mail.size();
     let original = mail.clone();
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
@@ -192,6 +193,23 @@ pub async fn handle(
     if let Err(e) = released {
         // the mail stays leased in the spool and is processed again after a restart
         tracing::error!(mail = id, "cannot release the mail in the spool: {e}");
+    }
+    if size >= LARGE_MAIL {
+        return_memory();
+    }
+}
+
+/// A mail from which size on the memory it took is given back to the OS once it is done.
+const LARGE_MAIL: usize = 1 << 20;
+
+/// glibc keeps freed memory in its arenas (one per thread that allocated it): after a large
+/// mail the process would stay at its peak RSS. `malloc_trim` hands the free pages back;
+/// it walks the heap, so it is called after large mails only.
+fn return_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -11,6 +11,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use std::io::Write;
+
 use anyhow::Context;
 
 use crate::mail::Mail;
@@ -105,12 +107,34 @@ impl Repository {
             n += 1;
             key = format!("{stamp}-{base}-{n}");
         }
-        let mut meta = mail.clone();
-        meta.jobs = Vec::new();
-        let json = serde_json::to_vec_pretty(&meta)?;
-        write_synced(&self.dir.join(format!("{key}.eml")), &mail.message)?;
-        // the JSON is written last: a key is listed only once its message is complete
-        write_synced(&self.dir.join(format!("{key}.json")), &json)?;
+        // everything but the message (its own file) and the jobs; written as it is
+        // serialised, not built in memory first: a large mail's JSON is tens of megabytes
+        let meta = Mail {
+            message: Vec::new(),
+            jobs: Vec::new(),
+            attributes: mail.attributes.clone(),
+            sender: mail.sender.clone(),
+            recipients: mail.recipients.clone(),
+            name: mail.name.clone(),
+            state: mail.state.clone(),
+            helo: mail.helo.clone(),
+            error_message: mail.error_message.clone(),
+            ..*mail
+        };
+        write_synced(&self.dir.join(format!("{key}.eml")), |f| {
+            f.write_all(&mail.message).map_err(Into::into)
+        })?;
+        // the JSON is written last, under another name then renamed: a key is listed only
+        // once its message and its JSON are complete
+        let part = self.dir.join(format!("{key}.json.part"));
+        write_synced(&part, |f| {
+            let mut out = std::io::BufWriter::new(f);
+            serde_json::to_writer_pretty(&mut out, &meta)?;
+            out.flush()?;
+            Ok(())
+        })?;
+        std::fs::rename(&part, self.dir.join(format!("{key}.json")))
+            .with_context(|| format!("cannot write {key}.json in {}", self.dir.display()))?;
         Ok(key)
     }
 
@@ -154,11 +178,13 @@ impl Repository {
     }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
+fn write_synced(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut f =
         std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)?;
+    write(&mut f).with_context(|| format!("cannot write {}", path.display()))?;
     f.sync_all()?;
     Ok(())
 }

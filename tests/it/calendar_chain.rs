@@ -81,19 +81,14 @@ pub(crate) async fn collect(
             panic!("{name} failed on {fixture}: {e:#}");
         }
     }
-    let mut jsons: Vec<Value> = mail
-        .attribute("icalendarAsJson2")
-        .map(|v| {
-            v.as_map()
-                .expect("icalendarAsJson2 is a map")
-                .values()
-                .map(|json| match json {
-                    AttributeValue::Bytes(b) => serde_json::from_slice(b).unwrap(),
-                    other => panic!("JSON value should be bytes, got {other:?}"),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut jsons: Vec<Value> = match mail.attribute("icalendarAsJson2") {
+        None => Vec::new(),
+        Some(AttributeValue::CalendarJson(jsons)) => jsons
+            .documents()
+            .map(|d| serde_json::from_slice(&d.render()).unwrap())
+            .collect(),
+        Some(other) => panic!("icalendarAsJson2 should be calendar JSON, got {other:?}"),
+    };
     jsons.sort_by_key(|j| j["recipient"].as_str().unwrap().to_string());
     (jsons, mail)
 }

@@ -376,7 +376,7 @@ async fn a_400_lands_in_the_dead_letters_with_its_reason() {
 
 /// `examples/standalone-email/conf` with the SMTP listener on `port` (loopback) and the data
 /// under `dir/var`: the only changes a test needs.
-fn example_conf(dir: &Path, port: u16) -> PathBuf {
+pub(crate) fn example_conf(dir: &Path, port: u16) -> PathBuf {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone-email/conf");
     let conf = dir.join("conf");
     std::fs::create_dir_all(&conf).unwrap();
@@ -485,7 +485,7 @@ fn kill_9_with_pending_jobs_loses_none_after_restart() {
 // ---------------------------------------------------------------------------------------
 // End to end over SMTP: needs the SMTP listener, the container and the calendar mailets.
 
-const SEND: &str = r#"
+pub(crate) const SEND: &str = r#"
 import smtplib, sys
 port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
 with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:

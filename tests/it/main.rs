@@ -12,6 +12,7 @@ mod default_conf;
 mod esn;
 mod faults;
 mod hostile;
+mod hostile_calendar;
 mod hostile_secrets;
 mod invitations;
 mod james_confs;

@@ -41,7 +41,9 @@ pub const MAX_CONFLICTS: usize = 5;
 pub struct ItipJob {
     /// The recipient's address (local part lowercased).
     pub recipient: String,
-    /// The iTIP message, as `ICALToJsonAttribute` gave it.
+    /// The iTIP message, as `ICALToJsonAttribute` gave it; empty when it is the job's
+    /// shared text (`OutboxJob::shared`, one copy for all the recipients of a mail).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ical: String,
     /// The mailet's options.
     #[serde(default)]
@@ -361,13 +363,18 @@ impl JobHandler for CalDavItipHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let itip: ItipJob = match serde_json::from_value(job.payload.clone()) {
+        let mut itip: ItipJob = match serde_json::from_value(job.payload.clone()) {
             Ok(j) => j,
             Err(e) => {
                 self.count(|c| &c.error);
                 return Delivery::Permanent(format!("malformed caldav-itip job: {e}"));
             }
         };
+        if let Some(shared) = &job.shared
+            && itip.ical.is_empty()
+        {
+            itip.ical = shared.to_string();
+        }
         let owner = itip.recipient.as_str();
         let message = match crate::ical::parse(&itip.ical) {
             Ok(m) => m,
