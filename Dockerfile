@@ -26,9 +26,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -s -m 0755 target/release/mailetd /usr/local/bin/mailetd
 
 # The runtime's files, gathered into /rootfs on bookworm-slim: the binary with its
-# cap_net_bind_service file capability, bash (entrypoint and health check) and the shared
-# libraries both need, the CA bundle (HTTPS to esn-sabre / the OpenPaaS API), the users.
-# Nothing else: no apt, no coreutils, no package database (bookworm-slim alone is ~75 MB).
+# cap_net_bind_service file capability; bash and env (the entrypoint's and health check's
+# `#!/usr/bin/env bash`) and the glibc libraries they and mailetd link; the CA bundle
+# (HTTPS to esn-sabre / the OpenPaaS API); the users. Nothing else: no apt, no coreutils,
+# no package database (bookworm-slim alone is ~75 MB). The final stage is that tree alone.
 FROM debian:bookworm-slim AS rootfs
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libcap2-bin \
@@ -40,8 +41,8 @@ COPY conf /rootfs/opt/mailetd/conf
 RUN set -eu; cd /rootfs \
     && mkdir -p usr/bin usr/sbin usr/lib usr/lib64 etc/ssl/certs tmp opt/mailetd/var \
     && ln -s usr/bin bin && ln -s usr/sbin sbin && ln -s usr/lib lib && ln -s usr/lib64 lib64 \
-    && cp /bin/bash usr/bin/bash && ln -s bash usr/bin/sh \
-    && for lib in $(ldd /bin/bash usr/local/bin/mailetd | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do \
+    && cp /bin/bash /usr/bin/env usr/bin/ && ln -s bash usr/bin/sh \
+    && for lib in $(ldd /bin/bash /usr/bin/env usr/local/bin/mailetd | grep -o '/[^ ]*\.so[^ ]*' | sort -u); do \
          cp -L --parents "$lib" /rootfs; done \
     && cp /etc/ld.so.cache etc/ \
     && cp /etc/ssl/certs/ca-certificates.crt etc/ssl/certs/ \
