@@ -3,8 +3,8 @@
 //! directory of the repository loads with `mailetd check`, the Radicale example's rights file
 //! works on a real Radicale, and docs/configuration.md matches the code.
 //!
-//! Not tested here, because no Docker engine runs on these machines: building the image
-//! (`Dockerfile`), the file capability on the binary, and running the compose stacks.
+//! Building the image (`Dockerfile`), the file capability on the binary and running the
+//! compose stacks are scripts/test-image's (podman), which scripts/test runs after this suite.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -110,7 +110,8 @@ fn twake_compose_swaps_in_for_the_james_collector() {
         "MAILETD_DATA_DIR=/opt/mailetd/var",
         "VOLUME [\"/opt/mailetd/conf\", \"/opt/mailetd/var\"]",
         "USER mailetd",
-        "setcap cap_net_bind_service=+ep /usr/local/bin/mailetd",
+        "setcap cap_net_bind_service=+ep /rootfs/usr/local/bin/mailetd",
+        "COPY --from=rootfs /rootfs /",
         "HEALTHCHECK",
         "FROM rust:1.95-bookworm AS builder",
         "FROM debian:bookworm-slim",
