@@ -117,6 +117,9 @@ impl CalDavDestination {
             password: settings.password.clone(),
             trust_all_certs: settings.trust_all_certs,
             timeout_secs: settings.timeout_secs,
+            // the same meeting comes from several sources: the UID lookup must see the
+            // first copy, and SOGo ignores the If-None-Match of an optimistic create
+            lookup_before_create: true,
             ..DavSettings::default()
         };
         Ok(CalDavDestination {

@@ -226,12 +226,17 @@ const ITIP_METHODS: [&str; 8] = [
     "DECLINECOUNTER",
 ];
 
-/// The iTIP method of a job payload (`method`, or inside the esn `body` JSON) as a label:
+/// The iTIP method of a job payload (`method`, inside the esn `document`, or inside the esn
+/// `body` JSON) as a label:
 /// one of [`ITIP_METHODS`], `other` for anything else a mail may say (a label per random
 /// METHOD would grow `/metrics` without bound), `-` for jobs without one.
 fn itip_method(payload: &serde_json::Value) -> &'static str {
     let body;
-    let method = match payload.get("method").and_then(|m| m.as_str()) {
+    let method = match payload
+        .get("method")
+        .or_else(|| payload.get("document")?.get("method"))
+        .and_then(|m| m.as_str())
+    {
         Some(m) => Some(m),
         None => {
             body = payload
@@ -617,6 +622,8 @@ mod tests {
     fn itip_method_comes_from_the_payload_or_the_esn_body() {
         let esn = serde_json::json!({"recipient": "b@x", "body": "{\"method\":\"CANCEL\"}"});
         assert_eq!(itip_method(&esn), "CANCEL");
+        let shared = serde_json::json!({"recipient": "b@x", "document": {"method": "REQUEST"}});
+        assert_eq!(itip_method(&shared), "REQUEST");
         assert_eq!(
             itip_method(&serde_json::json!({"method": "reply"})),
             "REPLY"
