@@ -136,7 +136,10 @@ pub(super) async fn ready(State(admin): State<Arc<Admin>>) -> (StatusCode, Json<
         checks.push(probe.check(admin.probe_ttl).await);
     }
     if let Some(broker) = &admin.broker {
-        checks.push(if broker.is_connected() {
+        // an ingest node with no mail coming in would not try again on its own: the
+        // probe does (within the reconnection backoff)
+        let connected = broker.is_connected() || broker.connect().await.is_ok();
+        checks.push(if connected {
             Check::ok("broker", "connected to RabbitMQ".to_string())
         } else {
             Check::failed(

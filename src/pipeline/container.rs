@@ -203,8 +203,8 @@ impl Container {
             let built = build_processor(p, context, &states, &mut warnings, &mut errors);
             processors.entry(p.state.clone()).or_insert(built);
         }
-        let sources = crate::consolidate::Sources::new(&context.settings.sources)
-            .map_err(|e| errors.push(e));
+        let sources =
+            crate::consolidate::Sources::new(&context.settings.sources).map_err(|e| errors.push(e));
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }

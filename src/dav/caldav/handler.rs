@@ -245,7 +245,6 @@ impl CalDavItipHandler {
         }
     }
 
-
     /// Applies `message` (whose UID is `uid`) to `job.recipient`'s calendar: the whole
     /// read-apply-write round, without the counting and logging of [`JobHandler::deliver`]
     /// (the consolidated destination reuses it with its own).
