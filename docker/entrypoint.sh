@@ -35,8 +35,18 @@ if [ ${#serve_args[@]} -gt 0 ]; then
   esac
 fi
 
-if ! "$MAILETD" check; then
-  echo "mailetd-entrypoint: the configuration in ${MAILETD_CONF:-conf} does not load; not starting" >&2
-  exit 78
-fi
+rc=0
+"$MAILETD" check || rc=$?
+case $rc in
+  0) ;;
+  126)
+    # execve refuses a binary whose file capabilities are not all in the bounding set
+    echo "mailetd-entrypoint: cannot execute $MAILETD: it carries the file capability cap_net_bind_service (to bind port 25 as a non-root user) and the container runs without NET_BIND_SERVICE; do not drop that capability" >&2
+    exit 126
+    ;;
+  *)
+    echo "mailetd-entrypoint: the configuration in ${MAILETD_CONF:-conf} does not load; not starting" >&2
+    exit 78
+    ;;
+esac
 exec "$MAILETD" serve
