@@ -15,7 +15,44 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::mail::Mail;
+use crate::mail::{AttributeValue, Mail, MailAddress, MailId};
+
+/// A mail's JSON in a repository: every field of [`Mail`] but the message (its own file)
+/// and the jobs, borrowed, and written as it is serialised: a copy of the mail would copy
+/// every attribute (a large invitation's decoded parts, tens of megabytes). Read back as a
+/// [`Mail`] (same field names; `jobs` defaults to none).
+#[derive(serde::Serialize)]
+struct StoredMeta<'a> {
+    id: MailId,
+    name: &'a str,
+    state: &'a str,
+    sender: &'a Option<MailAddress>,
+    recipients: &'a [MailAddress],
+    attributes: &'a std::collections::BTreeMap<String, AttributeValue>,
+    remote_addr: std::net::IpAddr,
+    helo: &'a str,
+    tls: bool,
+    received_at_ms: u64,
+    error_message: &'a Option<String>,
+}
+
+impl<'a> StoredMeta<'a> {
+    fn of(mail: &'a Mail) -> Self {
+        StoredMeta {
+            id: mail.id,
+            name: &mail.name,
+            state: &mail.state,
+            sender: &mail.sender,
+            recipients: &mail.recipients,
+            attributes: &mail.attributes,
+            remote_addr: mail.remote_addr,
+            helo: &mail.helo,
+            tls: mail.tls,
+            received_at_ms: mail.received_at_ms,
+            error_message: &mail.error_message,
+        }
+    }
+}
 
 /// A file-backed mail repository.
 #[derive(Clone, Debug)]
@@ -107,20 +144,7 @@ impl Repository {
             n += 1;
             key = format!("{stamp}-{base}-{n}");
         }
-        // everything but the message (its own file) and the jobs; written as it is
-        // serialised, not built in memory first: a large mail's JSON is tens of megabytes
-        let meta = Mail {
-            message: Vec::new(),
-            jobs: Vec::new(),
-            attributes: mail.attributes.clone(),
-            sender: mail.sender.clone(),
-            recipients: mail.recipients.clone(),
-            name: mail.name.clone(),
-            state: mail.state.clone(),
-            helo: mail.helo.clone(),
-            error_message: mail.error_message.clone(),
-            ..*mail
-        };
+        let meta = StoredMeta::of(mail);
         write_synced(&self.dir.join(format!("{key}.eml")), |f| {
             f.write_all(&mail.message).map_err(Into::into)
         })?;
