@@ -16,6 +16,22 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Whether a peer a test needs is installed. Outside CI a missing one skips the test with a
+/// note; under CI (the `CI` environment variable set to anything but `false` or `0`, as
+/// scripts/test does after installing every peer) it fails the test, so a broken install
+/// cannot turn a whole family of tests into silent passes.
+pub fn peer_installed(installed: bool, missing: &str) -> bool {
+    if installed {
+        return true;
+    }
+    let ci = std::env::var("CI").unwrap_or_default();
+    if !matches!(ci.trim(), "" | "false" | "0") {
+        panic!("CI={ci} but {missing}: install it (scripts/test does) instead of skipping");
+    }
+    eprintln!("SKIPPED: {missing}");
+    false
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
