@@ -4,6 +4,7 @@
 pub mod consolidate;
 pub mod error;
 pub mod interpolate;
+pub mod networks;
 pub mod properties;
 pub mod secret;
 pub mod settings;
@@ -11,6 +12,7 @@ pub mod smtpserver;
 pub mod xml;
 
 pub use error::{ConfigError, ConfigErrors, Position};
+pub use networks::Networks;
 pub use properties::Properties;
 pub use secret::Secret;
 pub use settings::Settings;

@@ -6,13 +6,14 @@
 //! (`auth`, `verifyIdentity`, `handlerchain`, `jmxName`, Netty tuning…) are accepted and
 //! ignored with a debug line, so a James file loads unchanged.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::{ConfigError, Position, closest_names};
+use super::networks::Networks;
 use super::xml::{Element, XmlDocument};
 
 /// The embedded default, used when `conf/smtpserver.xml` does not exist.
@@ -45,7 +46,7 @@ pub struct SmtpServerConfig {
     /// `smtpGreeting`: text after `220 ` (derived from the hello name when absent).
     pub greeting: String,
     /// `authorizedAddresses`; clients outside are refused at connect.
-    pub authorized: Vec<IpNet>,
+    pub authorized: Networks,
     /// False when `authorizedAddresses` was absent and the loopback default applies.
     pub authorized_explicit: bool,
     /// `<tls>` when socketTLS or startTLS is on.
@@ -232,10 +233,10 @@ fn parse_server(el: &Element, base: &Path) -> Result<Option<SmtpServerConfig>, C
                 el.position
             );
             (
-                vec![
+                Networks::from(vec![
                     IpNet::V4(Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).unwrap()),
                     IpNet::V6(Ipv6Net::new(Ipv6Addr::LOCALHOST, 128).unwrap()),
-                ],
+                ]),
                 false,
             )
         }
@@ -410,68 +411,15 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-fn parse_networks(el: &Element) -> Result<Vec<IpNet>, ConfigError> {
-    let mut out = Vec::new();
-    for item in el
-        .text
-        .split([',', ' ', '\t', '\n', '\r'])
-        .filter(|s| !s.is_empty())
-    {
-        out.push(parse_network(item).map_err(|m| el.error(format!("<authorizedAddresses>: {m}")))?);
-    }
-    if out.is_empty() {
+fn parse_networks(el: &Element) -> Result<Networks, ConfigError> {
+    let networks =
+        Networks::parse(&el.text).map_err(|e| el.error(format!("<authorizedAddresses>: {e}")))?;
+    if networks.is_empty() {
         return Err(el.error(
             "<authorizedAddresses> is empty: list the networks allowed to send (e.g. 127.0.0.0/8)",
         ));
     }
-    Ok(out)
-}
-
-/// One `authorizedAddresses` entry: `1.2.3.4`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`,
-/// `127.0.0.*`, `::1`, `fd00::/8`, `localhost`.
-pub fn parse_network(item: &str) -> Result<IpNet, String> {
-    if item.eq_ignore_ascii_case("localhost") {
-        return Ok(IpNet::V4(Ipv4Net::new(Ipv4Addr::LOCALHOST, 8).unwrap()));
-    }
-    if item.contains('*') {
-        let parts: Vec<&str> = item.split('.').collect();
-        let fixed: Vec<u8> = parts
-            .iter()
-            .take_while(|p| **p != "*")
-            .map(|p| p.parse::<u8>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| format!("{item:?} is not an address pattern like 127.0.0.*"))?;
-        if parts[fixed.len()..].iter().any(|p| *p != "*") || parts.len() > 4 {
-            return Err(format!("{item:?} is not an address pattern like 127.0.0.*"));
-        }
-        let mut octets = [0u8; 4];
-        octets[..fixed.len()].copy_from_slice(&fixed);
-        return Ok(IpNet::V4(
-            Ipv4Net::new(Ipv4Addr::from(octets), 8 * fixed.len() as u8).unwrap(),
-        ));
-    }
-    if let Some((addr, mask)) = item.split_once('/') {
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{item:?}: {addr:?} is not an IP address"))?;
-        let prefix = match mask.parse::<u8>() {
-            Ok(p) => p,
-            Err(_) => {
-                let m: IpAddr = mask.parse().map_err(|_| {
-                    format!("{item:?}: {mask:?} is neither a prefix length nor a netmask")
-                })?;
-                ipnet::ip_mask_to_prefix(m)
-                    .map_err(|_| format!("{item:?}: {mask:?} is not a contiguous netmask"))?
-            }
-        };
-        return IpNet::new(ip, prefix)
-            .map(|n| n.trunc())
-            .map_err(|_| format!("{item:?}: prefix /{prefix} is too long"));
-    }
-    let ip: IpAddr = item.parse().map_err(|_| {
-        format!("{item:?} is not an IP address, network or pattern (host names are not resolved)")
-    })?;
-    Ok(IpNet::from(ip))
+    Ok(networks)
 }
 
 fn parse_tls(el: &Element, base: &Path) -> Result<Option<TlsSettings>, ConfigError> {
@@ -559,19 +507,20 @@ mod tests {
     }
 
     #[test]
-    fn networks_in_every_james_form() {
-        let n = |s| parse_network(s).unwrap();
-        assert_eq!(n("127.0.0.*"), "127.0.0.0/24".parse().unwrap());
-        assert_eq!(n("10.*"), "10.0.0.0/8".parse().unwrap());
-        assert_eq!(n("10.1.2.3/255.255.0.0"), "10.1.0.0/16".parse().unwrap());
-        assert_eq!(n("192.168.1.0/24"), "192.168.1.0/24".parse().unwrap());
-        assert_eq!(n("0.0.0.0/0"), "0.0.0.0/0".parse().unwrap());
-        assert_eq!(n("::1"), "::1/128".parse().unwrap());
-        assert_eq!(n("fd00::/8"), "fd00::/8".parse().unwrap());
-        assert_eq!(n("1.2.3.4"), "1.2.3.4/32".parse().unwrap());
-        assert!(parse_network("mail.example.org").is_err());
-        assert!(parse_network("10.0.0.0/255.0.255.0").is_err());
-        assert!(parse_network("10.*.1.*").is_err());
+    fn authorized_addresses_take_every_james_form() {
+        let s = parse_text(
+            "<s><smtpserver><authorizedAddresses>127.0.0.*, 10.1.2.3/255.255.0.0\n fd00::/8 localhost</authorizedAddresses></smtpserver></s>",
+        )
+        .unwrap();
+        let allows = |ip: &str| s[0].authorized.contains(&ip.parse().unwrap());
+        assert!(s[0].authorized_explicit);
+        assert!(allows("127.0.0.9") && allows("10.1.200.1") && allows("fd00::1"));
+        assert!(!allows("10.2.0.1") && !allows("fe80::1"));
+        let err = parse_text(
+            "<s><smtpserver><authorizedAddresses> , </authorizedAddresses></smtpserver></s>",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
     }
 
     #[test]
@@ -609,9 +558,13 @@ mod tests {
         let err =
             parse_text("<s><smtpserver>\n <bind>127.0.0.1</bind></smtpserver></s>").unwrap_err();
         assert!(err.to_string().contains(":2:2: <bind>"), "{err}");
-        let err = parse_text("<s><smtpserver>\n <authorizedAddresses>10.0.0.0/8, mx.example</authorizedAddresses></smtpserver></s>")
+        let err = parse_text("<s><smtpserver>\n <authorizedAddresses>10.0.0.0/8, mx.mailetd.invalid</authorizedAddresses></smtpserver></s>")
             .unwrap_err();
-        assert!(err.to_string().contains("mx.example"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"mx.mailetd.invalid\" does not resolve"),
+            "{err}"
+        );
         let err = parse_text("<s><smtpserver><maxmessagesize>5T</maxmessagesize></smtpserver></s>")
             .unwrap_err();
         assert!(err.to_string().contains("unknown unit"), "{err}");

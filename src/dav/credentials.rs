@@ -10,7 +10,12 @@ use crate::config::{ConfigError, Position};
 /// Who requests are made as, read once from `[dav]`.
 pub enum Credentials {
     /// One service account with write rights on every collection.
-    Service { username: String, password: Secret },
+    Service {
+        /// The account's login.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
     /// Each user's own account, by lowercased address.
     PerUser(HashMap<String, (String, Secret)>),
     /// No Authorization header (a server without auth).

@@ -151,12 +151,7 @@ impl Session {
         mail.helo = self.helo.clone().unwrap_or_default();
         mail.tls = self.stream.is_tls();
         let config = &self.shared.config;
-        if config.authorized_explicit
-            && config
-                .authorized
-                .iter()
-                .any(|n| n.contains(&mail.remote_addr))
-        {
+        if config.authorized_explicit && config.authorized.contains(&mail.remote_addr) {
             mail.set_attribute(attributes::SMTP_IS_AUTH_NETWORK, AttributeValue::Bool(true));
         }
         match self.shared.spool.enqueue(&mail).await {

@@ -47,7 +47,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
         };
         let _ = stream.set_nodelay(true);
         let ip = canonical(peer.ip());
-        if !shared.config.authorized.iter().any(|n| n.contains(&ip)) {
+        if !shared.config.authorized.contains(&ip) {
             REFUSALS.refused(ip, "outside authorizedAddresses");
             metrics().connections_refused.with(&["unauthorized"]).inc();
             let line = format!(

@@ -1,90 +1,21 @@
 //! `RemoteAddrInNetwork`: every recipient when the client address is in one of the listed
-//! networks: `127.0.0.1`, `127.0.0.*`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, IPv6, `localhost`.
-//! With no condition it never matches, as in James.
+//! networks, read as smtpserver.xml `authorizedAddresses` is ([`crate::config::networks`]):
+//! `127.0.0.1`, `127.0.0.*`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, IPv6, host names such as
+//! `localhost`. With no condition it never matches, as in James.
 //!
 //! ```xml
 //! <mailet match="RemoteAddrInNetwork=127.0.0.0/8, 10.0.0.*" class="ToProcessor"><processor>relay</processor></mailet>
 //! ```
 
-use std::net::{IpAddr, Ipv4Addr};
-
-use ipnet::{IpNet, Ipv4Net};
-
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Networks};
 use crate::mail::{Mail, MailAddress};
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
-/// A list of networks (James `NetMatcher`).
-#[derive(Clone, Debug, Default)]
-pub struct Networks(Vec<IpNet>);
-
-impl Networks {
-    /// Parses the condition; an empty or absent one is an empty list.
-    pub fn parse(config: &MatcherConfig) -> Result<Networks, ConfigError> {
-        let mut nets = Vec::new();
-        for item in config
-            .condition
-            .as_deref()
-            .unwrap_or("")
-            .split([',', ' ', '\t'])
-            .filter(|s| !s.is_empty())
-        {
-            nets.push(parse_network(item).ok_or_else(|| {
-                config.error(format!(
-                    "{} condition item {item:?} is not a network: expected 127.0.0.1, 127.0.0.*, 10.0.0.0/8, 10.0.0.0/255.0.0.0 or an IPv6 address or prefix",
-                    config.class
-                ))
-            })?);
-        }
-        Ok(Networks(nets))
-    }
-
-    /// Whether `ip` is in one of the networks.
-    pub fn contains(&self, ip: &IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(*ip),
-            v4 => *v4,
-        };
-        self.0.iter().any(|n| n.contains(&ip))
-    }
-}
-
-fn parse_network(item: &str) -> Option<IpNet> {
-    if item.eq_ignore_ascii_case("localhost") {
-        return Some(IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    }
-    if item.contains('*') {
-        let parts: Vec<&str> = item.split('.').collect();
-        let fixed: Vec<u8> = parts
-            .iter()
-            .take_while(|p| **p != "*")
-            .map(|p| p.parse().ok())
-            .collect::<Option<_>>()?;
-        if parts.len() > 4 || parts[fixed.len()..].iter().any(|p| *p != "*") {
-            return None;
-        }
-        let mut octets = [0u8; 4];
-        octets[..fixed.len()].copy_from_slice(&fixed);
-        return Ipv4Net::new(Ipv4Addr::from(octets), (fixed.len() * 8) as u8)
-            .ok()
-            .map(IpNet::V4);
-    }
-    if let Some((addr, mask)) = item.split_once('/') {
-        let addr: IpAddr = addr.parse().ok()?;
-        let prefix = match mask.parse::<u8>() {
-            Ok(p) => p,
-            Err(_) => {
-                let mask: Ipv4Addr = mask.parse().ok()?;
-                let bits = u32::from(mask);
-                if bits.leading_ones() + bits.trailing_zeros() != 32 {
-                    return None;
-                }
-                bits.leading_ones() as u8
-            }
-        };
-        return IpNet::new(addr, prefix).ok().map(|n| n.trunc());
-    }
-    item.parse::<IpAddr>().ok().map(IpNet::from)
+/// The condition's network list (the same reading as smtpserver.xml `authorizedAddresses`);
+/// an empty or absent condition is an empty list.
+pub(super) fn condition_networks(config: &MatcherConfig) -> Result<Networks, ConfigError> {
+    Networks::parse(config.condition.as_deref().unwrap_or(""))
+        .map_err(|e| config.error(format!("{} condition item {e}", config.class)))
 }
 
 /// Matches all recipients when the client is in the networks.
@@ -99,7 +30,7 @@ impl RemoteAddrInNetwork {
         _: &MailetContext,
     ) -> Result<Box<dyn Matcher>, ConfigError> {
         Ok(Box::new(RemoteAddrInNetwork {
-            networks: Networks::parse(config)?,
+            networks: condition_networks(config)?,
         }))
     }
 }
@@ -151,5 +82,56 @@ mod tests {
             build_err("RemoteAddrInNetwork", Some("10.0.0.0/255.0.255.0"))
                 .contains("is not a network")
         );
+    }
+
+    /// Whether `<authorizedAddresses>list</authorizedAddresses>` lets `ip` connect.
+    fn smtp_server_authorizes(list: &str, ip: &str) -> bool {
+        let xml = format!(
+            "<s><smtpserver><authorizedAddresses>{list}</authorizedAddresses></smtpserver></s>"
+        );
+        let doc = crate::config::XmlDocument::parse(&xml, std::path::Path::new("smtpserver.xml"))
+            .unwrap();
+        let servers = crate::config::smtpserver::parse(&doc, std::path::Path::new(".")).unwrap();
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        servers[0].authorized.contains(&ip)
+    }
+
+    /// James reads `authorizedAddresses` and `RemoteAddrInNetwork` with the same NetMatcher,
+    /// so one list gives one answer for one client, whichever of the two reads it.
+    #[test]
+    fn smtp_server_and_matcher_agree_on_every_james_form() {
+        let lists = [
+            "localhost",
+            "127.0.0.0/8",
+            "127.0.0.0/255.0.0.0",
+            "127.*",
+            "192.168.1.0/24",
+            "192.168.1.*",
+            "::1",
+            "2001:db8::/32",
+        ];
+        let clients = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.1.2.3",
+            "192.168.1.7",
+            "192.168.2.7",
+            "::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+        ];
+        let mut disagreements = Vec::new();
+        for list in lists {
+            for ip in clients {
+                let smtp = smtp_server_authorizes(list, ip);
+                let matcher = !run("RemoteAddrInNetwork", Some(list), &from(ip)).is_empty();
+                if smtp != matcher {
+                    disagreements.push(format!(
+                        "{list:?} vs {ip}: authorizedAddresses says {smtp}, RemoteAddrInNetwork says {matcher}"
+                    ));
+                }
+            }
+        }
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
     }
 }

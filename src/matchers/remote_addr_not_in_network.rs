@@ -5,11 +5,11 @@
 //! <mailet match="RemoteAddrNotInNetwork=127.0.0.0/8" class="ToProcessor"><processor>relay-denied</processor></mailet>
 //! ```
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Networks};
 use crate::mail::{Mail, MailAddress};
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
-use super::remote_addr_in_network::Networks;
+use super::remote_addr_in_network::condition_networks;
 
 /// Matches all recipients when the client is outside the networks.
 pub struct RemoteAddrNotInNetwork {
@@ -23,7 +23,7 @@ impl RemoteAddrNotInNetwork {
         _: &MailetContext,
     ) -> Result<Box<dyn Matcher>, ConfigError> {
         Ok(Box::new(RemoteAddrNotInNetwork {
-            networks: Networks::parse(config)?,
+            networks: condition_networks(config)?,
         }))
     }
 }

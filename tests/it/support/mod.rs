@@ -16,6 +16,27 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Whether a peer a test needs is installed. Outside CI a missing one skips the test with a
+/// note; under CI (the `CI` environment variable set to anything but `false` or `0`, as
+/// scripts/test does after installing every peer) it fails the test, so a broken install
+/// cannot turn a whole family of tests into silent passes.
+pub fn peer_installed(installed: bool, missing: &str) -> bool {
+    if installed {
+        return true;
+    }
+    let ci = std::env::var("CI").unwrap_or_default();
+    if is_ci(&ci) {
+        panic!("CI={ci} but {missing}: install it (scripts/test does) instead of skipping");
+    }
+    eprintln!("SKIPPED: {missing}");
+    false
+}
+
+/// Whether a `CI` variable's value means "running under CI" (GitHub and GitLab set `true`).
+pub fn is_ci(value: &str) -> bool {
+    !matches!(value.trim(), "" | "false" | "0")
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -75,4 +96,17 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The CI values CI providers and scripts/test use turn a missing peer into a failure; an
+/// unset, empty, `false` or `0` one keeps the skip for a developer's machine.
+#[test]
+fn a_missing_peer_fails_only_under_ci() {
+    for ci in ["true", "1", "yes", "TRUE"] {
+        assert!(is_ci(ci), "CI={ci}");
+    }
+    for not_ci in ["", " ", "false", "0"] {
+        assert!(!is_ci(not_ci), "CI={not_ci:?}");
+    }
+    assert!(peer_installed(true, "nothing is missing"));
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_for_port};
+use super::{free_port, peer_installed, wait_for_port};
 
 /// Where Debian installs the server.
 const SERVER: &str = "/usr/sbin/rabbitmq-server";
@@ -23,13 +23,13 @@ pub struct RabbitMq {
     watchdog: Option<Child>,
 }
 
-/// Whether rabbitmq-server is installed; tests print why they skip when it is not.
+/// Whether rabbitmq-server is installed; when it is not, tests skip with a note, or fail
+/// under CI (see [`peer_installed`]).
 pub fn available() -> bool {
-    if Path::new(SERVER).exists() {
-        return true;
-    }
-    eprintln!("SKIPPED: rabbitmq-server is not installed (apt-get install rabbitmq-server)");
-    false
+    peer_installed(
+        Path::new(SERVER).exists(),
+        "rabbitmq-server is not installed (apt-get install rabbitmq-server)",
+    )
 }
 
 fn chown_rabbitmq(path: &Path) {

@@ -12,20 +12,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::davhttp::{self, DavServer, Response};
-use super::{eventually, free_port, wait_for_port};
+use super::{eventually, free_port, peer_installed, wait_for_port};
 
 const SOGOD: &str = "/usr/sbin/sogod";
 /// The database account SOGo uses.
 const DB_USER: &str = "sogo";
 const DB_PASSWORD: &str = "sogo-db-secret";
 
-/// Whether sogod and PostgreSQL are installed; tests print why they skip when not.
+/// Whether sogod and PostgreSQL are installed; when they are not, tests skip with a note,
+/// or fail under CI (see [`peer_installed`]).
 pub fn available() -> bool {
-    if Path::new(SOGOD).exists() && pg_bin("initdb").exists() {
-        return true;
-    }
-    eprintln!("SKIPPED: SOGo or PostgreSQL is not installed (apt-get install sogo postgresql)");
-    false
+    peer_installed(
+        Path::new(SOGOD).exists() && pg_bin("initdb").exists(),
+        "SOGo or PostgreSQL is not installed (apt-get install sogo postgresql)",
+    )
 }
 
 /// Debian's versioned PostgreSQL binaries (not on PATH), else PATH's.
