@@ -114,7 +114,9 @@ fn plain_days(byday: &[ICalendarDay]) -> Result<Vec<&'static str>, String> {
 
 /// `(daysOfWeek, index)` of a relative (n-th weekday) rule, from `BYDAY=nXX` or from
 /// `BYDAY=XX,YY;BYSETPOS=n`; `None` when the rule has neither shape.
-fn relative(rule: &ICalendarRecurrenceRule) -> Result<Option<(Vec<&'static str>, &'static str)>, String> {
+fn relative(
+    rule: &ICalendarRecurrenceRule,
+) -> Result<Option<(Vec<&'static str>, &'static str)>, String> {
     match (rule.byday.as_slice(), rule.bysetpos.as_slice()) {
         ([], _) => Ok(None),
         (
@@ -330,7 +332,10 @@ mod tests {
         // every weekday, as some clients write it
         let weekdays = map("FREQ=DAILY;BYDAY=MO,TU,WE,TH,FR").unwrap();
         assert_eq!(weekdays["pattern"]["type"], "weekly");
-        assert_eq!(weekdays["pattern"]["daysOfWeek"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            weekdays["pattern"]["daysOfWeek"].as_array().unwrap().len(),
+            5
+        );
         assert_eq!(weekdays["range"]["type"], "noEnd");
     }
 
@@ -362,7 +367,10 @@ mod tests {
         let last_weekday = map("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1").unwrap();
         assert_eq!(last_weekday["pattern"]["index"], "last");
         assert_eq!(
-            last_weekday["pattern"]["daysOfWeek"].as_array().unwrap().len(),
+            last_weekday["pattern"]["daysOfWeek"]
+                .as_array()
+                .unwrap()
+                .len(),
             5
         );
     }
