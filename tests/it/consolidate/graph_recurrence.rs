@@ -85,3 +85,86 @@ fn a_weekly_meeting_reaches_microsoft_365_as_a_series() {
     );
     m.terminate();
 }
+
+/// The double answers 400 to a recurrence Graph documents as invalid (so the test above
+/// would catch a malformed one), 201 to a valid one.
+#[test]
+fn the_graph_double_refuses_a_malformed_recurrence() {
+    use crate::support::davhttp::request;
+    use crate::support::graph_double as g;
+    let graph = GraphDouble::start();
+    let mut form = reqwest::Url::parse("http://form/").unwrap();
+    form.query_pairs_mut()
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("scope", "https://graph.microsoft.com/.default")
+        .append_pair("client_id", g::CLIENT_ID)
+        .append_pair("client_secret", g::CLIENT_SECRET);
+    let form = form.query().unwrap().to_string();
+    let token = request(
+        "POST",
+        &format!("{}/{}/oauth2/v2.0/token", graph.url(), g::TENANT),
+        None,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(&form),
+    );
+    let token: serde_json::Value = serde_json::from_str(&token.body).unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let post = |recurrence: serde_json::Value| {
+        let event = json!({"subject": "s",
+            "start": {"dateTime": "2026-11-09T09:30:00", "timeZone": "Europe/Paris"},
+            "end": {"dateTime": "2026-11-09T10:00:00", "timeZone": "Europe/Paris"},
+            "recurrence": recurrence});
+        request(
+            "POST",
+            &format!("{}/v1.0/users/{}/calendar/events", graph.url(), g::MAILBOX),
+            None,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&event.to_string()),
+        )
+        .status
+    };
+    let range = json!({"type": "noEnd", "startDate": "2026-11-09"});
+    let weekly = json!({"type": "weekly", "interval": 1, "daysOfWeek": ["monday"],
+                        "firstDayOfWeek": "monday"});
+    assert_eq!(post(json!({"pattern": weekly, "range": range})), 201);
+    for (pattern, range) in [
+        // weekly needs firstDayOfWeek
+        (
+            json!({"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]}),
+            range.clone(),
+        ),
+        (
+            json!({"type": "relativeMonthly", "interval": 1, "daysOfWeek": ["friday"], "index": "fifth"}),
+            range.clone(),
+        ),
+        (
+            json!({"type": "absoluteYearly", "interval": 1, "dayOfMonth": 1}),
+            range.clone(),
+        ),
+        (json!({"type": "hourly", "interval": 1}), range.clone()),
+        (json!({"type": "daily", "interval": 0}), range.clone()),
+        (
+            weekly.clone(),
+            json!({"type": "numbered", "startDate": "2026-11-09"}),
+        ),
+        (
+            weekly.clone(),
+            json!({"type": "endDate", "startDate": "2026-11-09"}),
+        ),
+        // not the start's date
+        (
+            weekly.clone(),
+            json!({"type": "noEnd", "startDate": "2026-11-10"}),
+        ),
+    ] {
+        assert_eq!(
+            post(json!({"pattern": pattern, "range": range})),
+            400,
+            "{pattern} {range}"
+        );
+    }
+    assert_eq!(graph.events().len(), 1);
+}
