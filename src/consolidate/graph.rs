@@ -22,8 +22,10 @@
 //!   durable outbox and is retried with its backoff.
 //!
 //! Mapped: SUMMARY, DESCRIPTION, LOCATION, DTSTART/DTEND (TZID, UTC or all-day), ATTENDEE
-//! (with PARTSTAT as the response), the source as a category. Not mapped: RRULE (a
-//! recurring event shows its first occurrence), instance-level (RECURRENCE-ID) changes.
+//! (with PARTSTAT as the response), the source as a category, RRULE as `recurrence`
+//! ([`recurrence`]; a rule Graph cannot express leaves the first occurrence and a warning).
+//! Not mapped: EXDATE/RDATE (Graph takes no exceptions when an event is created),
+//! instance-level (RECURRENCE-ID) changes.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,8 @@ use calcard::icalendar::ICalendar;
 use reqwest::{Method as HttpMethod, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+pub mod recurrence;
 
 use super::handler::{Applied, Destination};
 use crate::config::ConfigError;
@@ -381,6 +385,7 @@ pub fn event_json(ics: &str, uid: &str) -> Value {
     let mut attendees = Vec::new();
     let mut categories = Vec::new();
     let mut all_day = false;
+    let (mut rrules, mut exceptions, mut dtstart) = (Vec::new(), Vec::new(), None);
     for line in master_lines(ics) {
         let (name, params, value) = split(&line);
         match name.as_str() {
@@ -396,7 +401,12 @@ pub fn event_json(ics: &str, uid: &str) -> Value {
             "LOCATION" => {
                 event.insert("location".into(), json!({"displayName": unescape(&value)}));
             }
+            "RRULE" => rrules.push(value),
+            "EXDATE" | "RDATE" => exceptions.push(name),
             "DTSTART" | "DTEND" => {
+                if name == "DTSTART" {
+                    dtstart = Some((params.clone(), value.clone()));
+                }
                 let (dt, date) = date_time(&params, &value);
                 all_day |= date;
                 event.insert(if name == "DTSTART" { "start" } else { "end" }.into(), dt);
@@ -433,6 +443,25 @@ pub fn event_json(ics: &str, uid: &str) -> Value {
     if all_day {
         event.insert("isAllDay".into(), json!(true));
     }
+    // null when there is none: a PATCH then turns a former series into one event
+    let series = match (rrules.as_slice(), &dtstart) {
+        ([], _) => Value::Null,
+        ([rrule], Some((params, value))) => recurrence::recurrence(rrule, params, value)
+            .inspect(|_| {
+                if !exceptions.is_empty() {
+                    tracing::warn!(uid, "Graph destination: {} of the series not mapped (Graph takes no exceptions on create): those occurrences show", exceptions.join("/"));
+                }
+            })
+            .unwrap_or_else(|why| {
+                tracing::warn!(uid, "Graph destination: RRULE {rrule:?} not mapped, only the first occurrence shows: {why}");
+                Value::Null
+            }),
+        _ => {
+            tracing::warn!(uid, "Graph destination: several RRULEs (or none with DTSTART) not mapped, only the first occurrence shows");
+            Value::Null
+        }
+    };
+    event.insert("recurrence".into(), series);
     event.insert("attendees".into(), Value::Array(attendees));
     event.insert("categories".into(), Value::Array(categories));
     event.insert(
@@ -541,6 +570,23 @@ mod tests {
         assert_eq!(e["attendees"][0]["status"]["response"], "accepted");
         assert_eq!(e["categories"], json!(["paris"]));
         assert_eq!(e["singleValueExtendedProperties"][0]["value"], "u1");
+        assert!(e["recurrence"].is_null(), "no RRULE: no series");
+        let weekly = event_json(
+            &ics.replace("LOCATION", "RRULE:FREQ=WEEKLY;COUNT=4\r\nLOCATION"),
+            "u1",
+        );
+        assert_eq!(
+            weekly["recurrence"],
+            json!({"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["tuesday"],
+                               "firstDayOfWeek": "monday"},
+                   "range": {"type": "numbered", "numberOfOccurrences": 4,
+                             "startDate": "2026-11-10", "recurrenceTimeZone": "Europe/Paris"}})
+        );
+        let hourly = event_json(
+            &ics.replace("LOCATION", "RRULE:FREQ=HOURLY\r\nLOCATION"),
+            "u1",
+        );
+        assert!(hourly["recurrence"].is_null(), "first occurrence only");
         let day = event_json(
             "BEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20261224\r\nEND:VEVENT\r\n",
             "u2",

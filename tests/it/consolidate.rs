@@ -11,6 +11,8 @@ use crate::support::mailetd::Mailetd;
 use crate::support::python;
 use crate::support::radicale::{self, Radicale};
 
+mod graph_recurrence;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 /// An iTIP message with one VEVENT.
@@ -566,15 +568,7 @@ fn sogo_is_a_consolidated_destination() {
 fn microsoft_365_is_a_consolidated_destination_through_graph() {
     use crate::support::graph_double::{self as g, GraphDouble};
     let graph = GraphDouble::start();
-    let toml = format!(
-        "{SOURCES}\n[destinations.m365]\nkind = \"graph\"\ntenant = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nuser = \"{}\"\nlogin_url = \"{}\"\ngraph_url = \"{}/v1.0\"\n",
-        g::TENANT,
-        g::CLIENT_ID,
-        g::CLIENT_SECRET,
-        g::MAILBOX,
-        graph.url(),
-        graph.url()
-    );
+    let toml = format!("{SOURCES}{}", graph.destination_toml("m365"));
     let mailets = r#"
             <mailet match="All" class="ConsolidatedCalendar">
                 <destination>m365</destination>

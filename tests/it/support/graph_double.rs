@@ -16,6 +16,17 @@
 //!   `$expand=singleValueExtendedProperties($filter=id eq '…')` asks for them.
 //! - `POST /v1.0/users/{user}/calendar/events` (201): `start` and `end` are required
 //!   (`dateTime` + `timeZone`); `id` and `iCalUId` are minted by the server (read-only).
+//! - `recurrence` ("patternedRecurrence", "recurrencePattern", "recurrenceRange"): `null`
+//!   or `{pattern, range}` with only the documented properties; `pattern.type` one of
+//!   `daily`, `weekly`, `absoluteMonthly`, `relativeMonthly`, `absoluteYearly`,
+//!   `relativeYearly`, `interval` (required, positive) and each type's required properties
+//!   (`daysOfWeek` + `firstDayOfWeek` for weekly, `dayOfMonth` for absoluteMonthly,
+//!   `daysOfWeek` for relativeMonthly, `dayOfMonth` + `month` for absoluteYearly,
+//!   `daysOfWeek` + `month` for relativeYearly), every value a supported one;
+//!   `range.type` `endDate` (needs `endDate`), `noEnd` or `numbered` (needs a positive
+//!   `numberOfOccurrences`), `startDate` required and "the same value as the start property"
+//!   (checked when `recurrenceTimeZone` is absent or the start's). Anything else is a 400,
+//!   and the recurrence is stored as given.
 //! - `PATCH /v1.0/users/{user}/events/{id}` (200, only the given properties change),
 //!   `DELETE …/events/{id}` (204); 404 for an unknown id.
 //! - Throttling on demand: the next N Graph requests get 429 `TooManyRequests` with
@@ -99,6 +110,14 @@ impl GraphDouble {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A `[destinations.<name>]` table of `mailetd.toml` writing to this double's mailbox.
+    pub fn destination_toml(&self, name: &str) -> String {
+        format!(
+            "\n[destinations.{name}]\nkind = \"graph\"\ntenant = \"{TENANT}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\nuser = \"{MAILBOX}\"\nlogin_url = \"{0}\"\ngraph_url = \"{0}/v1.0\"\n",
+            self.url()
+        )
+    }
+
     /// The events of the mailbox's calendar.
     pub fn events(&self) -> Vec<Value> {
         self.state.lock().unwrap().events.clone()
@@ -129,6 +148,167 @@ fn oauth_error(status: StatusCode, code: &str) -> Response {
         axum::Json(json!({"error": code, "error_description": code})),
     )
         .into_response()
+}
+
+/// 400 `ErrorInvalidRequest` saying why.
+fn invalid(why: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": {"code": "ErrorInvalidRequest", "message": why}})),
+    )
+        .into_response()
+}
+
+const DAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
+
+/// Checks a `recurrence` (patternedRecurrence) against the documented contract.
+fn check_recurrence(recurrence: &Value, start: &Value) -> Result<(), String> {
+    if recurrence.is_null() {
+        return Ok(());
+    }
+    let only = |object: &Value, what: &str, keys: &[&str]| -> Result<(), String> {
+        let map = object
+            .as_object()
+            .ok_or_else(|| format!("{what} is not an object"))?;
+        match map
+            .keys()
+            .find(|k| !k.starts_with("@odata.") && !keys.contains(&k.as_str()))
+        {
+            Some(k) => Err(format!("{what} has no property {k}")),
+            None => Ok(()),
+        }
+    };
+    only(recurrence, "recurrence", &["pattern", "range"])?;
+    let (pattern, range) = (&recurrence["pattern"], &recurrence["range"]);
+    only(
+        pattern,
+        "pattern",
+        &[
+            "type",
+            "interval",
+            "daysOfWeek",
+            "dayOfMonth",
+            "month",
+            "firstDayOfWeek",
+            "index",
+        ],
+    )?;
+    only(
+        range,
+        "range",
+        &[
+            "type",
+            "startDate",
+            "endDate",
+            "numberOfOccurrences",
+            "recurrenceTimeZone",
+        ],
+    )?;
+    let number = |v: &Value, what: &str, range: std::ops::RangeInclusive<i64>| match v.as_i64() {
+        Some(n) if range.contains(&n) => Ok(()),
+        _ => Err(format!("{what} {v} is not in {range:?}")),
+    };
+    let day = |v: &Value, what: &str| match v.as_str() {
+        Some(d) if DAYS.contains(&d) => Ok(()),
+        _ => Err(format!("{what} {v} is not a dayOfWeek")),
+    };
+    let required: &[&str] = match pattern["type"].as_str().unwrap_or_default() {
+        "daily" => &[],
+        "weekly" => &["daysOfWeek", "firstDayOfWeek"],
+        "absoluteMonthly" => &["dayOfMonth"],
+        "relativeMonthly" => &["daysOfWeek"],
+        "absoluteYearly" => &["dayOfMonth", "month"],
+        "relativeYearly" => &["daysOfWeek", "month"],
+        other => {
+            return Err(format!(
+                "pattern.type {other:?} is not a recurrencePatternType"
+            ));
+        }
+    };
+    if let Some(missing) = required.iter().find(|k| pattern[**k].is_null()) {
+        return Err(format!(
+            "pattern.{missing} is required for {}",
+            pattern["type"]
+        ));
+    }
+    number(
+        &pattern["interval"],
+        "pattern.interval",
+        1..=i64::from(i32::MAX),
+    )?;
+    if let Some(days) = pattern.get("daysOfWeek") {
+        let days = days
+            .as_array()
+            .filter(|d| !d.is_empty())
+            .ok_or("pattern.daysOfWeek is not a list of days")?;
+        days.iter().try_for_each(|d| day(d, "pattern.daysOfWeek"))?;
+    }
+    if let Some(d) = pattern.get("firstDayOfWeek") {
+        day(d, "pattern.firstDayOfWeek")?;
+    }
+    if let Some(n) = pattern.get("dayOfMonth") {
+        number(n, "pattern.dayOfMonth", 1..=31)?;
+    }
+    if let Some(n) = pattern.get("month") {
+        number(n, "pattern.month", 1..=12)?;
+    }
+    if let Some(index) = pattern.get("index")
+        && !["first", "second", "third", "fourth", "last"].contains(&index.as_str().unwrap_or(""))
+    {
+        return Err(format!("pattern.index {index} is not a weekIndex"));
+    }
+    let date = |v: &Value, what: &str| match v.as_str() {
+        Some(d) if is_date(d) => Ok(d.to_string()),
+        _ => Err(format!("{what} {v} is not a Date")),
+    };
+    let start_date = date(&range["startDate"], "range.startDate")?;
+    match range["type"].as_str().unwrap_or_default() {
+        "endDate" => {
+            date(&range["endDate"], "range.endDate")?;
+        }
+        "numbered" => number(
+            &range["numberOfOccurrences"],
+            "range.numberOfOccurrences",
+            1..=i64::from(i32::MAX),
+        )?,
+        "noEnd" => {}
+        other => return Err(format!("range.type {other:?} is not a recurrenceRangeType")),
+    }
+    if let Some(zone) = range.get("recurrenceTimeZone")
+        && !zone.is_string()
+    {
+        return Err("range.recurrenceTimeZone is not a string".into());
+    }
+    let same_zone = range
+        .get("recurrenceTimeZone")
+        .is_none_or(|z| *z == start["timeZone"]);
+    let start_day = start["dateTime"].as_str().and_then(|d| d.get(..10));
+    if same_zone && start_day != Some(start_date.as_str()) {
+        return Err(format!(
+            "range.startDate {start_date} is not the date of start {}",
+            start["dateTime"]
+        ));
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD`.
+fn is_date(d: &str) -> bool {
+    let b = d.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && d[..4].parse::<u16>().is_ok()
+        && d[5..7].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
+        && d[8..].parse::<u8>().is_ok_and(|m| (1..=31).contains(&m))
 }
 
 /// The text between the first pair of single quotes after `after`.
@@ -308,6 +488,9 @@ fn answer(
                     return error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest");
                 }
             }
+            if let Err(why) = check_recurrence(&event["recurrence"], &event["start"]) {
+                return invalid(&why);
+            }
             s.next_id += 1;
             event["id"] = json!(format!("AAMkAD{:06}=", s.next_id));
             event["iCalUId"] = json!(format!(
@@ -331,6 +514,12 @@ fn answer(
                     let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(body) else {
                         return error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest");
                     };
+                    if let Some(recurrence) = patch.get("recurrence") {
+                        let start = patch.get("start").unwrap_or(&s.events[i]["start"]);
+                        if let Err(why) = check_recurrence(recurrence, start) {
+                            return invalid(&why);
+                        }
+                    }
                     for (k, v) in patch {
                         if k == "id" || k == "iCalUId" {
                             continue;
