@@ -175,15 +175,7 @@ impl CalDavCollect {
         if source.is_empty() {
             return Err(config.error("parameter <source> of CalDavCollect is empty"));
         }
-        let alignment = match config.parameter("alignmentMode") {
-            None => AlignmentMode::Strict,
-            Some(p) => AlignmentMode::parse(&p.value).ok_or_else(|| {
-                p.position.error(format!(
-                    "alignmentMode is {:?}: expected strict, sameDomain or none",
-                    p.value
-                ))
-            })?,
-        };
+        let alignment = AlignmentMode::from_config(config)?;
         let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
         let allow_public = config.get_bool("allowPublic", false)?;
         if ctx.settings.dav.dialect == DavDialect::Caldav {

@@ -149,15 +149,7 @@ impl ConsolidatedCalendar {
                 methods
             }
         };
-        let alignment = match config.parameter("alignmentMode") {
-            None => AlignmentMode::Strict,
-            Some(p) => AlignmentMode::parse(&p.value).ok_or_else(|| {
-                p.position.error(format!(
-                    "alignmentMode is {:?}: expected strict, sameDomain or none",
-                    p.value
-                ))
-            })?,
-        };
+        let alignment = AlignmentMode::from_config(config)?;
         if config.parameter("calendarId").is_some() {
             return Err(config.error(
                 "parameter <calendarId> does not apply to ConsolidatedCalendar: the destination's calendar_url names the calendar",

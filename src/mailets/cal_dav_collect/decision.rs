@@ -1,8 +1,10 @@
 //! The decision whether one iTIP JSON document is passed on: sender alignment, own replies,
 //! PUBLISH and task filtering (shared by `CalDavCollect` and `ConsolidatedCalendar`).
 
+use crate::config::ConfigError;
 use crate::ical::{self, CalendarFacts};
 use crate::mail::MailAddress;
+use crate::pipeline::MailetConfig;
 
 /// How the JSON `sender` must relate to the calendar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,19 @@ impl AlignmentMode {
             "samedomain" => Some(AlignmentMode::SameDomain),
             "none" => Some(AlignmentMode::None),
             _ => None,
+        }
+    }
+
+    /// The `alignmentMode` parameter of a mailet (default `strict`), or an error at its line.
+    pub fn from_config(config: &MailetConfig) -> Result<AlignmentMode, ConfigError> {
+        match config.parameter("alignmentMode") {
+            None => Ok(AlignmentMode::Strict),
+            Some(p) => AlignmentMode::parse(&p.value).ok_or_else(|| {
+                p.position.error(format!(
+                    "alignmentMode is {:?}: expected strict, sameDomain or none",
+                    p.value
+                ))
+            }),
         }
     }
 
