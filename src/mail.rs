@@ -227,6 +227,15 @@ pub mod attributes {
     pub const PROCESSING_ERROR_COUNT: &str = "mail-processing-error-count";
 }
 
+/// Whether `address` is in a list of lowercase addresses and domains (a mailet's
+/// `organizers`, `recipients`…): listed itself, or by its domain.
+pub fn in_address_list(list: &[String], address: &str) -> bool {
+    let address = address.to_ascii_lowercase();
+    let domain = address.rsplit_once('@').map(|(_, d)| d);
+    list.iter()
+        .any(|item| *item == address || Some(item.as_str()) == domain)
+}
+
 /// Process-unique mail identifier, sortable by arrival.
 pub type MailId = u64;
 

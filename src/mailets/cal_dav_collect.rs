@@ -61,7 +61,7 @@ use crate::dav::caldav::handler::ItipJob;
 use crate::dav::esn_itip;
 use crate::ical;
 use crate::ical_json::DocumentRef;
-use crate::mail::{AttributeValue, Mail, MailAddress};
+use crate::mail::{AttributeValue, Mail};
 use crate::outbox::OutboxJob;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
@@ -108,34 +108,13 @@ const CALDAV_PARAMETERS: &[&str] = &[
 impl CalDavParams {
     /// Reads and validates the caldav parameters.
     pub fn from_config(config: &MailetConfig) -> Result<CalDavParams, ConfigError> {
-        let mut organizers = Vec::new();
-        if let Some(p) = config.parameter("organizers") {
-            for item in p.value.split([',', ' ', '\n', '\t']).map(str::trim) {
-                if item.is_empty() {
-                    continue;
-                }
-                let item = item.trim_start_matches("mailto:").to_ascii_lowercase();
-                let valid = match item.split_once('@') {
-                    Some((local, domain)) => {
-                        !local.is_empty()
-                            && MailAddress::parse(&item).is_ok()
-                            && domain.contains('.')
-                    }
-                    None => item.contains('.') && !item.contains(['/', ':', '<', '>']),
-                };
-                if !valid {
-                    return Err(p.position.error(format!(
-                        "organizers: {item:?} is neither an address nor a domain"
-                    )));
-                }
-                organizers.push(item);
-            }
-            if organizers.is_empty() {
-                return Err(p.position.error(
-                    "organizers is empty: leave it out to let any organizer create events",
-                ));
-            }
-        }
+        let organizers = match config.parameter("organizers") {
+            None => Vec::new(),
+            Some(p) => super::address_list::addresses_or_domains(
+                p,
+                "leave it out to let any organizer create events",
+            )?,
+        };
         let collection = |name: &str| -> Result<Option<String>, ConfigError> {
             let Some(p) = config.parameter(name) else {
                 return Ok(None);

@@ -32,7 +32,8 @@ use crate::consolidate::handler::ConsolidatedJob;
 use crate::consolidate::sources::{self, Sources};
 use crate::consolidate::stats;
 use crate::dav::caldav::apply::{Method, Options};
-use crate::mail::{AttributeValue, Mail};
+use crate::mail::{AttributeValue, Mail, in_address_list};
+use crate::mailets::address_list;
 use crate::mailets::cal_dav_collect::{AlignmentMode, CalDavParams, Policy, decide};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
@@ -51,12 +52,6 @@ pub struct ConsolidatedCalendar {
     alignment: AlignmentMode,
     categories: bool,
     options: Options,
-}
-
-fn list(text: &str) -> impl Iterator<Item = &str> {
-    text.split([',', ' ', '\n', '\t'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 impl ConsolidatedCalendar {
@@ -90,7 +85,7 @@ impl ConsolidatedCalendar {
         let configured = Sources::new(&ctx.settings.sources)?;
         let mut sources = Vec::new();
         if let Some(p) = config.parameter("sources") {
-            for name in list(&p.value) {
+            for name in address_list::items(&p.value) {
                 if !configured.contains(name) {
                     return Err(p.position.error(format!(
                         "sources: {name:?} is not the name of a [[sources]] entry of mailetd.toml"
@@ -104,35 +99,15 @@ impl ConsolidatedCalendar {
                     .error("sources is empty: leave it out to take every mail"));
             }
         }
-        let mut recipients = Vec::new();
-        if let Some(p) = config.parameter("recipients") {
-            for item in list(&p.value) {
-                let item = item
-                    .trim_start_matches("mailto:")
-                    .trim_start_matches('@')
-                    .to_ascii_lowercase();
-                let valid = match item.split_once('@') {
-                    Some((local, domain)) => !local.is_empty() && domain.contains('.'),
-                    None => item.contains('.') && !item.contains(['/', ':', '<', '>']),
-                };
-                if !valid {
-                    return Err(p.position.error(format!(
-                        "recipients: {item:?} is neither an address nor a domain"
-                    )));
-                }
-                recipients.push(item);
-            }
-            if recipients.is_empty() {
-                return Err(p
-                    .position
-                    .error("recipients is empty: leave it out to take any recipient"));
-            }
-        }
+        let recipients = match config.parameter("recipients") {
+            None => Vec::new(),
+            Some(p) => address_list::addresses_or_domains(p, "leave it out to take any recipient")?,
+        };
         let methods = match config.parameter("methods") {
             None => DEFAULT_METHODS.to_vec(),
             Some(p) => {
                 let mut methods = Vec::new();
-                for name in list(&p.value) {
+                for name in address_list::items(&p.value) {
                     let method = ALL_METHODS
                         .iter()
                         .find(|m| m.as_str().eq_ignore_ascii_case(name))
@@ -169,11 +144,7 @@ impl ConsolidatedCalendar {
     }
 
     fn wants_recipient(&self, recipient: &str) -> bool {
-        self.recipients.is_empty()
-            || self
-                .recipients
-                .iter()
-                .any(|r| r == recipient || recipient.rsplit_once('@').is_some_and(|(_, d)| d == r))
+        self.recipients.is_empty() || in_address_list(&self.recipients, recipient)
     }
 }
 

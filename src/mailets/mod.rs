@@ -2,6 +2,7 @@
 //! that builds them from `<mailet class="…">`. Adding a mailet: one file, one line below.
 
 mod add_header;
+mod address_list;
 mod amqp_forward_attribute;
 pub mod cal_dav_collect;
 mod card_dav_collected_contact;

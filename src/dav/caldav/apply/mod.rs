@@ -100,12 +100,7 @@ impl Options {
             return Ok(());
         }
         let organizer = organizer.unwrap_or("").to_ascii_lowercase();
-        let domain = organizer.rsplit_once('@').map(|(_, d)| d);
-        if self
-            .organizers
-            .iter()
-            .any(|o| *o == organizer || Some(o.as_str()) == domain)
-        {
+        if crate::mail::in_address_list(&self.organizers, &organizer) {
             Ok(())
         } else {
             Err(format!(
