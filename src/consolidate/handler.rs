@@ -210,7 +210,7 @@ impl JobHandler for ConsolidatedHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let consolidated: ConsolidatedJob = match serde_json::from_value(job.payload.clone()) {
+        let consolidated = match ConsolidatedJob::deserialize(&job.payload) {
             Ok(j) => j,
             Err(e) => return fail(None, format!("malformed {KIND} job: {e}")),
         };

@@ -69,8 +69,7 @@ impl ContactJob {
 
     /// Reads the payload of a contact job.
     pub fn from_job(job: &OutboxJob) -> Result<Self, String> {
-        serde_json::from_value(job.payload.clone())
-            .map_err(|e| format!("malformed contact job payload: {e}"))
+        Self::deserialize(&job.payload).map_err(|e| format!("malformed contact job payload: {e}"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! `CalDavCollect` does (`ITIP {dav.api.uri}/calendars/{userId}`, impersonating the
 //! recipient), but with retries instead of a log line when something is down.
 
+use serde::Deserialize;
 use std::sync::Arc;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -50,8 +51,7 @@ pub fn body(job: &OutboxJob) -> Option<String> {
     if let Some(body) = job.payload.get("body").and_then(|v| v.as_str()) {
         return Some(body.to_string());
     }
-    let document: ItipDocument =
-        serde_json::from_value(job.payload.get("document")?.clone()).ok()?;
+    let document = ItipDocument::deserialize(job.payload.get("document")?).ok()?;
     let ical = job.shared.as_deref()?;
     String::from_utf8(document.render(ical)).ok()
 }

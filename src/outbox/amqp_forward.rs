@@ -243,7 +243,7 @@ impl JobHandler for AmqpForwardHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let endpoint: Endpoint = match serde_json::from_value(job.payload["endpoint"].clone()) {
+        let endpoint = match Endpoint::deserialize(&job.payload["endpoint"]) {
             Ok(e) => e,
             Err(e) => return Delivery::Permanent(format!("malformed amqp-forward job: {e}")),
         };

@@ -362,7 +362,7 @@ impl JobHandler for CalDavItipHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let mut itip: ItipJob = match serde_json::from_value(job.payload.clone()) {
+        let mut itip = match ItipJob::deserialize(&job.payload) {
             Ok(j) => j,
             Err(e) => {
                 self.count(|c| &c.error);
