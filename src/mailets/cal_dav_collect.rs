@@ -59,7 +59,6 @@ use crate::dav::DavServices;
 use crate::dav::caldav::apply::Options;
 use crate::dav::caldav::handler::ItipJob;
 use crate::dav::esn_itip;
-use crate::ical;
 use crate::ical_json::DocumentRef;
 use crate::mail::{AttributeValue, Mail};
 use crate::outbox::OutboxJob;
@@ -379,12 +378,8 @@ impl CalDavCollect {
                     None,
                 ),
             };
-            let is_task = match &document {
-                Document::Shared(d) => d.parsed.is_some_and(|c| !c.facts().has_event),
-                Document::Text(_) => ical::facts(&ical).is_ok_and(|f| !f.has_event),
-            };
             let calendar_id = match &params.tasks_calendar_id {
-                Some(tasks) if is_task => Some(tasks.clone()),
+                Some(tasks) if accepted.is_task => Some(tasks.clone()),
                 _ => params.calendar_id.clone(),
             };
             let mut job = ItipJob {

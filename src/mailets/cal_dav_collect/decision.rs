@@ -94,6 +94,8 @@ fn is_attendee_method(method: &str) -> bool {
 pub struct Accepted {
     /// Recipient email, local part lowercased.
     pub recipient: MailAddress,
+    /// A task (VTODO, no VEVENT): goes to the tasks calendar.
+    pub is_task: bool,
 }
 
 /// tmail's decision for one JSON document (steps 1–4 of the spec), and mailetd's
@@ -147,5 +149,6 @@ pub fn decide_on(
     }
     Ok(Accepted {
         recipient: recipient.lowercased(),
+        is_task: !calendar.has_event,
     })
 }
