@@ -83,25 +83,8 @@ pub struct GraphDouble {
 impl GraphDouble {
     /// Starts the double on a free loopback port, in a thread of its own.
     pub fn start() -> GraphDouble {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let port = std_listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                let app = axum::Router::new().fallback(move |req: Request<Body>| {
-                    let state = shared.clone();
-                    async move { handle(state, req).await }
-                });
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let port = super::serve_double(state.clone(), handle);
         GraphDouble { port, state }
     }
 

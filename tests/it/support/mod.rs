@@ -110,3 +110,31 @@ fn a_missing_peer_fails_only_under_ci() {
     }
     assert!(peer_installed(true, "nothing is missing"));
 }
+
+/// Serves the HTTP double `handle` (called with a clone of `state` per request) on a free
+/// loopback port from a thread of its own, for the rest of the test process; its port.
+pub fn serve_double<S, F, Fut>(state: S, handle: F) -> u16
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, axum::http::Request<axum::body::Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let app =
+                axum::Router::new().fallback(move |req: axum::http::Request<axum::body::Body>| {
+                    handle(state.clone(), req)
+                });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    port
+}
