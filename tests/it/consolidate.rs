@@ -79,6 +79,42 @@ pub fn send(m: &Mailetd, helo: &str, from: &str, to: &[&str], mail: &str) {
     );
 }
 
+/// The organizer of the internal meeting the tests mirror, and its invitees, one per site.
+pub const ORGANIZER: &str = "ceo@corp.example";
+/// See [`ORGANIZER`].
+pub const INVITEES: [&str; 2] = ["ann@paris.example", "luc@lyon.example"];
+
+/// Mails `ics` as the site `site` (`paris` or `lyon`) mirrors it: from that site's relay, to
+/// that site's invitee, with Message-ID `id`.
+pub fn mirror(m: &Mailetd, site: &str, id: &str, ics: &str) {
+    let (helo, rcpts) = match site {
+        "paris" => ("mx.paris.example", &INVITEES[..1]),
+        "lyon" => ("smtp.lyon.example", &INVITEES[1..]),
+        other => panic!("no site {other}"),
+    };
+    send(
+        m,
+        helo,
+        ORGANIZER,
+        rcpts,
+        &imip(ORGANIZER, &INVITEES, "", id, ics),
+    );
+}
+
+/// A mailetd whose ConsolidatedCalendar writes everything to `graph`'s mailbox.
+pub fn start_with_graph(graph: &crate::support::graph_double::GraphDouble) -> Mailetd {
+    let toml = format!("{SOURCES}{}", graph.destination_toml("m365"));
+    let mailets = r#"
+            <mailet match="All" class="ConsolidatedCalendar">
+                <destination>m365</destination>
+                <attribute>icalendarAsJson2</attribute>
+            </mailet>"#;
+    Mailetd::start(&[
+        ("mailetd.toml", toml),
+        ("mailetcontainer.xml", container(mailets)),
+    ])
+}
+
 /// Sends `mail` with swaks, saying `helo`.
 pub fn send_swaks(m: &Mailetd, helo: &str, from: &str, to: &str, mail: &str) {
     let path = m.dir.path().join(format!("mail-{}.eml", rand_suffix()));
@@ -393,24 +429,11 @@ fn the_same_meeting_from_two_sites_is_one_event_and_a_cancel_cancels_it() {
     ]);
     // An internal meeting of corp.example, invitees at both sites: both sites' servers
     // mirror their copy (other Message-IDs, other relays).
-    let org = "ceo@corp.example";
-    let to = ["ann@paris.example", "luc@lyon.example"];
+    let (org, to) = (ORGANIZER, INVITEES);
     let v0 = itip("REQUEST", "board-1", 0, org, &to);
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to[..1],
-        &imip(org, &to, "", "paris-copy", &v0),
-    );
+    mirror(&m, "paris", "paris-copy", &v0);
     wait_invitations(&m, "paris", (2, 2, 0));
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "lyon-copy", &v0),
-    );
+    mirror(&m, "lyon", "lyon-copy", &v0);
     wait_invitations(&m, "lyon", (2, 2, 0));
     let events = r.events("/team/calendar/");
     assert_eq!(events.len(), 1, "one event for two copies: {events:#?}");
@@ -442,13 +465,7 @@ fn the_same_meeting_from_two_sites_is_one_event_and_a_cancel_cancels_it() {
         "{after_reply}"
     );
     let cancel = itip("CANCEL", "board-1", 1, org, &to);
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "cancel", &cancel),
-    );
+    mirror(&m, "lyon", "cancel", &cancel);
     wait_invitations(&m, "lyon", (5, 5, 0));
     let events = r.events("/team/calendar/");
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -493,24 +510,11 @@ fn sogo_is_a_consolidated_destination() {
         login: "team",
         password: "team-secret",
     };
-    let org = "ceo@corp.example";
-    let to = ["ann@paris.example", "luc@lyon.example"];
+    let (org, to) = (ORGANIZER, INVITEES);
     let v0 = itip("REQUEST", "sogo-board-1", 0, org, &to);
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to[..1],
-        &imip(org, &to, "", "sogo-paris", &v0),
-    );
+    mirror(&m, "paris", "sogo-paris", &v0);
     wait_invitations(&m, "paris", (1, 1, 0));
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "sogo-lyon", &v0),
-    );
+    mirror(&m, "lyon", "sogo-lyon", &v0);
     wait_invitations(&m, "lyon", (1, 1, 0));
     let events = team.events(&Sogo::calendar_path("team"));
     assert_eq!(events.len(), 1, "{events:#?}\n{}", m.log());
@@ -528,13 +532,7 @@ fn sogo_is_a_consolidated_destination() {
 
     let v1 = itip("REQUEST", "sogo-board-1", 1, org, &to)
         .replace("SUMMARY:Site sync", "SUMMARY:Moved: Site sync");
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "sogo-v1", &v1),
-    );
+    mirror(&m, "lyon", "sogo-v1", &v1);
     wait_invitations(&m, "lyon", (2, 2, 0));
     let events = team.events(&Sogo::calendar_path("team"));
     assert_eq!(
@@ -544,13 +542,7 @@ fn sogo_is_a_consolidated_destination() {
     assert_eq!(values(&events[0], "X-MAILETD-SOURCE"), vec!["lyon"]);
 
     let cancel = itip("CANCEL", "sogo-board-1", 2, org, &to);
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to[..1],
-        &imip(org, &to, "", "sogo-cancel", &cancel),
-    );
+    mirror(&m, "paris", "sogo-cancel", &cancel);
     wait_invitations(&m, "paris", (2, 2, 0));
     let events = team.events(&Sogo::calendar_path("team"));
     assert_eq!(events.len(), 1);
@@ -568,34 +560,12 @@ fn sogo_is_a_consolidated_destination() {
 fn microsoft_365_is_a_consolidated_destination_through_graph() {
     use crate::support::graph_double::{self as g, GraphDouble};
     let graph = GraphDouble::start();
-    let toml = format!("{SOURCES}{}", graph.destination_toml("m365"));
-    let mailets = r#"
-            <mailet match="All" class="ConsolidatedCalendar">
-                <destination>m365</destination>
-                <attribute>icalendarAsJson2</attribute>
-            </mailet>"#;
-    let mut m = Mailetd::start(&[
-        ("mailetd.toml", toml),
-        ("mailetcontainer.xml", container(mailets)),
-    ]);
-    let org = "ceo@corp.example";
-    let to = ["ann@paris.example", "luc@lyon.example"];
+    let mut m = start_with_graph(&graph);
+    let (org, to) = (ORGANIZER, INVITEES);
     let v0 = itip("REQUEST", "m365-board-1", 0, org, &to);
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to[..1],
-        &imip(org, &to, "", "m365-paris", &v0),
-    );
+    mirror(&m, "paris", "m365-paris", &v0);
     wait_invitations(&m, "paris", (1, 1, 0));
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "m365-lyon", &v0),
-    );
+    mirror(&m, "lyon", "m365-lyon", &v0);
     wait_invitations(&m, "lyon", (1, 1, 0));
     let events = graph.events();
     assert_eq!(events.len(), 1, "one event for two copies: {events:#?}");
@@ -610,13 +580,7 @@ fn microsoft_365_is_a_consolidated_destination_through_graph() {
     // an update, then a CANCEL met by throttling: nothing is sent before Retry-After
     let v1 = itip("REQUEST", "m365-board-1", 1, org, &to)
         .replace("SUMMARY:Site sync", "SUMMARY:Moved: Site sync");
-    send(
-        &m,
-        "smtp.lyon.example",
-        org,
-        &to[1..],
-        &imip(org, &to, "", "m365-v1", &v1),
-    );
+    mirror(&m, "lyon", "m365-v1", &v1);
     wait_invitations(&m, "lyon", (2, 2, 0));
     assert_eq!(
         graph.events()[0]["subject"],
@@ -624,13 +588,7 @@ fn microsoft_365_is_a_consolidated_destination_through_graph() {
     );
     graph.throttle_next(1, 3);
     let cancel = itip("CANCEL", "m365-board-1", 2, org, &to);
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to[..1],
-        &imip(org, &to, "", "m365-cancel", &cancel),
-    );
+    mirror(&m, "paris", "m365-cancel", &cancel);
     wait_invitations(&m, "paris", (2, 2, 0));
     assert!(graph.events().is_empty(), "{:#?}", graph.events());
     let seen = graph.seen();

@@ -4,9 +4,8 @@
 
 use serde_json::json;
 
-use super::{container, imip, send, wait_invitations};
+use super::wait_invitations;
 use crate::support::graph_double::GraphDouble;
-use crate::support::mailetd::Mailetd;
 
 /// A REQUEST for a meeting in Paris time starting Monday 2026-11-09 09:30, repeating by `rrule`.
 fn recurring(uid: &str, rrule: &str) -> String {
@@ -22,28 +21,12 @@ fn recurring(uid: &str, rrule: &str) -> String {
 #[test]
 fn a_weekly_meeting_reaches_microsoft_365_as_a_series() {
     let graph = GraphDouble::start();
-    let toml = format!("{}{}", super::SOURCES, graph.destination_toml("m365"));
-    let mailets = r#"
-            <mailet match="All" class="ConsolidatedCalendar">
-                <destination>m365</destination>
-                <attribute>icalendarAsJson2</attribute>
-            </mailet>"#;
-    let mut m = Mailetd::start(&[
-        ("mailetd.toml", toml),
-        ("mailetcontainer.xml", container(mailets)),
-    ]);
-    let (org, to) = ("ceo@corp.example", ["ann@paris.example"]);
+    let mut m = super::start_with_graph(&graph);
     let weekly = recurring(
         "weekly-standup",
         "FREQ=WEEKLY;BYDAY=MO,WE;UNTIL=20261216T083000Z;WKST=MO",
     );
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to,
-        &imip(org, &to, "", "rr-1", &weekly),
-    );
+    super::mirror(&m, "paris", "rr-1", &weekly);
     wait_invitations(&m, "paris", (1, 1, 0));
     let events = graph.events();
     assert_eq!(events.len(), 1, "{events:#?}");
@@ -63,13 +46,7 @@ fn a_weekly_meeting_reaches_microsoft_365_as_a_series() {
 
     // every hour: Graph has no such pattern; the first occurrence, and a warning
     let hourly = recurring("hourly-ping", "FREQ=HOURLY;COUNT=3");
-    send(
-        &m,
-        "mx.paris.example",
-        org,
-        &to,
-        &imip(org, &to, "", "rr-2", &hourly),
-    );
+    super::mirror(&m, "paris", "rr-2", &hourly);
     wait_invitations(&m, "paris", (2, 2, 0));
     let events = graph.events();
     let ping = events
