@@ -13,6 +13,7 @@ use base64::Engine;
 
 use crate::ops::{
     WAIT, default_conf_in, example_file, fixture, http_get, json_of, metrics, send_file,
+    twake_against,
 };
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
 use crate::support::mailetd::Mailetd;
@@ -244,16 +245,7 @@ fn invitation(method: &str, n: usize) -> String {
 fn itip_methods_from_mail_content_are_bounded_metric_labels() {
     let double = EsnDouble::start();
     double.add_user("bob@linagora.local");
-    let env = double.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let m = Mailetd::start_with(
-        free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            ("openpaas.properties", example_file("openpaas.properties")),
-        ],
-        &env,
-    );
+    let m = twake_against(&double, &[]);
     wait_for_port(m.http_port, WAIT);
     let dir = tempfile::tempdir().unwrap();
     let methods: Vec<String> = (0..40).map(|i| format!("XRANDOM{i:04}Q")).collect();

@@ -129,6 +129,19 @@ pub(crate) fn example_file(name: &str) -> String {
     .unwrap()
 }
 
+/// mailetd with the Twake example (`mailetcontainer.xml`, `openpaas.properties`) against
+/// `double`, plus `files` (e.g. a `mailetd.toml`).
+pub(crate) fn twake_against(double: &EsnDouble, files: &[(&str, String)]) -> Mailetd {
+    let env = double.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut all = vec![
+        ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
+        ("openpaas.properties", example_file("openpaas.properties")),
+    ];
+    all.extend(files.iter().cloned());
+    Mailetd::start_with(free_port(), &all, &env)
+}
+
 #[test]
 fn health_ready_metrics_and_status_follow_smtp_traffic() {
     let port = free_port();
@@ -682,16 +695,7 @@ fn mailetd_never_relays_nor_sends_mail() {
     );
     let double = EsnDouble::start();
     double.add_user("bob@linagora.local");
-    let env = double.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let twake = Mailetd::start_with(
-        free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            ("openpaas.properties", example_file("openpaas.properties")),
-        ],
-        &env,
-    );
+    let twake = twake_against(&double, &[]);
     send_file(
         twake.smtp_port,
         "alice@remote.example",
@@ -1131,19 +1135,12 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
     let double = EsnDouble::start();
     double.add_user("bob@linagora.local");
     double.add_user("carol@linagora.local");
-    let env = double.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let m = Mailetd::start_with(
-        free_port(),
-        &[
-            ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
-            ("openpaas.properties", example_file("openpaas.properties")),
-            (
-                "mailetd.toml",
-                "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n".into(),
-            ),
-        ],
-        &env,
+    let m = twake_against(
+        &double,
+        &[(
+            "mailetd.toml",
+            "data_dir = \"var\"\n[outbox]\nretry_base_secs = 1\nretry_max_secs = 1\n".into(),
+        )],
     );
     wait_for_port(m.http_port, WAIT);
     let ready = json_of(m.http_port, "/health/ready");
