@@ -336,8 +336,18 @@ struct Collector {
 
 impl Collector {
     pub(crate) fn start(server: &Server) -> Collector {
+        Collector::with_parameters(server, "")
+    }
+
+    /// A collector whose CalDavCollect also gets `parameters` (XML elements).
+    fn with_parameters(server: &Server, parameters: &str) -> Collector {
+        let container = CONTAINER.replace(
+            "<source>icalendarAsJson2</source>\n            </mailet>",
+            &format!("<source>icalendarAsJson2</source>{parameters}\n            </mailet>"),
+        );
+        assert!(parameters.is_empty() || container != CONTAINER);
         let mailetd = Mailetd::start(&[
-            ("mailetcontainer.xml", CONTAINER.to_string()),
+            ("mailetcontainer.xml", container),
             ("domainlist.xml", DOMAINS.to_string()),
             ("mailetd.toml", server.toml()),
         ]);
@@ -786,19 +796,10 @@ fn calendar_id_delete_canceled_and_organizers(kind: Kind) {
         Some(&davhttp::mkcalendar_body("work")),
     );
     assert_eq!(r.status, 201, "{r:?}");
-    let container = CONTAINER.replace(
-        "<source>icalendarAsJson2</source>\n            </mailet>",
-        "<source>icalendarAsJson2</source>\n                <calendarId>work</calendarId>\n                <deleteCanceled>true</deleteCanceled>\n                <organizers>partner.example</organizers>\n            </mailet>",
+    let mailetd = Collector::with_parameters(
+        &server,
+        "\n                <calendarId>work</calendarId>\n                <deleteCanceled>true</deleteCanceled>\n                <organizers>partner.example</organizers>",
     );
-    assert_ne!(container, CONTAINER);
-    let mailetd = Collector {
-        mailetd: Mailetd::start(&[
-            ("mailetcontainer.xml", container),
-            ("domainlist.xml", DOMAINS.to_string()),
-            ("mailetd.toml", server.toml()),
-        ]),
-        sent: std::cell::Cell::new(0),
-    };
     let attendees = [(BOB, "NEEDS-ACTION")];
     let v0 = vevent(
         "work-1",
@@ -1180,19 +1181,10 @@ fn tasks_request_reply_cancel(kind: Kind) {
         Some(body),
     );
     assert_eq!(r.status, 201, "{r:?}");
-    let container = CONTAINER.replace(
-        "<source>icalendarAsJson2</source>\n            </mailet>",
-        "<source>icalendarAsJson2</source>\n                <tasksCalendarId>tasks</tasksCalendarId>\n            </mailet>",
+    let mailetd = Collector::with_parameters(
+        &server,
+        "\n                <tasksCalendarId>tasks</tasksCalendarId>",
     );
-    assert_ne!(container, CONTAINER);
-    let mailetd = Collector {
-        mailetd: Mailetd::start(&[
-            ("mailetcontainer.xml", container),
-            ("domainlist.xml", DOMAINS.to_string()),
-            ("mailetd.toml", server.toml()),
-        ]),
-        sent: std::cell::Cell::new(0),
-    };
     let todos_in = |path: &str| {
         let query = CALENDAR_QUERY_ALL.replace("\"VEVENT\"", "\"VTODO\"");
         let r = server.request(
