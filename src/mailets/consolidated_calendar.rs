@@ -32,9 +32,10 @@ use crate::consolidate::handler::ConsolidatedJob;
 use crate::consolidate::sources::{self, Sources};
 use crate::consolidate::stats;
 use crate::dav::caldav::apply::{Method, Options};
+use crate::ical::CalendarFacts;
 use crate::mail::{AttributeValue, Mail, in_address_list};
 use crate::mailets::address_list;
-use crate::mailets::cal_dav_collect::{AlignmentMode, CalDavParams, Policy, decide};
+use crate::mailets::cal_dav_collect::{AlignmentMode, CalDavParams, Policy, decide_on};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
 /// The methods applied when `methods` is absent.
@@ -108,15 +109,12 @@ impl ConsolidatedCalendar {
             Some(p) => {
                 let mut methods = Vec::new();
                 for name in address_list::items(&p.value) {
-                    let method = ALL_METHODS
-                        .iter()
-                        .find(|m| m.as_str().eq_ignore_ascii_case(name))
-                        .ok_or_else(|| {
-                            p.position.error(format!(
-                                "methods: {name:?} is not an iTIP method (REQUEST, CANCEL, REPLY, ADD, PUBLISH…)"
-                            ))
-                        })?;
-                    methods.push(*method);
+                    let method = Method::named(name).ok_or_else(|| {
+                        p.position.error(format!(
+                            "methods: {name:?} is not an iTIP method (REQUEST, CANCEL, REPLY, ADD, PUBLISH…)"
+                        ))
+                    })?;
+                    methods.push(method);
                 }
                 if methods.is_empty() {
                     return Err(p.position.error("methods is empty"));
@@ -148,17 +146,6 @@ impl ConsolidatedCalendar {
     }
 }
 
-const ALL_METHODS: &[Method] = &[
-    Method::Publish,
-    Method::Request,
-    Method::Reply,
-    Method::Add,
-    Method::Cancel,
-    Method::Refresh,
-    Method::Counter,
-    Method::DeclineCounter,
-];
-
 /// `ical` with `X-MAILETD-SOURCE` (and `CATEGORIES` when asked) in each VEVENT, the line
 /// ending of the message kept.
 pub fn mark_source(ical: &str, source: &str, categories: bool) -> String {
@@ -183,49 +170,85 @@ impl Mailet for ConsolidatedCalendar {
         if !self.sources.is_empty() && !source.as_ref().is_some_and(|s| self.sources.contains(s)) {
             return Ok(());
         }
-        let Some(entries) = mail
-            .attribute(&self.attribute)
-            .and_then(AttributeValue::document_texts)
-        else {
+        let Some(value) = mail.attribute(&self.attribute) else {
             return Ok(());
         };
+        // Each document is one recipient's view of a calendar: the calendar's facts, parsed
+        // once (by ICalendarParser for ICALToJsonAttribute's documents), decide for all.
         let mut messages = BTreeSet::new();
-        for (key, text) in entries {
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-                tracing::warn!(
-                    mail = mail.name,
-                    key,
-                    "ConsolidatedCalendar: not JSON; skipped"
-                );
-                continue;
+        let mut consider = |key: &str,
+                            ical: &str,
+                            facts: &CalendarFacts,
+                            recipient: &str,
+                            sender: Option<&str>| {
+            let policy = Policy {
+                alignment: self.alignment,
+                allow_public: false,
+                allow_tasks: false,
             };
-            let accepted = match decide(
-                Policy {
-                    alignment: self.alignment,
-                    allow_public: false,
-                    allow_tasks: false,
-                },
-                &json,
-            ) {
+            let accepted = match decide_on(policy, facts, recipient, sender) {
                 Ok(a) => a,
                 Err(skip) => {
                     tracing::debug!(mail = mail.name, key, reason = ?skip, "ConsolidatedCalendar: skipped");
-                    continue;
+                    return;
                 }
             };
-            if !self.wants_recipient(&accepted.recipient.to_string().to_ascii_lowercase()) {
-                continue;
+            if !self.wants_recipient(&accepted.recipient.to_string()) {
+                return;
             }
-            let ical = json
-                .get("ical")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let method = crate::ical::parse(ical).ok().and_then(|c| Method::of(&c));
+            let method = facts.method.as_deref().and_then(Method::named);
             if !method.is_some_and(|m| self.methods.contains(&m)) {
                 tracing::debug!(mail = mail.name, key, method = ?method, "ConsolidatedCalendar: method not selected");
-                continue;
+                return;
             }
-            messages.insert(ical.to_string());
+            if !messages.contains(ical) {
+                messages.insert(ical.to_string());
+            }
+        };
+        if let AttributeValue::CalendarJson(jsons) = value {
+            for d in jsons.documents() {
+                match d.parsed {
+                    Some(calendar) => consider(
+                        d.key,
+                        d.ical,
+                        calendar.facts(),
+                        &d.document.recipient,
+                        Some(&d.document.sender),
+                    ),
+                    None => tracing::debug!(
+                        mail = mail.name,
+                        key = d.key,
+                        "ConsolidatedCalendar: not a calendar; skipped"
+                    ),
+                }
+            }
+        } else {
+            for (key, text) in value.document_texts().unwrap_or_default() {
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    tracing::warn!(
+                        mail = mail.name,
+                        key,
+                        "ConsolidatedCalendar: not JSON; skipped"
+                    );
+                    continue;
+                };
+                let field = |k: &str| {
+                    json.get(k)
+                        .and_then(|v| v.as_str())
+                        .filter(|s| !s.is_empty())
+                };
+                let (Some(ical), Some(recipient)) = (field("ical"), field("recipient")) else {
+                    continue;
+                };
+                match crate::ical::facts(ical) {
+                    Ok(facts) => consider(&key, ical, &facts, recipient, field("sender")),
+                    Err(_) => tracing::debug!(
+                        mail = mail.name,
+                        key,
+                        "ConsolidatedCalendar: unparsable calendar; skipped"
+                    ),
+                }
+            }
         }
         for ical in messages {
             let ical = match &source {

@@ -48,6 +48,11 @@ impl Method {
             .values
             .first()?
             .as_text()?;
+        Method::named(text)
+    }
+
+    /// The iTIP method of that name (any case, surrounding blanks ignored).
+    pub fn named(text: &str) -> Option<Method> {
         Some(match text.trim().to_ascii_uppercase().as_str() {
             "PUBLISH" => Method::Publish,
             "REQUEST" => Method::Request,
