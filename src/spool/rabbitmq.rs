@@ -54,9 +54,9 @@ pub struct RabbitSpool {
     prefetch: u16,
     deliveries: Mutex<Option<mpsc::Receiver<lapin::message::Delivery>>>,
     consumer_started: AtomicBool,
-    leased: std::sync::Mutex<HashMap<MailId, Acker>>,
-    /// Deliveries of each leased mail, when the queue counts them (quorum queues).
-    deliveries_of: std::sync::Mutex<HashMap<MailId, u32>>,
+    /// Each leased mail's acker and its delivery number, when the queue counts deliveries
+    /// (quorum queues).
+    leased: std::sync::Mutex<HashMap<MailId, (Acker, Option<u32>)>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     shutdown: CancellationToken,
@@ -79,7 +79,6 @@ impl RabbitSpool {
             deliveries: Mutex::new(None),
             consumer_started: AtomicBool::new(false),
             leased: std::sync::Mutex::new(HashMap::new()),
-            deliveries_of: std::sync::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -105,11 +104,11 @@ impl RabbitSpool {
     }
 
     fn take_lease(&self, id: MailId) -> Result<Acker, SpoolError> {
-        self.deliveries_of.lock().unwrap().remove(&id);
         self.leased
             .lock()
             .unwrap()
             .remove(&id)
+            .map(|(acker, _)| acker)
             .ok_or_else(|| SpoolError(format!("mail {id} is not leased here")))
     }
 
@@ -176,10 +175,11 @@ impl Spool for RabbitSpool {
                 Ok(mut mail) => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     mail.id = id;
-                    if let Some(count) = delivery_count(&delivery.properties) {
-                        self.deliveries_of.lock().unwrap().insert(id, count + 1);
-                    }
-                    self.leased.lock().unwrap().insert(id, delivery.acker);
+                    let delivery_number = delivery_count(&delivery.properties).map(|n| n + 1);
+                    self.leased
+                        .lock()
+                        .unwrap()
+                        .insert(id, (delivery.acker, delivery_number));
                     return Some(mail);
                 }
                 Err(reason) => {
@@ -200,7 +200,12 @@ impl Spool for RabbitSpool {
 
     async fn begin_attempt(&self, mail: &Mail) -> Result<Option<u32>, SpoolError> {
         // the broker counted the delivery before handing it over: nothing to write
-        Ok(self.deliveries_of.lock().unwrap().get(&mail.id).copied())
+        Ok(self
+            .leased
+            .lock()
+            .unwrap()
+            .get(&mail.id)
+            .and_then(|(_, n)| *n))
     }
 
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError> {
