@@ -27,6 +27,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_ERRORS: u32 = 50;
 /// Time allowed for a TLS handshake and for writing a reply.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a 421, how long unread client bytes are drained before the socket closes.
+const LINGER: Duration = Duration::from_secs(1);
+/// How many unread client bytes a lingering close drains at most.
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Whether the session goes on after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub(super) struct Session {
     errors: u32,
     discarding: bool,
     line_deadline: Option<Instant>,
+    /// The server is closing (it sent 421) and the client may still be writing.
+    closing: bool,
 }
 
 /// Runs a session to its end; I/O errors just end it.
@@ -91,6 +97,7 @@ pub(super) async fn run(
         errors: 0,
         discarding: false,
         line_deadline: None,
+        closing: false,
     };
     tracing::debug!(session = %session.id, client = %peer, "SMTP session opened");
     let result = session.serve().await;
@@ -102,6 +109,9 @@ pub(super) async fn run(
     // when the client closed after 221, as most do
     if matches!(session.stream, SessionStream::Tls(_)) {
         let _ = tokio::time::timeout(Duration::from_secs(5), session.stream.shutdown()).await;
+    }
+    if session.closing {
+        session.linger().await;
     }
     tracing::debug!(session = %session.id, "SMTP session closed");
 }
@@ -135,6 +145,7 @@ pub(super) async fn run_in_memory(shared: Arc<Shared>, input: &[u8]) -> Vec<u8> 
         errors: 0,
         discarding: false,
         line_deadline: None,
+        closing: false,
     };
     let _ = session.serve().await;
     let _ = session.stream.shutdown().await;
@@ -301,6 +312,7 @@ impl Session {
 
     /// Queues a reply; it is sent before the next read.
     pub fn reply(&mut self, code: u16, esc: [u8; 3], message: impl Display) {
+        self.closing |= code == 421;
         if code >= 400 {
             crate::observe::metrics()
                 .smtp_rejections
@@ -351,6 +363,26 @@ impl Session {
                 "client does not read",
             )),
         }
+    }
+
+    /// Closes a session the server ended while the client may still be sending:
+    /// closing a socket with unread input sends a reset, which can destroy the 421 in
+    /// the client's receive buffer before it reads it. So the write side is shut first
+    /// (the client sees the 421, then EOF) and its input drained, bounded in time and
+    /// bytes so a hostile client cannot hold the slot.
+    async fn linger(&mut self) {
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = self.stream.shutdown().await;
+            let mut drained = 0;
+            let mut scratch = [0u8; 4096];
+            while drained < LINGER_BYTES {
+                match self.stream.read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
     }
 
     fn compact(&mut self) {

@@ -671,6 +671,32 @@ fn slowloris_is_closed_with_421() {
 }
 
 #[test]
+fn a_client_still_sending_after_421_reads_the_421_then_an_orderly_close() {
+    let l = Listener::start("");
+    let mut c = Raw::open(l.port);
+    // 60 bad commands close the session at the 50th; 256 KB more sit unread in the
+    // server's socket when it closes. A bare close would answer them with a reset,
+    // which drops the 421 from this client's receive buffer before it reads it.
+    let mut burst = "BAD\r\n".repeat(60).into_bytes();
+    burst.extend(std::iter::repeat_n(b'x', 256 * 1024));
+    let writer = c.writer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut w = writer;
+        let _ = w.write_all(&burst);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut received = Vec::new();
+    let end = c.reader.read_to_end(&mut received);
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        received.contains("421 4.7.0"),
+        "the 421 was lost: {received:?}"
+    );
+    assert!(end.is_ok(), "closed by a reset, not a FIN: {end:?}");
+    sender.join().unwrap();
+}
+
+#[test]
 fn ten_thousand_recipients_are_capped_cleanly() {
     let l = Listener::start("");
     let mut c = Raw::open(l.port);
