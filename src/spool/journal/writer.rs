@@ -54,7 +54,7 @@ pub(super) struct Writer {
 }
 
 /// A put on its way to the file: id, due time, payload, who to tell.
-type Put<'a> = (MailId, u64, &'a [u8], Done);
+type Put<'a> = (MailId, u64, &'a [&'a [u8]], Done);
 
 impl Writer {
     pub(super) fn new(index: &Index, active: Option<(u64, u64)>, next_number: u64) -> Writer {
@@ -215,7 +215,9 @@ impl Writer {
         }
         let incoming: usize = puts
             .iter()
-            .map(|(_, _, p, _)| HEADER + PUT_BODY + p.len())
+            .map(|(_, _, parts, _)| {
+                HEADER + PUT_BODY + parts.iter().map(|p| p.len()).sum::<usize>()
+            })
             .sum::<usize>()
             + releases.len() * (HEADER + RELEASE_BODY)
             + attempt.map_or(0, |_| HEADER + record::ATTEMPT_BODY);
