@@ -167,11 +167,14 @@ impl AttributeValue {
 
 mod base64_bytes {
     use base64::Engine;
+    use base64::display::Base64Display;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
+        // written to the serializer as it is encoded (serde_json writes it through), not
+        // first encoded whole: a decoded 25 MB calendar would be 34 MB more for a moment
+        s.collect_str(&Base64Display::new(bytes, &STANDARD))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
