@@ -41,9 +41,22 @@ pub fn payload(recipient: &str, body: &str) -> serde_json::Value {
 }
 
 /// The payload of an `esn-itip` job whose `ical` is the job's shared text
-/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery.
+/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery. The
+/// document is kept as its JSON text: a JSON object in memory is a tree of a dozen
+/// allocations (about 1 KiB), and a mail to a thousand recipients holds a thousand of them
+/// until its jobs are stored.
 pub fn shared_payload(recipient: &str, document: &ItipDocument) -> serde_json::Value {
-    serde_json::json!({ "recipient": recipient, "document": document })
+    let text = serde_json::to_string(document).expect("strings serialise");
+    serde_json::json!({ "recipient": recipient, "document": text })
+}
+
+/// The document of a [`shared_payload`]: its JSON text, or (jobs stored by earlier
+/// versions) the object itself.
+fn shared_document(payload: &serde_json::Value) -> Option<ItipDocument> {
+    match payload.get("document")? {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok(),
+        object => ItipDocument::deserialize(object).ok(),
+    }
 }
 
 /// The JSON body of an `esn-itip` job: `body` as given, or `document` with the shared
@@ -52,7 +65,7 @@ fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
     if let Some(body) = job.payload.get("body").and_then(|v| v.as_str()) {
         return Some((reqwest::Body::from(body.to_string()), only_if_present(body)));
     }
-    let document = ItipDocument::deserialize(job.payload.get("document")?).ok()?;
+    let document = shared_document(&job.payload)?;
     let ical = job.shared.clone()?;
     let uid = document_uid(&document);
     Some((reqwest::Body::wrap(ItipBody::new(&document, ical)), uid))
