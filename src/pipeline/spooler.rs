@@ -360,4 +360,24 @@ mod tests {
         assert_eq!(stored.message, b"Subject: s\r\n\r\nbody");
         shutdown.cancel();
     }
+
+    #[tokio::test]
+    async fn a_failure_after_a_mailet_changed_the_mail_counts_on_the_mail_as_received() {
+        // the spooler keeps no copy of the mail: the failure path reads the spool's
+        let dir = tempfile::tempdir().unwrap();
+        let chain = "<mailet class=\"AddHeader\"><name>X-Seen</name><value>yes</value></mailet>\
+                     <mailet class=\"ToRepository\"><repositoryPath>file:///dev/null/x</repositoryPath><onMailetException>propagate</onMailetException></mailet>";
+        let (spool, errors, shutdown) = spool_run(chain, dir.path()).await;
+        spool.enqueue(mail()).await.unwrap();
+        until(|| spool.depth() == 0).await;
+        let keys = errors.list().unwrap();
+        assert_eq!(keys.len(), 1);
+        let stored = errors.load(&keys[0]).unwrap();
+        assert_eq!(stored.message, b"Subject: s\r\n\r\nbody", "without X-Seen");
+        assert_eq!(
+            stored.attribute(attributes::PROCESSING_ERROR_COUNT),
+            Some(&AttributeValue::Long(MAX_FAILURES))
+        );
+        shutdown.cancel();
+    }
 }
