@@ -295,7 +295,7 @@ fn facts_of_pieces(pieces: &[&str]) -> CalendarFacts {
     let mut facts = CalendarFacts::default();
     let mut method_value = None;
     for piece in pieces {
-        let text = format!("BEGIN:VCALENDAR\r\n{piece}END:VCALENDAR\r\n");
+        let text = piece_calendar(piece);
         let Ok(calendar) = parse(&text) else {
             continue;
         };
@@ -321,6 +321,46 @@ fn facts_of_pieces(pieces: &[&str]) -> CalendarFacts {
     }
     facts
 }
+
+/// The properties [`CalendarFacts::of`] reads, with the component boundaries.
+const READ_PROPERTIES: [&str; 9] = [
+    "BEGIN",
+    "END",
+    "UID",
+    "SEQUENCE",
+    "DTSTAMP",
+    "RECURRENCE-ID",
+    "METHOD",
+    "ORGANIZER",
+    "ATTENDEE",
+];
+
+/// A piece as a calendar of its own. From [`SKIM_FROM`] bytes on, only the lines of
+/// [`READ_PROPERTIES`] (and their folded continuations) are kept: calcard's tree of a
+/// megabyte DESCRIPTION is several times its size, and nothing reads it.
+fn piece_calendar(piece: &str) -> String {
+    const BEGIN: &str = "BEGIN:VCALENDAR\r\n";
+    const END: &str = "END:VCALENDAR\r\n";
+    if piece.len() < SKIM_FROM {
+        return format!("{BEGIN}{piece}{END}");
+    }
+    let mut text = String::from(BEGIN);
+    let mut keep = false;
+    for line in piece.split_inclusive('\n') {
+        if !line.starts_with([' ', '\t']) {
+            let name = line.split([';', ':']).next().unwrap_or_default().trim();
+            keep = READ_PROPERTIES.iter().any(|p| p.eq_ignore_ascii_case(name));
+        }
+        if keep {
+            text.push_str(line);
+        }
+    }
+    text.push_str(END);
+    text
+}
+
+/// The size from which a piece is skimmed (see [`piece_calendar`]).
+const SKIM_FROM: usize = 64 * 1024;
 
 /// The scheduling fields of a calendar text (see [`facts`]).
 pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
@@ -604,6 +644,39 @@ mod tests {
         let unterminated = text.trim_end_matches("END:VCALENDAR\r\n");
         assert!(pieces(unterminated).is_none());
         assert_eq!(facts(unterminated).unwrap().fields, whole.fields);
+    }
+
+    #[test]
+    fn an_event_with_a_megabyte_description_has_the_facts_of_a_whole_parse() {
+        let description: String = (0..15_000)
+            .map(|n| format!(" line {n} of the agenda;ATTENDEE:mailto:no@example.com\r\n"))
+            .collect();
+        let text = format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n\
+             UID:big-1\r\nSEQUENCE:2\r\nDTSTAMP:20240110T090000Z\r\n\
+             DESCRIPTION:start\r\n{description}\
+             ORGANIZER;CN=O:mailto:o@example.com\r\nattendee;CN=\"A, B\":mailto:a@exam\r\n ple.com\r\n\
+             X-ATTENDEE:mailto:x@example.com\r\nRECURRENCE-ID:20240111T090000Z\r\n\
+             BEGIN:VALARM\r\nACTION:DISPLAY\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        );
+        let cut = pieces(&text).expect("plain structure");
+        assert!(
+            cut.iter().any(|p| p.len() >= SKIM_FROM),
+            "a piece is skimmed"
+        );
+        assert!(piece_calendar(cut[1]).len() < 1024);
+        let whole = CalendarFacts::of(&parse(&text).unwrap());
+        let piecewise = facts(&text).unwrap();
+        assert_eq!(piecewise.fields, whole.fields);
+        assert_eq!(
+            piecewise.fields.as_ref().unwrap().uid.as_deref(),
+            Some("big-1")
+        );
+        assert_eq!(piecewise.has_event, whole.has_event);
+        assert_eq!(piecewise.method, whole.method);
+        assert_eq!(piecewise.organizers, whole.organizers);
+        assert_eq!(piecewise.attendees, whole.attendees);
+        assert_eq!(piecewise.attendees[0].to_string(), "a@example.com");
     }
 
     #[test]

@@ -103,6 +103,7 @@ enum RepoAction {
 }
 
 fn main() -> ExitCode {
+    mailetd::allocator::tune();
     mailetd::logging::init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

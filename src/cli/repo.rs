@@ -122,9 +122,10 @@ pub async fn reprocess(
             mail.state = p.to_string();
         }
         mail.attributes.remove(attributes::PROCESSING_ERROR_COUNT);
-        let id = spool.enqueue(&mail).await?;
+        let state = mail.state.clone();
+        let id = spool.enqueue(mail).await?;
         repo.remove(key)?;
-        let _ = writeln!(out, "{key} -> spool (mail {id}, processor {})", mail.state);
+        let _ = writeln!(out, "{key} -> spool (mail {id}, processor {state})");
     }
     let _ = writeln!(out, "{} mail(s) reprocessed", keys.len());
     Ok(out)

@@ -9,6 +9,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::DavServices;
+use super::itip_body::ItipBody;
 use super::users::{excerpt, impersonation};
 use crate::ical_json::ItipDocument;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
@@ -40,20 +41,34 @@ pub fn payload(recipient: &str, body: &str) -> serde_json::Value {
 }
 
 /// The payload of an `esn-itip` job whose `ical` is the job's shared text
-/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery.
+/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery. The
+/// document is kept as its JSON text: a JSON object in memory is a tree of a dozen
+/// allocations (about 1 KiB), and a mail to a thousand recipients holds a thousand of them
+/// until its jobs are stored.
 pub fn shared_payload(recipient: &str, document: &ItipDocument) -> serde_json::Value {
-    serde_json::json!({ "recipient": recipient, "document": document })
+    let text = serde_json::to_string(document).expect("strings serialise");
+    serde_json::json!({ "recipient": recipient, "document": text })
+}
+
+/// The document of a [`shared_payload`]: its JSON text, or (jobs stored by earlier
+/// versions) the object itself.
+fn shared_document(payload: &serde_json::Value) -> Option<ItipDocument> {
+    match payload.get("document")? {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok(),
+        object => ItipDocument::deserialize(object).ok(),
+    }
 }
 
 /// The JSON body of an `esn-itip` job: `body` as given, or `document` with the shared
-/// `ical`.
-pub fn body(job: &OutboxJob) -> Option<String> {
+/// `ical`, streamed (see [`ItipBody`]); with the document's `method` and `uid`.
+fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
     if let Some(body) = job.payload.get("body").and_then(|v| v.as_str()) {
-        return Some(body.to_string());
+        return Some((reqwest::Body::from(body.to_string()), only_if_present(body)));
     }
-    let document = ItipDocument::deserialize(job.payload.get("document")?).ok()?;
-    let ical = job.shared.as_deref()?;
-    String::from_utf8(document.render(ical)).ok()
+    let document = shared_document(&job.payload)?;
+    let ical = job.shared.clone()?;
+    let uid = document_uid(&document);
+    Some((reqwest::Body::wrap(ItipBody::new(&document, ical)), uid))
 }
 
 /// How an HTTP status from esn-sabre is handled.
@@ -83,6 +98,15 @@ fn only_if_present(body: &str) -> Option<String> {
     json.get("uid").and_then(|u| u.as_str()).map(String::from)
 }
 
+/// [`only_if_present`] for a document whose `ical` is shared.
+fn document_uid(document: &ItipDocument) -> Option<String> {
+    let method = document.method.as_deref().unwrap_or("");
+    if method.eq_ignore_ascii_case("REPLY") {
+        return None;
+    }
+    document.uid.clone()
+}
+
 #[async_trait::async_trait]
 impl JobHandler for EsnItipHandler {
     fn kinds(&self) -> &[&'static str] {
@@ -90,7 +114,7 @@ impl JobHandler for EsnItipHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let (Some(recipient), Some(body)) = (
+        let (Some(recipient), Some((body, uid))) = (
             job.payload.get("recipient").and_then(|v| v.as_str()),
             body(job),
         ) else {
@@ -114,7 +138,7 @@ impl JobHandler for EsnItipHandler {
             Err(e) => return Delivery::Retry(format!("user lookup: {e}")),
         };
         if job.payload.get("updatesOnly") == Some(&serde_json::Value::Bool(true))
-            && let Some(uid) = only_if_present(&body)
+            && let Some(uid) = uid
         {
             match super::esn_event_lookup::event_exists(client, dav, &user_id, recipient, &uid)
                 .await

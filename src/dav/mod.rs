@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod esn_contact;
 pub mod esn_event_lookup;
 pub mod esn_itip;
+pub mod itip_body;
 pub mod known_contacts;
 pub mod openpaas;
 pub mod users;

@@ -141,10 +141,10 @@ impl Session {
     async fn accept_mail(&mut self, tx: Transaction, body: Vec<u8>) {
         let received_at_ms = now_ms();
         let header = self.received_header(&tx, received_at_ms);
-        let mut message = Vec::with_capacity(header.len() + body.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&body);
-        drop(body);
+        // the header goes in front of the body where it is: a copy of a large mail, even
+        // for a moment, is as much memory again
+        let mut message = body;
+        message.splice(0..0, header.bytes());
         let mut mail = Mail::new(tx.sender, tx.recipients, message);
         mail.received_at_ms = received_at_ms;
         mail.remote_addr = self.client_ip();
@@ -154,18 +154,19 @@ impl Session {
         if config.authorized_explicit && config.authorized.contains(&mail.remote_addr) {
             mail.set_attribute(attributes::SMTP_IS_AUTH_NETWORK, AttributeValue::Bool(true));
         }
-        match self.shared.spool.enqueue(&mail).await {
+        let (size, rcpts, remote_addr) = (mail.size(), mail.recipients.len(), mail.remote_addr);
+        match self.shared.spool.enqueue(mail).await {
             Ok(id) => {
                 tracing::debug!(
                     session = %self.id,
                     mail = id,
-                    size = mail.size(),
-                    rcpts = mail.recipients.len(),
+                    size,
+                    rcpts,
                     "SMTP: mail spooled"
                 );
                 self.reply(250, [2, 6, 0], "Message received");
                 crate::observe::metrics().mails_accepted.inc();
-                crate::observe::status::record_client_mail(mail.remote_addr);
+                crate::observe::status::record_client_mail(remote_addr);
             }
             Err(e) => {
                 tracing::error!(session = %self.id, error = %e, "SMTP: cannot spool a mail; answered 451");

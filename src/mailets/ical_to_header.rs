@@ -95,15 +95,30 @@ impl Mailet for ICALToHeader {
             .zip(values)
             .filter_map(|(name, value)| value.map(|v| (*name, v)))
             .collect();
-        mail.message = set_headers(&mail.message, &headers);
+        set_headers_in(&mut mail.message, &headers);
         Ok(())
     }
 }
 
-/// Rewrites the header block: drops the fields named in `headers` (with their continuation
-/// lines) and appends the new ones before the blank line, in the message's line ending.
-fn set_headers(message: &[u8], headers: &[(&str, String)]) -> Vec<u8> {
+/// Rewrites the header block in place: the body stays where it is (a rebuilt message would
+/// be a second copy of a mail that may be 25 MB).
+fn set_headers_in(message: &mut Vec<u8>, headers: &[(&str, String)]) {
     let end = crate::mail::header_end(message);
+    let block = header_block(message, end, headers);
+    message.splice(..end, block);
+}
+
+#[cfg(test)]
+fn set_headers(message: &[u8], headers: &[(&str, String)]) -> Vec<u8> {
+    let mut message = message.to_vec();
+    set_headers_in(&mut message, headers);
+    message
+}
+
+/// The header block (`message[..end]`) rewritten: drops the fields named in `headers` (with
+/// their continuation lines) and appends the new ones before the blank line, in the
+/// message's line ending.
+fn header_block(message: &[u8], end: usize, headers: &[(&str, String)]) -> Vec<u8> {
     let block = &message[..end];
     let bare_lf = block.contains(&b'\n') && !block.windows(2).any(|w| w == b"\r\n");
     let newline: &[u8] = if bare_lf { b"\n" } else { b"\r\n" };
@@ -113,7 +128,7 @@ fn set_headers(message: &[u8], headers: &[(&str, String)]) -> Vec<u8> {
         Some(l) if l.iter().all(|b| matches!(b, b'\r' | b'\n')) => lines.pop(),
         _ => None,
     };
-    let mut out = Vec::with_capacity(message.len() + 200);
+    let mut out = Vec::with_capacity(end + 200);
     let mut dropping = false;
     for line in lines {
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
@@ -142,7 +157,6 @@ fn set_headers(message: &[u8], headers: &[(&str, String)]) -> Vec<u8> {
         None if end < message.len() => out.extend_from_slice(newline),
         None => {}
     }
-    out.extend_from_slice(&message[end..]);
     out
 }
 

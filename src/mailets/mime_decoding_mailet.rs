@@ -108,16 +108,20 @@ pub struct DecodedPart {
 /// The body of one raw MIME part, transfer-decoded, in UTF-8 when it is text with a
 /// declared charset; a calendar without METHOD gets the Content-Type's `method`.
 pub fn decode_part(raw: &[u8]) -> Result<DecodedPart, String> {
+    // only the headers are parsed: parsing the whole part would decode its body as well,
+    // a second decoded copy of a part that may be the size of the mail
+    if raw.is_empty() {
+        return Err("empty MIME part".into());
+    }
+    let header_end = crate::mail::header_end(raw);
     let message = MessageParser::new()
         .with_mime_headers()
-        .parse(raw)
-        .ok_or("empty MIME part")?;
-    let part = &message.parts[0];
-    let body = raw
-        .get(part.offset_body as usize..part.offset_end as usize)
-        .unwrap_or_default();
+        .parse(&raw[..header_end]);
+    // no headers at all (the part starts with its blank line): a 7bit body of no type
+    let part = message.as_ref().and_then(|m| m.parts.first());
+    let body = &raw[header_end..];
     let encoding = part
-        .content_transfer_encoding()
+        .and_then(|p| p.content_transfer_encoding())
         .unwrap_or("7bit")
         .trim()
         .to_ascii_lowercase();
@@ -126,7 +130,7 @@ pub fn decode_part(raw: &[u8]) -> Result<DecodedPart, String> {
         "quoted-printable" => quoted_printable_lenient(body),
         _ => body.to_vec(),
     };
-    let charset = part.content_type().and_then(|ct| {
+    let charset = part.and_then(|p| p.content_type()).and_then(|ct| {
         let textual = ct.ctype().eq_ignore_ascii_case("text")
             || (ct.ctype().eq_ignore_ascii_case("application")
                 && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("ics")));
@@ -139,7 +143,7 @@ pub fn decode_part(raw: &[u8]) -> Result<DecodedPart, String> {
         },
         _ => content,
     };
-    let method = part.content_type().and_then(|ct| {
+    let method = part.and_then(|p| p.content_type()).and_then(|ct| {
         let calendar = ct.ctype().eq_ignore_ascii_case("text")
             && ct
                 .subtype()
@@ -207,34 +211,39 @@ fn with_method(content: Vec<u8>, method: &str) -> DecodedPart {
             notice: None,
         };
     };
+    let calendars: Vec<(&str, Option<&str>)> = crate::ical::calendar_ranges(text)
+        .into_iter()
+        .map(|range| {
+            let calendar = &text[range];
+            (calendar, written_method(calendar))
+        })
+        .collect();
+    let notice = calendars
+        .iter()
+        .filter_map(|(_, written)| *written)
+        .rfind(|body| !body.eq_ignore_ascii_case(method))
+        .map(|body| format!(
+            "Content-Type says method={method} but the calendar says METHOD:{body} (RFC 6047 2.4 wants them equal); the calendar's is kept"
+        ));
+    // the usual case, every calendar with its METHOD and nothing around them: the content
+    // as it is, not a copy (a 25 MB calendar would be held twice)
+    let covered: usize = calendars.iter().map(|(c, _)| c.len()).sum();
+    if covered == text.len() && calendars.iter().all(|(_, written)| written.is_some()) {
+        return DecodedPart { content, notice };
+    }
     let mut out = String::with_capacity(text.len() + 32);
-    let mut notice = None;
-    for range in crate::ical::calendar_ranges(text) {
-        let calendar = &text[range];
-        let written = calendar.split_inclusive('\n').find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            let name = name.split(';').next().unwrap_or_default().trim();
-            name.eq_ignore_ascii_case("METHOD").then(|| value.trim())
-        });
-        match written {
-            Some(body) => {
-                if !body.eq_ignore_ascii_case(method) {
-                    notice = Some(format!(
-                        "Content-Type says method={method} but the calendar says METHOD:{body} (RFC 6047 2.4 wants them equal); the calendar's is kept"
-                    ));
-                }
-                out.push_str(calendar);
-            }
-            None => {
-                let mut inserted = false;
-                for line in calendar.split_inclusive('\n') {
-                    out.push_str(line);
-                    if !inserted && line.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
-                        let eol = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
-                        out.push_str(&format!("METHOD:{}{eol}", method.to_ascii_uppercase()));
-                        inserted = true;
-                    }
-                }
+    for (calendar, written) in calendars {
+        if written.is_some() {
+            out.push_str(calendar);
+            continue;
+        }
+        let mut inserted = false;
+        for line in calendar.split_inclusive('\n') {
+            out.push_str(line);
+            if !inserted && line.trim().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
+                let eol = if line.ends_with("\r\n") { "\r\n" } else { "\n" };
+                out.push_str(&format!("METHOD:{}{eol}", method.to_ascii_uppercase()));
+                inserted = true;
             }
         }
     }
@@ -242,6 +251,15 @@ fn with_method(content: Vec<u8>, method: &str) -> DecodedPart {
         content: out.into_bytes(),
         notice,
     }
+}
+
+/// The value of the first METHOD line of a calendar, if it has one.
+fn written_method(calendar: &str) -> Option<&str> {
+    calendar.split_inclusive('\n').find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        let name = name.split(';').next().unwrap_or_default().trim();
+        name.eq_ignore_ascii_case("METHOD").then(|| value.trim())
+    })
 }
 
 fn is_utf8_compatible(charset: &str) -> bool {

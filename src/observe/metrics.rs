@@ -239,8 +239,10 @@ fn itip_method(payload: &serde_json::Value) -> &'static str {
     {
         Some(m) => Some(m),
         None => {
+            // the esn body, or the esn document as JSON text (see esn_itip::shared_payload)
             body = payload
                 .get("body")
+                .or_else(|| payload.get("document"))
                 .and_then(|b| b.as_str())
                 .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
             body.as_ref().and_then(|b| b.get("method")?.as_str())
@@ -624,6 +626,8 @@ mod tests {
         assert_eq!(itip_method(&esn), "CANCEL");
         let shared = serde_json::json!({"recipient": "b@x", "document": {"method": "REQUEST"}});
         assert_eq!(itip_method(&shared), "REQUEST");
+        let text = serde_json::json!({"recipient": "b@x", "document": "{\"method\":\"COUNTER\"}"});
+        assert_eq!(itip_method(&text), "COUNTER");
         assert_eq!(
             itip_method(&serde_json::json!({"method": "reply"})),
             "REPLY"

@@ -68,12 +68,13 @@ pub fn mail_key(mail: &Mail) -> Option<[u8; 32]> {
     Some(hash.finalize().into())
 }
 
-/// Marks `jobs` of `mail` for deduplication over `window_ms` (0: no deduplication).
-pub fn stamp(mail: &Mail, jobs: &mut [OutboxJob], window_ms: u64) {
+/// Marks `jobs` of the mail whose [`mail_key`] is `mail_key` for deduplication over
+/// `window_ms` (0: no deduplication).
+pub fn stamp(mail_key: Option<[u8; 32]>, jobs: &mut [OutboxJob], window_ms: u64) {
     if window_ms == 0 || jobs.is_empty() {
         return;
     }
-    let Some(mail_key) = mail_key(mail) else {
+    let Some(mail_key) = mail_key else {
         return;
     };
     let until_ms = now_ms().saturating_add(window_ms);
@@ -156,7 +157,7 @@ mod tests {
     }
 
     async fn insert(store: &Store, mail: &Mail, mut jobs: Vec<OutboxJob>, window_ms: u64) {
-        stamp(mail, &mut jobs, window_ms);
+        stamp(mail_key(mail), &mut jobs, window_ms);
         store.write(move |t| insert_jobs(t, jobs)).await.unwrap();
     }
 

@@ -121,11 +121,19 @@ pub async fn handle(
     }
     super::fault::abort_if_named(&mail);
     let size = mail.size();
-    let original = mail.clone();
+    let (sender, rcpts) = (mail.sender_text(), mail.recipients.len());
+    // What the failure path needs of the mail as it came: the spool's stored copy when it
+    // can read it again, else a copy held here (the mailets change the mail they process;
+    // a second copy of a 25 MB mail for a path rarely taken is what this avoids).
+    let original = (!spool.rereads()).then(|| mail.clone());
+    // the dedup key covers the mail as received (the mailets may change its headers)
+    let mail_key = (!settings.dedup_window.is_zero())
+        .then(|| crate::outbox::dedup::mail_key(&mail))
+        .flatten();
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
     crate::outbox::dedup::stamp(
-        &original,
+        mail_key,
         &mut run.jobs,
         settings.dedup_window.as_millis() as u64,
     );
@@ -136,9 +144,9 @@ pub async fn handle(
             // the ones ingest's tests and operators grep for)
             tracing::info!(
                 mail = id,
-                from = %original.sender_text(),
-                rcpts = original.recipients.len(),
-                size = original.size(),
+                from = %sender,
+                rcpts,
+                size,
                 jobs = run.jobs.len(),
                 "mail processed"
             );
@@ -149,7 +157,20 @@ pub async fn handle(
             spool.complete(id, run.jobs).await
         }
         Err(e) => {
-            let mut mail = original;
+            let mut mail = match original {
+                Some(mail) => mail,
+                None => match spool.reread(id).await {
+                    Ok(mail) => mail,
+                    Err(reread) => {
+                        // the spool put it back as it was stored: it runs again later
+                        tracing::error!(
+                            mail = id,
+                            "processing failed ({e:#}) and the mail cannot be read again from the spool to count the failure: {reread}"
+                        );
+                        return;
+                    }
+                },
+            };
             let count = match mail.attribute(attributes::PROCESSING_ERROR_COUNT) {
                 Some(AttributeValue::Long(n)) => *n,
                 _ => 0,
@@ -309,7 +330,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (spool, errors, shutdown) = spool_run("<mailet class=\"Null\"/>", dir.path()).await;
         for _ in 0..10 {
-            spool.enqueue(&mail()).await.unwrap();
+            spool.enqueue(mail()).await.unwrap();
         }
         until(|| spool.depth() == 0).await;
         assert!(errors.list().unwrap().is_empty());
@@ -321,7 +342,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let failing = "<mailet class=\"ToRepository\"><repositoryPath>file:///dev/null/x</repositoryPath><onMailetException>propagate</onMailetException></mailet>";
         let (spool, errors, shutdown) = spool_run(failing, dir.path()).await;
-        spool.enqueue(&mail()).await.unwrap();
+        spool.enqueue(mail()).await.unwrap();
         until(|| spool.depth() == 0).await;
         let keys = errors.list().unwrap();
         assert_eq!(keys.len(), 1);
@@ -337,6 +358,26 @@ mod tests {
                 .contains("mailet ToRepository in processor root")
         );
         assert_eq!(stored.message, b"Subject: s\r\n\r\nbody");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_a_mailet_changed_the_mail_counts_on_the_mail_as_received() {
+        // the spooler keeps no copy of the mail: the failure path reads the spool's
+        let dir = tempfile::tempdir().unwrap();
+        let chain = "<mailet class=\"AddHeader\"><name>X-Seen</name><value>yes</value></mailet>\
+                     <mailet class=\"ToRepository\"><repositoryPath>file:///dev/null/x</repositoryPath><onMailetException>propagate</onMailetException></mailet>";
+        let (spool, errors, shutdown) = spool_run(chain, dir.path()).await;
+        spool.enqueue(mail()).await.unwrap();
+        until(|| spool.depth() == 0).await;
+        let keys = errors.list().unwrap();
+        assert_eq!(keys.len(), 1);
+        let stored = errors.load(&keys[0]).unwrap();
+        assert_eq!(stored.message, b"Subject: s\r\n\r\nbody", "without X-Seen");
+        assert_eq!(
+            stored.attribute(attributes::PROCESSING_ERROR_COUNT),
+            Some(&AttributeValue::Long(MAX_FAILURES))
+        );
         shutdown.cancel();
     }
 }

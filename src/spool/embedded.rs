@@ -268,7 +268,7 @@ impl Spool for EmbeddedSpool {
         self.journal.incoming()
     }
 
-    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
+    async fn enqueue(&self, mut mail: Mail) -> Result<MailId, SpoolError> {
         // ids follow the clock (ms · 1000, then +1 per mail within a ms), so the oldest id
         // tells the age of the oldest mail
         let now = now_ms() * 1000;
@@ -279,12 +279,13 @@ impl Spool for EmbeddedSpool {
             })
             .expect("the closure always returns Some");
         let id = previous.max(now);
-        let mut mail = mail.clone();
         mail.id = id;
         if mail.name.is_empty() {
             mail.name = format!("mail-{id}");
         }
-        if let Err(e) = self.journal.put(id, 0, mail.to_spool_bytes()).await {
+        // the message is written from where it is, not copied into one payload first
+        let head = mail.spool_head();
+        if let Err(e) = self.journal.put_parts(id, 0, &[&head, &mail.message]).await {
             // the bytes may have reached the file: the client was told to retry, so the
             // copy must not be processed as well
             self.journal.release(id);
@@ -392,10 +393,32 @@ impl Spool for EmbeddedSpool {
         Ok(())
     }
 
+    fn rereads(&self) -> bool {
+        true
+    }
+
+    async fn reread(&self, id: MailId) -> Result<Mail, SpoolError> {
+        match self.load(id) {
+            Ok(Some(mail)) => Ok(mail),
+            Ok(None) => {
+                // not there, or quarantined as corrupt: nothing to put back
+                let mut q = self.queue.lock().unwrap();
+                q.leased.remove(&id);
+                Err(SpoolError(format!(
+                    "mail {id} is not in the spool any more"
+                )))
+            }
+            Err(e) => {
+                self.release_later(id);
+                Err(e)
+            }
+        }
+    }
+
     async fn retry_at(&self, mail: &Mail, at_ms: u64) -> Result<(), SpoolError> {
         let id = mail.id;
         self.journal
-            .put(id, at_ms, mail.to_spool_bytes())
+            .put_parts(id, at_ms, &[&mail.spool_head(), &mail.message])
             .await
             .map_err(SpoolError::from)
             .inspect_err(|_| self.release_later(id))?;
@@ -448,7 +471,7 @@ mod tests {
         {
             let (_store, spool) = EmbeddedSpool::open_path(&path).unwrap();
             for n in 0..3 {
-                spool.enqueue(&mail(n)).await.unwrap();
+                spool.enqueue(mail(n)).await.unwrap();
             }
             let first = spool.dequeue().await.unwrap();
             spool.complete(first.id, vec![]).await.unwrap();
@@ -505,7 +528,7 @@ mod tests {
     async fn retry_waits_until_due() {
         let dir = tempfile::tempdir().unwrap();
         let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
-        spool.enqueue(&mail(1)).await.unwrap();
+        spool.enqueue(mail(1)).await.unwrap();
         let m = spool.dequeue().await.unwrap();
         let due = now_ms() + 150;
         spool.retry_at(&m, due).await.unwrap();
@@ -522,7 +545,7 @@ mod tests {
         for n in 0..50u8 {
             let spool = spool.clone();
             tasks.push(tokio::spawn(async move {
-                spool.enqueue(&mail(n)).await.unwrap()
+                spool.enqueue(mail(n)).await.unwrap()
             }));
         }
         let mut ids = Vec::new();

@@ -53,7 +53,8 @@ impl Drop for Incoming {
 #[async_trait]
 pub trait Spool: Send + Sync {
     /// Stores a mail durably (fsync'd) and returns its id; only then may SMTP answer 250.
-    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError>;
+    /// Taken, not borrowed: the spool may keep it for the spooler instead of a copy.
+    async fn enqueue(&self, mail: Mail) -> Result<MailId, SpoolError>;
 
     /// Marks a mail transaction as started; dropped when it ends (see [`Incoming`]).
     fn incoming(&self) -> Incoming {
@@ -73,6 +74,20 @@ pub trait Spool: Send + Sync {
 
     /// The mail is fully processed: remove it and store its outbox jobs, in one transaction.
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError>;
+
+    /// Whether [`Spool::reread`] gives back a leased mail as it is stored, so the spooler
+    /// need not keep a copy of each mail it processes for its failure path.
+    fn rereads(&self) -> bool {
+        false
+    }
+
+    /// A leased mail as it is stored (before processing changed it). On failure the mail
+    /// is put back as it is stored, due again later.
+    async fn reread(&self, id: MailId) -> Result<Mail, SpoolError> {
+        Err(SpoolError(format!(
+            "mail {id}: this spool cannot read a leased mail again"
+        )))
+    }
 
     /// Puts a leased mail back (with its updated attributes) for another attempt at `at_ms`.
     async fn retry_at(&self, mail: &Mail, at_ms: u64) -> Result<(), SpoolError>;

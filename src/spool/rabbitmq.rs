@@ -147,9 +147,8 @@ impl RabbitSpool {
 
 #[async_trait]
 impl Spool for RabbitSpool {
-    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
+    async fn enqueue(&self, mut mail: Mail) -> Result<MailId, SpoolError> {
         let id: MailId = rand::random::<u64>() >> 11;
-        let mut mail = mail.clone();
         mail.id = id;
         if mail.name.is_empty() {
             mail.name = format!("mail-{id:x}");

@@ -52,6 +52,12 @@ pub struct Store {
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// redb's page cache. Its default (1 GiB) keeps every page the process wrote or read: an
+/// invitation's calendar shared by its outbox jobs stayed in memory after its jobs were
+/// done, and grew the peak by the store's size. The kernel's page cache still holds the
+/// file; this only bounds the copy inside the process.
+const CACHE_BYTES: usize = 4 << 20;
+
 /// Largest number of operations committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -151,7 +157,10 @@ impl Drop for Store {
 }
 
 fn create(path: &Path) -> Result<Database, StoreError> {
-    Database::create(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))
 }
 
 /// Drops the latched database and opens the file again; `false` when that failed too (the

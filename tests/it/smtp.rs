@@ -732,7 +732,7 @@ struct FailingSpool {
 
 #[async_trait]
 impl Spool for FailingSpool {
-    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
+    async fn enqueue(&self, mail: Mail) -> Result<MailId, SpoolError> {
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(SpoolError("No space left on device (os error 28)".into()));
         }

@@ -59,7 +59,7 @@ async fn compaction_carries_the_count_forward() {
 async fn a_segment_of_the_previous_format_is_read_and_left_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let mut old = MAGIC_V1.to_vec();
-    append_put(&mut old, 4, 0, b"from 0.1");
+    append_put(&mut old, 4, 0, &[b"from 0.1"]);
     std::fs::write(segment_path(dir.path(), 1), &old).unwrap();
     {
         let (j, found) = Journal::open(dir.path()).unwrap();

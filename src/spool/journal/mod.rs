@@ -224,11 +224,11 @@ impl Journal {
 
     /// Writes the put (and the queued releases) and hands it to the syncer, which calls
     /// `done` once it is durable or failed.
-    fn append(&self, id: MailId, due_ms: u64, payload: &[u8], done: Done) {
+    fn append(&self, id: MailId, due_ms: u64, payload: &[&[u8]], done: Done) {
         if self.shared.sync.lock().unwrap().closed {
             return done(Err(JournalError("the spool is closed".into())));
         }
-        if let Err(e) = payload_fits(id, payload.len()) {
+        if let Err(e) = payload_fits(id, payload.iter().map(|p| p.len()).sum()) {
             return done(Err(e));
         }
         let mut writer = self.shared.writer.lock().unwrap();
@@ -239,11 +239,22 @@ impl Journal {
     /// Stores `payload` as mail `id` (replacing an earlier version), due at `due_ms`;
     /// returns once it is on disk.
     pub async fn put(&self, id: MailId, due_ms: u64, payload: Vec<u8>) -> Result<(), JournalError> {
+        self.put_parts(id, due_ms, &[&payload]).await
+    }
+
+    /// [`Journal::put`] of the payload made of `parts` put together (written one after
+    /// the other, not first copied into one buffer).
+    pub async fn put_parts(
+        &self,
+        id: MailId,
+        due_ms: u64,
+        parts: &[&[u8]],
+    ) -> Result<(), JournalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        self.append(id, due_ms, &payload, done);
+        self.append(id, due_ms, parts, done);
         rx.await
             .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
     }
@@ -259,7 +270,7 @@ impl Journal {
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        self.append(id, due_ms, &payload, done);
+        self.append(id, due_ms, &[&payload], done);
         rx.recv()
             .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
     }

@@ -54,17 +54,21 @@ pub(super) fn u32_at(body: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(body[at..at + 4].try_into().expect("length checked"))
 }
 
-/// Appends a put record; returns its body length. The caller checked the payload against
+/// Appends a put record whose payload is `payload`'s parts put together; returns its body
+/// length. The caller checked the payload against
 /// [`MAX_PAYLOAD`].
-pub(super) fn append_put(buf: &mut Vec<u8>, id: MailId, due_ms: u64, payload: &[u8]) -> u32 {
-    let body_len = u32::try_from(PUT_BODY + payload.len()).expect("checked against MAX_PAYLOAD");
+pub(super) fn append_put(buf: &mut Vec<u8>, id: MailId, due_ms: u64, payload: &[&[u8]]) -> u32 {
+    let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+    let body_len = u32::try_from(PUT_BODY + payload_len).expect("checked against MAX_PAYLOAD");
     let start = buf.len();
     buf.extend_from_slice(&body_len.to_le_bytes());
     buf.extend_from_slice(&[0; 4]);
     buf.push(PUT);
     buf.extend_from_slice(&id.to_le_bytes());
     buf.extend_from_slice(&due_ms.to_le_bytes());
-    buf.extend_from_slice(payload);
+    for part in payload {
+        buf.extend_from_slice(part);
+    }
     seal(buf, start);
     body_len
 }
@@ -100,7 +104,7 @@ mod tests {
     #[test]
     fn each_kind_round_trips_and_a_bad_length_is_refused() {
         let mut buf = Vec::new();
-        append_put(&mut buf, 7, 9, b"mail");
+        append_put(&mut buf, 7, 9, &[b"ma", b"il"]);
         append_attempt(&mut buf, 7, 3);
         append_release(&mut buf, 7);
         let (put, len) = parse_record(&buf).unwrap();

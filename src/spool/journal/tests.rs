@@ -202,7 +202,7 @@ async fn a_torn_tail_is_cut_and_appends_go_on() {
     let whole = bytes.len();
     // half of a second record, as a crash mid-write leaves it
     let mut torn = Vec::new();
-    append_put(&mut torn, 2, 0, b"never acknowledged");
+    append_put(&mut torn, 2, 0, &[b"never acknowledged"]);
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     // written into the zeros ahead, as the journal writes
     bytes.extend_from_slice(&[0; 1000]);
