@@ -231,12 +231,10 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
     Ok(out)
 }
 
-/// The job was delivered: forget it. Not waited onto disk: a crash just after it delivers
-/// the job once more, which every handler tolerates (ITIP and PUTs are idempotent, creates
-/// are conditional).
+/// The job was delivered: forget it.
 pub async fn done(store: &Store, id: u64) -> Result<(), StoreError> {
     store
-        .write_lazily(move |txn| {
+        .write(move |txn| {
             let removed = txn
                 .open_table(JOBS)?
                 .remove(id)?

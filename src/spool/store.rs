@@ -2,12 +2,6 @@
 //! operations queued up while the previous fsync ran (group commit), so concurrent SMTP
 //! sessions share fsyncs.
 //!
-//! Operations whose loss at a crash only means doing something again (an outbox job marked
-//! delivered: it is delivered once more, which every DAV handler tolerates) are committed
-//! without an fsync and made durable by the next durable commit, at the latest
-//! [`LAZY_FLUSH`] later. A DAV server that answers one request at a time then sees no fsync
-//! of ours between two of its requests competing for the same disk.
-//!
 //! After an I/O error (disk full, EIO) redb refuses every later operation with
 //! `PreviousIo` until the database is reopened; the writer reopens it before the next batch,
 //! so the service resumes by itself once space returns. A failed commit leaves the file as
@@ -17,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 /// Failure of the store (I/O error, disk full, corrupt file).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,13 +27,7 @@ impl StoreError {
 /// What an operation hands back after running inside the transaction: called with the
 /// commit's outcome, so nothing is reported durable before it is.
 pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Apply = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, redb::Error> + Send>;
-
-/// One queued operation and whether its caller waits for it to be on disk.
-struct Operation {
-    apply: Apply,
-    durable: bool,
-}
+type Operation = Box<dyn FnOnce(&WriteTransaction) -> Result<Completion, redb::Error> + Send>;
 
 /// The database, `None` while it is being reopened after an I/O error.
 type SharedDb = Arc<RwLock<Option<Database>>>;
@@ -60,9 +48,6 @@ const CACHE_BYTES: usize = 4 << 20;
 
 /// Largest number of operations committed in one transaction.
 const MAX_BATCH: usize = 512;
-
-/// The longest a lazily durable operation ([`Store::write_lazily`]) stays only in memory.
-pub const LAZY_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Store {
     /// Opens (or creates) `path` and starts the writer thread.
@@ -99,27 +84,8 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
-        self.queue(op, true).await
-    }
-
-    /// Like [`Store::write`], but returns once committed without waiting for an fsync:
-    /// a crash within [`LAZY_FLUSH`] may undo it. Only for operations that are safe to
-    /// lose (redone after a restart).
-    pub async fn write_lazily<T, F>(&self, op: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
-    {
-        self.queue(op, false).await
-    }
-
-    async fn queue<T, F>(&self, op: F, durable: bool) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
-    {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
-        let apply: Apply = Box::new(move |txn| {
+        let operation: Operation = Box::new(move |txn| {
             let value = op(txn)?;
             Ok(Box::new(move |outcome: Result<(), StoreError>| {
                 let _ = tx.send(outcome.map(|()| value));
@@ -128,7 +94,7 @@ impl Store {
         self.ops
             .as_ref()
             .expect("present until drop")
-            .send(Operation { apply, durable })
+            .send(operation)
             .map_err(|_| StoreError("the store writer has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError("the store writer dropped the operation".into()))?
@@ -184,24 +150,7 @@ fn reopen(db: &RwLock<Option<Database>>, path: &Path) -> bool {
 
 fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Operation>) {
     let mut broken = false;
-    // a commit made without fsync is waiting for the next durable one
-    let mut lazy_pending = false;
-    loop {
-        let first = if lazy_pending {
-            match rx.recv_timeout(LAZY_FLUSH) {
-                Ok(op) => op,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    lazy_pending = !flush_lazy(db);
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        } else {
-            match rx.recv() {
-                Ok(op) => op,
-                Err(_) => break,
-            }
-        };
+    while let Ok(first) = rx.recv() {
         if broken || db.read().unwrap_or_else(|e| e.into_inner()).is_none() {
             broken = !reopen(db, path);
         }
@@ -212,18 +161,13 @@ fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Op
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|op| op.durable);
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
         let guard = db.read().unwrap_or_else(|e| e.into_inner());
         let outcome = (|| -> Result<(), redb::Error> {
             let db = guard.as_ref().ok_or(redb::Error::PreviousIo)?;
-            let mut txn = db.begin_write()?;
-            if !durable {
-                txn.set_durability(Durability::None)
-                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
-            }
+            let txn = db.begin_write()?;
             for op in batch {
-                completions.push((op.apply)(&txn)?);
+                completions.push(op(&txn)?);
             }
             txn.commit()?;
             Ok(())
@@ -233,91 +177,11 @@ fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Op
             tracing::error!(error = %e, operations = completions.len(), "store commit failed; the operations are refused");
             broken = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
         }
-        // a durable commit also persists every lazy one before it
-        if outcome.is_ok() {
-            lazy_pending = !durable;
-        }
         let outcome = outcome.map_err(StoreError::from_redb);
         for completion in completions {
             completion(outcome.clone());
         }
         // Operations consumed before the failure never produced a completion: their
         // senders were dropped with the closure, and their callers see "dropped".
-    }
-    if lazy_pending {
-        flush_lazy(db);
-    }
-}
-
-/// Makes the lazy commits durable with an empty durable one; `false` when that failed.
-fn flush_lazy(db: &RwLock<Option<Database>>) -> bool {
-    let guard = db.read().unwrap_or_else(|e| e.into_inner());
-    let Some(db) = guard.as_ref() else {
-        return false;
-    };
-    let commit = || -> Result<(), redb::Error> { Ok(db.begin_write()?.commit()?) };
-    match commit() {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "store: cannot make the lazy commits durable; retrying");
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use redb::{ReadableTable, TableDefinition};
-
-    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
-
-    /// What a crash would leave: the file as of its last durable commit, opened elsewhere.
-    fn value_on_disk(path: &Path) -> Option<u64> {
-        let copy = path.with_extension("copy");
-        std::fs::copy(path, &copy).unwrap();
-        let db = Database::create(&copy).unwrap();
-        let txn = db.begin_read().unwrap();
-        let table = txn.open_table(T).ok()?;
-        table.get(1).unwrap().map(|v| v.value())
-    }
-
-    #[tokio::test]
-    async fn a_lazy_write_reaches_the_disk_within_lazy_flush_without_another_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = Store::open(&path).unwrap();
-        store
-            .write_lazily(|txn| {
-                txn.open_table(T)?.insert(1, 7)?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let read = store.read().unwrap();
-        assert_eq!(
-            read.open_table(T).unwrap().get(1).unwrap().unwrap().value(),
-            7,
-            "visible to readers at once"
-        );
-        drop(read);
-        tokio::time::sleep(LAZY_FLUSH * 3).await;
-        assert_eq!(value_on_disk(&path), Some(7));
-    }
-
-    #[tokio::test]
-    async fn a_lazy_write_is_made_durable_when_the_store_closes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = Store::open(&path).unwrap();
-        store
-            .write_lazily(|txn| {
-                txn.open_table(T)?.insert(1, 9)?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        drop(Arc::try_unwrap(store).ok().unwrap());
-        assert_eq!(value_on_disk(&path), Some(9));
     }
 }
