@@ -226,8 +226,15 @@ fn spam_lowercase_header_and_contacts_mailets_work_on_mail_over_smtp() {
     );
     let collected = server.data_dir().join("mail/collected");
     let spam = server.data_dir().join("mail/spam");
+    // a mail is stored once its JSON is there (written last, renamed from .json.part)
+    let stored = |dir: &Path| {
+        files(dir)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .count()
+    };
     eventually("both mails are stored", Duration::from_secs(30), || {
-        (files(&collected).len() == 2 && files(&spam).len() == 2).then_some(())
+        (stored(&collected) == 1 && stored(&spam) == 1).then_some(())
     });
     let json = &stored_json(&collected)[0];
     assert_eq!(json["recipients"][0]["local"], "bob.smith");
