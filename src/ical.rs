@@ -4,7 +4,6 @@
 //! calendar's first VEVENT (or VTODO).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -15,7 +14,7 @@ use calcard::icalendar::{
 };
 use mail_parser::decoders::charsets::map::charset_decoder;
 
-use crate::mail::{AttributeValue, MailAddress};
+use crate::address::MailAddress;
 
 /// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
 /// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
@@ -159,32 +158,6 @@ pub fn calendar_key(key: &str, index: usize) -> String {
         0 => key.to_string(),
         n => format!("{key}#{}", n + 1),
     }
-}
-
-/// The raw text of the calendar `key` (see [`calendar_key`]) in a map of decoded ICS bytes:
-/// only that VCALENDAR when the entry holds several.
-pub fn raw_calendar<'a>(
-    raws: &'a BTreeMap<String, AttributeValue>,
-    key: &str,
-) -> Option<Cow<'a, str>> {
-    let (entry, index) = match raws.get(key) {
-        Some(entry) => (entry, 0),
-        None => {
-            let (base, n) = key.rsplit_once('#')?;
-            let n: usize = n.parse().ok().filter(|n| *n >= 2)?;
-            (raws.get(base)?, n - 1)
-        }
-    };
-    let text = bytes_to_text(entry.as_bytes()?);
-    let ranges = calendar_ranges(&text);
-    let range = ranges.get(index)?.clone();
-    if range == (0..text.len()) {
-        return Some(text);
-    }
-    Some(match text {
-        Cow::Borrowed(t) => Cow::Borrowed(&t[range]),
-        Cow::Owned(t) => Cow::Owned(t[range].to_string()),
-    })
 }
 
 /// One calendar object of a mail, parsed once: its text (decoded, shared) and what the
@@ -595,18 +568,6 @@ mod tests {
             .map(|r| &text[r])
             .collect();
         assert_eq!(parts, [one, two.as_str()]);
-        let mut raws = BTreeMap::new();
-        raws.insert(
-            "a.ics".to_string(),
-            AttributeValue::Bytes(text.clone().into_bytes()),
-        );
-        assert_eq!(raw_calendar(&raws, "a.ics").as_deref(), Some(one));
-        assert_eq!(
-            raw_calendar(&raws, &calendar_key("a.ics", 1)).as_deref(),
-            Some(two.as_str())
-        );
-        assert_eq!(raw_calendar(&raws, "a.ics#3"), None);
-        assert_eq!(raw_calendar(&raws, "b.ics"), None);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::address::MailAddress;
 use crate::ical::{ParsedCalendar, SchedulingFields};
-use crate::mail::MailAddress;
 
 /// The documents of one mail: sender and reply-to, the calendars, one entry per
 /// (calendar, recipient) under a random key (James uses random UUIDs).

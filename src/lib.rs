@@ -4,6 +4,7 @@
 //! Data flow: [`ingest`] (SMTP) → [`spool`] (durable) → [`pipeline`] (processors, matchers,
 //! mailets) → [`outbox`] (durable DAV jobs) → [`dav`].
 
+pub mod address;
 pub mod allocator;
 pub mod broker;
 pub mod cli;

@@ -172,7 +172,7 @@ impl Mailet for ICALToJsonAttribute {
         let mut seen = HashSet::new();
         let mut calendar_count = 0;
         for (key, calendar) in calendars {
-            let Some(raw_text) = ical::raw_calendar(raws, key) else {
+            let Some(raw_text) = crate::mail::attribute::raw_calendar(raws, key) else {
                 tracing::debug!(mail = %mail.name, %key, "calendar without raw entry skipped");
                 continue;
             };

@@ -19,11 +19,9 @@
 //! running the container) would need the recipients to match, which they do not.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::job::OutboxJob;
-use crate::mail::{Mail, now_ms};
+use crate::mail::now_ms;
 
 /// Dedup keys: SHA-256 of (mail key, job) → expiry (ms since epoch).
 pub const KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("outbox_dedup");
@@ -33,67 +31,7 @@ pub const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("outb
 /// Largest number of expired keys removed per insert (bounds the work of one commit).
 const PRUNE_BATCH: usize = 256;
 
-/// What a job carries to be deduplicated; set by the spooler, consumed at insert.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DedupKey {
-    /// Hex SHA-256 of (mail key, job kind, target, payload).
-    pub key: String,
-    /// Until when (ms since epoch) a later identical job is a duplicate.
-    pub until_ms: u64,
-}
-
-/// The key of "the same mail", or `None` when it has no Message-ID.
-pub fn mail_key(mail: &Mail) -> Option<[u8; 32]> {
-    // the raw field, not a full header parse: this runs for every mail with DAV jobs
-    let raw = crate::mailets::headers::raw_value(mail.header_block(), "Message-ID")?;
-    let message_id = raw.trim_start_matches('<').trim_end_matches('>').trim();
-    if message_id.is_empty() {
-        return None;
-    }
-    let sender = mail
-        .sender
-        .as_ref()
-        .map(|s| s.to_string().to_lowercase())
-        .unwrap_or_default();
-    let body = &mail.message[mail.header_end()..];
-    let mut hash = Sha256::new();
-    for part in [
-        message_id.as_bytes(),
-        sender.as_bytes(),
-        &Sha256::digest(body)[..],
-    ] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    Some(hash.finalize().into())
-}
-
-/// Marks `jobs` of the mail whose [`mail_key`] is `mail_key` for deduplication over
-/// `window_ms` (0: no deduplication).
-pub fn stamp(mail_key: Option<[u8; 32]>, jobs: &mut [OutboxJob], window_ms: u64) {
-    if window_ms == 0 || jobs.is_empty() {
-        return;
-    }
-    let Some(mail_key) = mail_key else {
-        return;
-    };
-    let until_ms = now_ms().saturating_add(window_ms);
-    for job in jobs {
-        let payload = serde_json::to_vec(&job.payload).expect("payloads serialise");
-        let mut hash = Sha256::new();
-        for part in [
-            &mail_key[..],
-            job.kind.as_bytes(),
-            job.target.as_bytes(),
-            &payload,
-        ] {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part);
-        }
-        let key = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        job.dedup = Some(DedupKey { key, until_ms });
-    }
-}
+pub use crate::mail::job::{DedupKey, mail_key, stamp};
 
 /// Inside the insert transaction: `true` when `job` duplicates one stored within its window
 /// (drop it); otherwise records its key and returns `false`. Also prunes expired keys.
@@ -133,7 +71,7 @@ pub fn is_duplicate(txn: &WriteTransaction, job: &OutboxJob) -> Result<bool, red
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::MailAddress;
+    use crate::mail::{Mail, MailAddress};
     use crate::outbox::store::{JobState, insert_jobs, list};
     use crate::spool::Store;
 

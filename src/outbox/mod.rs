@@ -5,7 +5,7 @@ pub mod admin;
 pub mod amqp_forward;
 pub mod cli;
 pub mod dedup;
-pub mod job;
+pub use crate::mail::job;
 pub mod rabbitmq;
 pub mod store;
 pub mod worker;

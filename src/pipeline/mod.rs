@@ -12,11 +12,6 @@ pub use api::{Mailet, MailetConfig, MailetError, Matcher, MatcherConfig, Matcher
 pub use container::{Container, Run, TraceEvent};
 pub use context::MailetContext;
 
-/// The initial state of every mail.
-pub const ROOT: &str = "root";
-/// The state of a mail that is done (disposed of).
-pub const GHOST: &str = "ghost";
-/// The state failed mails are routed to.
-pub const ERROR: &str = "error";
+pub use crate::mail::state::{ERROR, GHOST, ROOT};
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,12 @@
-//! One unit of DAV work and the outcome of an attempt.
+//! One unit of DAV work, the outcome of an attempt, and the key that makes the same job
+//! from a mail mirrored twice one job (see `outbox::dedup` for the store side).
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Mail, now_ms};
 
 /// A durable DAV job. Mailets create it with [`OutboxJob::new`]; the store fills in the rest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,7 +37,7 @@ pub struct OutboxJob {
     pub last_error: Option<String>,
     /// Mirrored-twice deduplication key, checked and dropped when the job is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dedup: Option<super::dedup::DedupKey>,
+    pub dedup: Option<DedupKey>,
     /// A large text other jobs of the same mail share (an invitation's ICS, sent to each of
     /// its recipients): kept once in memory, and once in the embedded outbox (see
     /// [`OutboxJob::shared_ref`]); the handler reads it from here, not from `payload`.
@@ -99,4 +103,66 @@ pub trait JobHandler: Send + Sync {
     fn kinds(&self) -> &[&'static str];
     /// One attempt at delivering `job`.
     async fn deliver(&self, job: &OutboxJob) -> Delivery;
+}
+
+/// What a job carries to be deduplicated; set by the spooler, consumed at insert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupKey {
+    /// Hex SHA-256 of (mail key, job kind, target, payload).
+    pub key: String,
+    /// Until when (ms since epoch) a later identical job is a duplicate.
+    pub until_ms: u64,
+}
+
+/// The key of "the same mail", or `None` when it has no Message-ID.
+pub fn mail_key(mail: &Mail) -> Option<[u8; 32]> {
+    // the raw field, not a full header parse: this runs for every mail with DAV jobs
+    let raw = super::headers::raw_value(mail.header_block(), "Message-ID")?;
+    let message_id = raw.trim_start_matches('<').trim_end_matches('>').trim();
+    if message_id.is_empty() {
+        return None;
+    }
+    let sender = mail
+        .sender
+        .as_ref()
+        .map(|s| s.to_string().to_lowercase())
+        .unwrap_or_default();
+    let body = &mail.message[mail.header_end()..];
+    let mut hash = Sha256::new();
+    for part in [
+        message_id.as_bytes(),
+        sender.as_bytes(),
+        &Sha256::digest(body)[..],
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    Some(hash.finalize().into())
+}
+
+/// Marks `jobs` of the mail whose [`mail_key`] is `mail_key` for deduplication over
+/// `window_ms` (0: no deduplication).
+pub fn stamp(mail_key: Option<[u8; 32]>, jobs: &mut [OutboxJob], window_ms: u64) {
+    if window_ms == 0 || jobs.is_empty() {
+        return;
+    }
+    let Some(mail_key) = mail_key else {
+        return;
+    };
+    let until_ms = now_ms().saturating_add(window_ms);
+    for job in jobs {
+        let payload = serde_json::to_vec(&job.payload).expect("payloads serialise");
+        let mut hash = Sha256::new();
+        for part in [
+            &mail_key[..],
+            job.kind.as_bytes(),
+            job.target.as_bytes(),
+            &payload,
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        let key = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        job.dedup = Some(DedupKey { key, until_ms });
+    }
 }
