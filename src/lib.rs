@@ -25,3 +25,4 @@ pub mod pipeline;
 pub mod repository;
 pub mod server;
 pub mod spool;
+pub mod store;

@@ -28,7 +28,7 @@ enum Command {
     /// Shows and acts on DAV jobs waiting for delivery and dead letters (server stopped).
     Outbox {
         #[command(subcommand)]
-        action: mailetd::outbox::cli::OutboxAction,
+        action: mailetd::cli::outbox::OutboxAction,
     },
     /// Loads the whole configuration and prints the processor graph; non-zero exit on error.
     Check,
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
                 mailetd::server::raise_open_files_limit();
                 mailetd::server::serve_as(&cli.conf, role).await
             }
-            Command::Outbox { action } => mailetd::outbox::cli::run(&cli.conf, action)
+            Command::Outbox { action } => mailetd::cli::outbox::run(&cli.conf, action)
                 .await
                 .map(|out| print!("{out}")),
             Command::Check => {

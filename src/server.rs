@@ -14,7 +14,8 @@ use crate::pipeline::Container;
 use crate::pipeline::spooler::{self, SpoolerSettings};
 use crate::repository::Repository;
 use crate::spool::rabbitmq::RabbitSpool;
-use crate::spool::{EmbeddedSpool, Spool, Store};
+use crate::spool::{EmbeddedSpool, Spool};
+use crate::store::Store;
 
 /// Runs the server with the configuration in `conf_dir`. Every configuration error is
 /// reported before anything binds or opens the spool.
@@ -60,7 +61,10 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         tracing::info!(?role, queue = spool_settings.queue, "spool on RabbitMQ");
         (store, spool, Some(broker))
     } else {
-        let (store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"))?;
+        let (store, spool) = EmbeddedSpool::open_path(
+            &data_dir.join("spool.redb"),
+            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+        )?;
         (store, spool, None)
     };
     let mut context = conf.context.clone();

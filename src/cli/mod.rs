@@ -2,6 +2,7 @@
 //! returns an error (non-zero exit) when something is wrong.
 
 pub mod check;
+pub mod outbox;
 pub mod replay;
 pub mod repo;
 pub mod spool;

@@ -12,7 +12,8 @@ use crate::config::ConfDir;
 use crate::config::settings::SpoolBackend;
 use crate::mail::{Mail, MailId};
 use crate::repository::Repository;
-use crate::spool::{EmbeddedSpool, Store};
+use crate::spool::EmbeddedSpool;
+use crate::store::Store;
 
 /// The embedded spool of the configuration in `conf_dir`, and its error repository.
 pub struct Opened {
@@ -35,7 +36,7 @@ pub fn open(conf_dir: &Path) -> anyhow::Result<Opened> {
     if !path.exists() {
         anyhow::bail!("no spool at {}", path.display());
     }
-    let (store, spool) = EmbeddedSpool::open_path(&path).with_context(|| {
+    let (store, spool) = EmbeddedSpool::open_path(&path, std::sync::Arc::new(crate::outbox::store::OutboxSink)).with_context(|| {
         "cannot open the spool (stop mailetd serve first: the spool is used by one process at a time)"
     })?;
     let errors = Repository::open(&conf.container.error_repository, data_dir)

@@ -151,7 +151,7 @@ impl Sources {
                         .iter()
                         .any(|r| s.recipient_domains.contains(&r.domain))
                     || s.header.as_ref().is_some_and(|(name, value)| {
-                        crate::mailets::headers::raw_value(header_block, name).is_some_and(|v| {
+                        crate::mail::headers::raw_value(header_block, name).is_some_and(|v| {
                             value
                                 .as_ref()
                                 .is_none_or(|want| v.trim().to_lowercase() == *want)

@@ -18,7 +18,8 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::settings::HttpSettings;
-use crate::spool::{Spool, Store};
+use crate::spool::Spool;
+use crate::store::Store;
 
 pub use health::Probe;
 pub use summary::{config_summary, probes};

@@ -13,7 +13,7 @@ use super::Admin;
 use crate::mail::now_ms;
 use crate::observe::{Sampled, status};
 use crate::outbox::store::{DEAD, JOBS, pending_since};
-use crate::spool::{Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Outbox sizes, read from the store.
 pub(super) struct OutboxCounts {

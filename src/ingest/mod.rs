@@ -207,7 +207,11 @@ mod in_memory_tests {
             .unwrap()
             .remove(0);
         let dir = tempfile::tempdir().unwrap();
-        let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(
+            &dir.path().join("s.redb"),
+            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+        )
+        .unwrap();
         let replies = session_in_memory(
             config,
             spool.clone(),

@@ -24,8 +24,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::config::ConfigError;
+use crate::mail::job::OutboxJob;
 use crate::mail::{AttributeValue, Mail};
-use crate::outbox::OutboxJob;
 use crate::outbox::amqp_forward::{self, Endpoint};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 

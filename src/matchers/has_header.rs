@@ -7,8 +7,8 @@
 //! ```
 
 use crate::config::ConfigError;
+use crate::mail::headers::decoded_values;
 use crate::mail::{Mail, MailAddress};
-use crate::mailets::headers::decoded_values;
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
 /// Matches all recipients when every term holds.

@@ -6,8 +6,8 @@
 //! ```
 
 use crate::config::ConfigError;
+use crate::mail::headers::content_type;
 use crate::mail::{Mail, MailAddress};
-use crate::mailets::headers::content_type;
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
 /// Matches all recipients when a Content-Type parameter matches.

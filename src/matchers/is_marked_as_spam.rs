@@ -15,8 +15,8 @@
 //! have written. Neither present: no recipient matches, as in James.
 
 use crate::config::ConfigError;
+use crate::mail::headers;
 use crate::mail::{AttributeValue, Mail, MailAddress};
-use crate::mailets::headers;
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
 /// James's default status name.

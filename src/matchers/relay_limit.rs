@@ -6,8 +6,8 @@
 //! ```
 
 use crate::config::ConfigError;
+use crate::mail::headers::fields;
 use crate::mail::{Mail, MailAddress};
-use crate::mailets::headers::fields;
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig, MatcherError};
 
 /// Matches all recipients of a mail that went through too many hops.

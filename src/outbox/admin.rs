@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::OutboxJob;
 use super::store::{self, JobState};
-use crate::spool::Store;
+use crate::store::Store;
 
 /// Operator actions on pending jobs and dead letters.
 #[async_trait]

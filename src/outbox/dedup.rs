@@ -73,7 +73,7 @@ mod tests {
     use super::*;
     use crate::mail::{Mail, MailAddress};
     use crate::outbox::store::{JobState, insert_jobs, list};
-    use crate::spool::Store;
+    use crate::store::Store;
 
     fn mail(headers: &str, rcpts: &[&str], body: &str) -> Mail {
         Mail::new(

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod amqp_forward;
-pub mod cli;
 pub mod dedup;
 pub use crate::mail::job;
 pub mod rabbitmq;

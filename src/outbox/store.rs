@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::job::OutboxJob;
 use crate::mail::now_ms;
-use crate::spool::{Store, StoreError};
+use crate::store::{JobSink, Store, StoreError};
 
 /// Pending jobs: id → JSON of [`OutboxJob`].
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs");
@@ -144,6 +144,19 @@ pub fn jobs_added() {
 pub fn job_notify() -> &'static Notify {
     static NOTIFY: OnceLock<Notify> = OnceLock::new();
     NOTIFY.get_or_init(Notify::new)
+}
+
+/// The outbox as the embedded spool's [`JobSink`].
+pub struct OutboxSink;
+
+impl JobSink for OutboxSink {
+    fn insert(&self, txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), redb::Error> {
+        insert_jobs(txn, jobs)
+    }
+
+    fn added(&self) {
+        jobs_added();
+    }
 }
 
 /// Which table a listed job is in.

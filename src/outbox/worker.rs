@@ -16,7 +16,7 @@ use super::job::{Delivery, JobHandler, OutboxJob};
 use super::store;
 use crate::config::settings::OutboxSettings;
 use crate::mail::now_ms;
-use crate::spool::Store;
+use crate::store::Store;
 
 /// The delay before attempt `attempts + 1`: `base·2^(attempts-1)` capped at `max`, scaled
 /// by a random factor in [0.5, 1] so that jobs failed together do not retry together.
@@ -239,7 +239,7 @@ async fn record(
     settings: &OutboxSettings,
     job: OutboxJob,
     delivery: Delivery,
-) -> Result<Outcome, crate::spool::StoreError> {
+) -> Result<Outcome, crate::store::StoreError> {
     match decide(settings, &job, delivery) {
         Decision::Done => {
             store::done(store, job.id).await?;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::config::error::{closest_names, did_you_mean, edit_distance};
 use crate::config::mailetcontainer::{MailetContainerConfig, ProcessorConfig};
 use crate::config::{ConfigError, ConfigErrors, Position};
+use crate::mail::job::OutboxJob;
 use crate::mail::{AttributeValue, Mail, attributes};
-use crate::outbox::OutboxJob;
 
 use super::composite::{build_composite, build_ref};
 use super::processor::{ExceptionRoute, Processor, Step};

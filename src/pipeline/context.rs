@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use crate::config::{Properties, Settings};
 use crate::dav::DavServices;
 use crate::mail::MailAddress;
-use crate::spool::Store;
+use crate::store::Store;
 
 /// Shared, read-only server context given to every mailet and matcher, at build and run time.
 #[derive(Clone)]

@@ -291,7 +291,11 @@ mod tests {
         let config = MailetContainerConfig::parse(&xml, Path::new("mc.xml")).unwrap();
         let ctx = MailetContext::for_tests(dir.to_path_buf());
         let container = Arc::new(Container::build(&config, &ctx).unwrap());
-        let (_store, spool) = EmbeddedSpool::open_path(&dir.join("spool.redb")).unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(
+            &dir.join("spool.redb"),
+            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+        )
+        .unwrap();
         let errors = Repository::open("file://mail/error/", dir).unwrap();
         let shutdown = CancellationToken::new();
         let settings = SpoolerSettings {

@@ -276,9 +276,9 @@ mod hand_built {
     use async_trait::async_trait;
 
     use super::mail;
+    use crate::mail::job::OutboxJob;
     use crate::mail::{Mail, MailAddress, attributes};
     use crate::matchers;
-    use crate::outbox::OutboxJob;
     use crate::pipeline::processor::{ExceptionRoute, Processor, Step};
     use crate::pipeline::{
         Container, Mailet, MailetConfig, MailetContext, MailetError, Matcher, MatcherConfig,

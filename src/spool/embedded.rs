@@ -18,10 +18,10 @@ use redb::{ReadableTable, TableDefinition};
 use tokio::sync::Notify;
 
 use super::journal::{Journal, JournalError};
-use super::store::Store;
 use super::{Incoming, Spool, SpoolError};
+use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
-use crate::outbox::OutboxJob;
+use crate::store::{JobSink, Store};
 
 /// Where versions up to 0.1 kept spooled mails (id → `Mail::to_spool_bytes`), read once to
 /// move them into the journal.
@@ -54,6 +54,7 @@ struct Queue {
 /// The embedded spool.
 pub struct EmbeddedSpool {
     store: Arc<Store>,
+    jobs: Arc<dyn JobSink>,
     journal: Journal,
     corrupt_dir: PathBuf,
     queue: Mutex<Queue>,
@@ -64,8 +65,12 @@ pub struct EmbeddedSpool {
 
 impl EmbeddedSpool {
     /// Opens the journal in `journal_dir` beside `store`, queueing every mail found there
-    /// (crash recovery).
-    pub fn open(store: Arc<Store>, journal_dir: &Path) -> Result<Arc<EmbeddedSpool>, SpoolError> {
+    /// (crash recovery); finished mails' jobs go to `jobs`.
+    pub fn open(
+        store: Arc<Store>,
+        journal_dir: &Path,
+        jobs: Arc<dyn JobSink>,
+    ) -> Result<Arc<EmbeddedSpool>, SpoolError> {
         let (journal, recovered) = Journal::open(journal_dir)?;
         let mut queue = Queue::default();
         let now = now_ms();
@@ -94,6 +99,7 @@ impl EmbeddedSpool {
         }
         Ok(Arc::new(EmbeddedSpool {
             store,
+            jobs,
             journal,
             corrupt_dir: journal_dir.join("corrupt"),
             queue: Mutex::new(queue),
@@ -105,10 +111,13 @@ impl EmbeddedSpool {
 
     /// Opens the store file at `path` and the spool's journal beside it (`spool/` in the
     /// same directory).
-    pub fn open_path(path: &Path) -> Result<(Arc<Store>, Arc<EmbeddedSpool>), SpoolError> {
+    pub fn open_path(
+        path: &Path,
+        jobs: Arc<dyn JobSink>,
+    ) -> Result<(Arc<Store>, Arc<EmbeddedSpool>), SpoolError> {
         let store = Store::open(path)?;
         let dir = path.parent().unwrap_or(Path::new(".")).join("spool");
-        let spool = Self::open(store.clone(), &dir)?;
+        let spool = Self::open(store.clone(), &dir, jobs)?;
         Ok((store, spool))
     }
 
@@ -376,7 +385,10 @@ impl Spool for EmbeddedSpool {
         let stored_jobs = !jobs.is_empty();
         if stored_jobs {
             self.store
-                .write(move |txn| crate::outbox::store::insert_jobs(txn, jobs))
+                .write({
+                    let sink = self.jobs.clone();
+                    move |txn| sink.insert(txn, jobs)
+                })
                 .await
                 .map_err(SpoolError::from)
                 .inspect_err(|_| self.release_later(id))?;
@@ -388,7 +400,7 @@ impl Spool for EmbeddedSpool {
             q.stored = q.stored.saturating_sub(1);
         }
         if stored_jobs {
-            crate::outbox::store::jobs_added();
+            self.jobs.added();
         }
         Ok(())
     }
@@ -469,7 +481,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.redb");
         {
-            let (_store, spool) = EmbeddedSpool::open_path(&path).unwrap();
+            let (_store, spool) = EmbeddedSpool::open_path(
+                &path,
+                std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            )
+            .unwrap();
             for n in 0..3 {
                 spool.enqueue(mail(n)).await.unwrap();
             }
@@ -478,7 +494,9 @@ mod tests {
             assert_eq!(spool.depth(), 2);
             spool.close();
         }
-        let (_store, spool) = EmbeddedSpool::open_path(&path).unwrap();
+        let (_store, spool) =
+            EmbeddedSpool::open_path(&path, std::sync::Arc::new(crate::outbox::store::OutboxSink))
+                .unwrap();
         assert_eq!(spool.depth(), 2);
         let a = spool.dequeue().await.unwrap();
         let b = spool.dequeue().await.unwrap();
@@ -509,7 +527,11 @@ mod tests {
         }
         for _ in 0..2 {
             // the second open finds them in the journal only, not twice
-            let (store, spool) = EmbeddedSpool::open_path(&path).unwrap();
+            let (store, spool) = EmbeddedSpool::open_path(
+                &path,
+                std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            )
+            .unwrap();
             assert_eq!(spool.depth(), 2);
             let q = spool.queue.lock().unwrap();
             assert_eq!(q.ready, [11]);
@@ -527,7 +549,11 @@ mod tests {
     #[tokio::test]
     async fn retry_waits_until_due() {
         let dir = tempfile::tempdir().unwrap();
-        let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(
+            &dir.path().join("s.redb"),
+            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+        )
+        .unwrap();
         spool.enqueue(mail(1)).await.unwrap();
         let m = spool.dequeue().await.unwrap();
         let due = now_ms() + 150;
@@ -540,7 +566,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_enqueues_share_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+        let (_store, spool) = EmbeddedSpool::open_path(
+            &dir.path().join("s.redb"),
+            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+        )
+        .unwrap();
         let mut tasks = Vec::new();
         for n in 0..50u8 {
             let spool = spool.clone();

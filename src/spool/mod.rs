@@ -5,18 +5,17 @@
 pub mod embedded;
 pub mod journal;
 pub mod rabbitmq;
-pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
+use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId};
-use crate::outbox::OutboxJob;
 
+pub use crate::store::{Store, StoreError};
 pub use embedded::EmbeddedSpool;
-pub use store::{Store, StoreError};
 
 /// A spool operation failed (disk full, I/O error, corrupt record).
 #[derive(Debug, thiserror::Error)]

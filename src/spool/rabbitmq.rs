@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Spool, SpoolError};
 use crate::broker::{self, Broker};
+use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
-use crate::outbox::OutboxJob;
 
 impl From<broker::BrokerError> for SpoolError {
     fn from(e: broker::BrokerError) -> Self {

@@ -71,7 +71,11 @@ impl Listener {
             .enable_all()
             .build()
             .unwrap();
-        let (store, spool) = EmbeddedSpool::open_path(&dir.path().join("spool.redb")).unwrap();
+        let (store, spool) = EmbeddedSpool::open_path(
+            &dir.path().join("spool.redb"),
+            std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+        )
+        .unwrap();
         let shutdown = CancellationToken::new();
         let used: Arc<dyn Spool> = spool_override.unwrap_or_else(|| spool.clone());
         // two SMTP threads: sessions are spread over both event loops
@@ -546,7 +550,11 @@ fn a_bind_failure_names_the_address() {
     let servers = smtpserver::parse(&doc, Path::new(".")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (_store, spool) = EmbeddedSpool::open_path(&dir.path().join("s.redb")).unwrap();
+    let (_store, spool) = EmbeddedSpool::open_path(
+        &dir.path().join("s.redb"),
+        std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+    )
+    .unwrap();
     let err = rt
         .block_on(mailetd::ingest::run(
             servers,
@@ -758,7 +766,11 @@ impl Spool for FailingSpool {
 #[test]
 fn a_spool_failure_answers_451_and_the_session_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, real) = EmbeddedSpool::open_path(&dir.path().join("f.redb")).unwrap();
+    let (_store, real) = EmbeddedSpool::open_path(
+        &dir.path().join("f.redb"),
+        std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+    )
+    .unwrap();
     let failing = Arc::new(FailingSpool {
         inner: real.clone(),
         fail_next: AtomicBool::new(true),

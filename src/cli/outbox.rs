@@ -7,14 +7,14 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::OutboxJob;
-use super::admin::{EmbeddedOutbox, OutboxAdmin};
-use super::rabbitmq::BrokerOutbox;
-use super::store::JobState;
 use crate::config::Settings;
 use crate::config::settings::SpoolBackend;
+use crate::mail::job::OutboxJob;
 use crate::mail::now_ms;
-use crate::spool::Store;
+use crate::outbox::admin::{EmbeddedOutbox, OutboxAdmin};
+use crate::outbox::rabbitmq::BrokerOutbox;
+use crate::outbox::store::JobState;
+use crate::store::Store;
 
 /// What to do with the outbox.
 #[derive(Clone, Debug, clap::Subcommand)]

@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
+use crate::mail::job::OutboxJob;
+
 /// Failure of the store (I/O error, disk full, corrupt file).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -184,4 +186,14 @@ fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Op
         // Operations consumed before the failure never produced a completion: their
         // senders were dropped with the closure, and their callers see "dropped".
     }
+}
+
+/// Where the embedded spool puts a finished mail's outbox jobs: inside the same store
+/// transaction that releases the mail, so a job is never lost between the two. The outbox
+/// provides it; the spool only knows this contract.
+pub trait JobSink: Send + Sync {
+    /// Stores `jobs` in the caller's transaction (duplicates may be dropped).
+    fn insert(&self, txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), redb::Error>;
+    /// Called once the transaction that stored jobs has committed.
+    fn added(&self);
 }
