@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::config::ConfDir;
 use crate::config::settings::{Role, SpoolBackend};
-use crate::pipeline::Container;
 use crate::pipeline::spooler::{self, SpoolerSettings};
+use crate::pipeline::{Container, MailetContext};
 use crate::repository::Repository;
 use crate::spool::rabbitmq::RabbitSpool;
 use crate::spool::{EmbeddedSpool, Spool};
@@ -26,7 +26,7 @@ pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
 /// [`serve`] in `role` (default: `role` of mailetd.toml).
 pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()> {
     let conf = ConfDir::load(conf_dir)?;
-    let settings = conf.context.settings.clone();
+    let settings = conf.settings.clone();
     let role = role.unwrap_or(settings.role);
     let on_broker = settings.spool.backend == SpoolBackend::Rabbitmq;
     if !on_broker && role != Role::All {
@@ -38,7 +38,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     cap_message_size(&mut smtp_servers, settings.spool.max_message_bytes)?;
     crate::http::listen_address(&settings.http).map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
-    let data_dir = conf.context.data_dir.clone();
+    let data_dir = conf.data_dir().to_path_buf();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let error_repository = Repository::open(&conf.container.error_repository, &data_dir)
@@ -67,7 +67,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         )?;
         (store, spool, None)
     };
-    let mut context = conf.context.clone();
+    let mut context = MailetContext::new(&conf);
     context.store = Some(store.clone());
     let container = Arc::new(Container::build(&conf.container, &context)?);
     // The handlers share the context's DavServices with the mailets: one HTTP client pool,
@@ -139,7 +139,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         store: store.clone(),
         data_dir: data_dir.clone(),
         config_summary: crate::http::config_summary(&conf, &smtp_servers),
-        probes: crate::http::probes(&conf),
+        probes: crate::http::probes(&conf.settings, &context.dav),
         stuck_after: Duration::from_secs(settings.http.stuck_after_secs),
         probe_ttl: Duration::from_secs(settings.http.probe_ttl_secs),
         broker: broker.clone(),

@@ -7,8 +7,8 @@ use crate::config::mailetcontainer::{CompositeChild, CompositeConfig};
 use crate::config::secret::{is_secret_key, redact_url_value};
 use crate::config::smtpserver::SmtpServerConfig;
 use crate::config::{ConfDir, ConfigError, ConfigErrors};
-use crate::pipeline::Container;
 use crate::pipeline::processor::ExceptionRoute;
+use crate::pipeline::{Container, MailetContext};
 
 /// Loads `conf_dir`, builds the container and returns the report, or every error found
 /// (each with its file, line and column): one run shows all there is to fix.
@@ -20,18 +20,19 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
     let (Some(conf), Some(smtp_servers)) = (conf, smtp_servers) else {
         return Err(ConfigErrors(errors).into());
     };
-    let http = crate::http::listen_address(&conf.context.settings.http)
+    let context = MailetContext::new(&conf);
+    let http = crate::http::listen_address(&conf.settings.http)
         .map_err(|e| errors.push(ConfigError::new(e)))
         .ok()
         .flatten();
-    let container = Container::build_all(&conf.container, &conf.context)
+    let container = Container::build_all(&conf.container, &context)
         .map_err(|e| errors.extend(e.0))
         .ok();
     // Building the handlers validates openpaas.properties and the [dav] settings too.
     for handlers in [
-        crate::dav::outbox_handlers(&conf.context.properties, &conf.context.dav),
-        crate::dav::contact_handlers(&conf.context),
-        crate::dav::standard_handlers(&conf.context.settings.dav),
+        crate::dav::outbox_handlers(&context.properties, &context.dav),
+        crate::dav::contact_handlers(&context),
+        crate::dav::standard_handlers(&conf.settings.dav),
     ] {
         if let Err(e) = handlers
             && !errors.contains(&e)
@@ -39,10 +40,9 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
             errors.push(e);
         }
     }
-    if let Err(e) = crate::repository::Repository::locate(
-        &conf.container.error_repository,
-        &conf.context.data_dir,
-    ) {
+    if let Err(e) =
+        crate::repository::Repository::locate(&conf.container.error_repository, conf.data_dir())
+    {
         errors.push(
             conf.container
                 .error_repository_position
@@ -53,7 +53,7 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
         return Err(ConfigErrors(errors).into());
     };
     let http = match http {
-        Some(l) if conf.context.settings.http.username.is_some() => {
+        Some(l) if conf.settings.http.username.is_some() => {
             format!("{} (Basic auth)", l.addr)
         }
         Some(l) => l.addr.to_string(),
@@ -106,7 +106,7 @@ fn report(
     smtp_servers: &[SmtpServerConfig],
     http: &str,
 ) -> String {
-    let ctx = &conf.context;
+    let ctx = &container.context();
     let mut out = String::new();
     let _ = writeln!(out, "configuration: {}", conf.dir.display());
     let _ = writeln!(

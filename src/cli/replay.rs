@@ -9,7 +9,7 @@ use mail_parser::{Address, MessageParser};
 
 use crate::config::ConfDir;
 use crate::mail::{Mail, MailAddress};
-use crate::pipeline::{Container, Run};
+use crate::pipeline::{Container, MailetContext, Run};
 
 /// What to replay.
 pub struct ReplayOptions {
@@ -29,7 +29,7 @@ pub struct ReplayOptions {
 /// without a propagated error.
 pub async fn run(options: &ReplayOptions) -> anyhow::Result<(String, bool)> {
     let conf = ConfDir::load(&options.conf_dir)?;
-    let mut ctx = conf.context.clone();
+    let mut ctx = MailetContext::new(&conf);
     ctx.dry_run = options.dry_run;
     let container = Container::build(&conf.container, &ctx)?;
     let mut out = String::new();

@@ -20,7 +20,7 @@ pub fn open(conf_dir: &Path, name: &str) -> anyhow::Result<Repository> {
     } else {
         format!("file://{name}")
     };
-    Repository::open(&url, &conf.context.data_dir).map_err(anyhow::Error::msg)
+    Repository::open(&url, conf.data_dir()).map_err(anyhow::Error::msg)
 }
 
 /// One line per stored mail.
@@ -106,7 +106,7 @@ pub async fn reprocess(
     {
         anyhow::bail!("processor {p} does not exist in the configuration");
     }
-    let data_dir = &conf.context.data_dir;
+    let data_dir = conf.data_dir();
     std::fs::create_dir_all(data_dir)?;
     let (_store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"), std::sync::Arc::new(crate::outbox::store::OutboxSink))
         .with_context(|| "cannot open the spool (stop mailetd serve first: the spool is used by one process at a time)")?;

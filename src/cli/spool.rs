@@ -25,13 +25,13 @@ pub struct Opened {
 /// Opens the spool (refused while `mailetd serve` holds it).
 pub fn open(conf_dir: &Path) -> anyhow::Result<Opened> {
     let conf = ConfDir::load(conf_dir)?;
-    if conf.context.settings.spool.backend == SpoolBackend::Rabbitmq {
+    if conf.settings.spool.backend == SpoolBackend::Rabbitmq {
         anyhow::bail!(
             "the spool is on RabbitMQ ([spool] backend): its mails are messages of queue {}; use the RabbitMQ management tools",
-            conf.context.settings.spool.queue
+            conf.settings.spool.queue
         );
     }
-    let data_dir = &conf.context.data_dir;
+    let data_dir = conf.data_dir();
     let path = data_dir.join("spool.redb");
     if !path.exists() {
         anyhow::bail!("no spool at {}", path.display());

@@ -1,8 +1,7 @@
 //! A configuration directory loaded as a whole: `mailetcontainer.xml`, `domainlist.xml`, every
-//! `*.properties` file and `mailetd.toml`, turned into the [`MailetContext`] mailets see.
+//! `*.properties` file and `mailetd.toml` (the pipeline turns it into the context mailets see).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::domainlist::DomainList;
 use super::error::ConfigError;
@@ -10,7 +9,6 @@ use super::mailetcontainer::MailetContainerConfig;
 use super::properties::Properties;
 use super::settings::Settings;
 use crate::mail::MailAddress;
-use crate::pipeline::MailetContext;
 
 /// The `mailetcontainer.xml` used when the conf directory has none (James falls back to a
 /// built-in default set of processors too).
@@ -25,8 +23,19 @@ pub struct ConfDir {
     pub container: MailetContainerConfig,
     /// `domainlist.xml`.
     pub domains: DomainList,
-    /// The context built from all of it.
-    pub context: MailetContext,
+    /// `mailetd.toml`.
+    pub settings: Settings,
+    /// Every `*.properties` file of the directory, merged (later files win).
+    pub properties: Properties,
+    /// The postmaster address (`<context><postmaster>`, completed with a local domain).
+    pub postmaster: MailAddress,
+}
+
+impl ConfDir {
+    /// Where repositories and other state live (`data_dir` of mailetd.toml).
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
 }
 
 impl ConfDir {
@@ -83,23 +92,13 @@ impl ConfDir {
         else {
             return (None, errors);
         };
-        let context = MailetContext {
-            local_domains: domains.domains.clone(),
-            default_domain: domains.default_domain.clone(),
-            postmaster,
-            data_dir: settings.data_dir.clone(),
-            conf_dir: dir.to_path_buf(),
-            properties,
-            settings,
-            dry_run: false,
-            store: None,
-            dav: Arc::default(),
-        };
         let conf = ConfDir {
             dir: dir.to_path_buf(),
             container,
             domains,
-            context,
+            settings,
+            properties,
+            postmaster,
         };
         (Some(conf), errors)
     }
@@ -158,14 +157,13 @@ mod tests {
             "data_dir = \"/srv/mailetd\"\nretry_base_secs = 7\n",
         );
         let conf = ConfDir::load(d).unwrap();
-        let ctx = &conf.context;
-        assert_eq!(ctx.local_domains, ["localhost", "example.org"]);
-        assert_eq!(ctx.default_domain, "example.org");
-        assert_eq!(ctx.postmaster.to_string(), "admin@example.org");
-        assert_eq!(ctx.properties.get("k"), Some("1"));
-        assert_eq!(ctx.properties.get("shared"), Some("b"), "later files win");
-        assert_eq!(ctx.data_dir, PathBuf::from("/srv/mailetd"));
-        assert_eq!(ctx.settings.retry_base_secs, 7);
+        assert_eq!(conf.domains.domains, ["localhost", "example.org"]);
+        assert_eq!(conf.domains.default_domain, "example.org");
+        assert_eq!(conf.postmaster.to_string(), "admin@example.org");
+        assert_eq!(conf.properties.get("k"), Some("1"));
+        assert_eq!(conf.properties.get("shared"), Some("b"), "later files win");
+        assert_eq!(conf.data_dir(), Path::new("/srv/mailetd"));
+        assert_eq!(conf.settings.retry_base_secs, 7);
     }
 
     #[test]
@@ -179,8 +177,8 @@ mod tests {
             .map(|p| p.state.as_str())
             .collect();
         assert_eq!(states, ["root", "error", "transport"]);
-        assert_eq!(conf.context.local_domains, ["localhost"]);
-        assert_eq!(conf.context.postmaster.to_string(), "postmaster@localhost");
+        assert_eq!(conf.domains.domains, ["localhost"]);
+        assert_eq!(conf.postmaster.to_string(), "postmaster@localhost");
     }
 
     #[test]

@@ -2,19 +2,21 @@
 //! from the loaded configuration. Nothing secret goes in: no password, no credentials file
 //! content, URLs with their userinfo password hidden.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::Probe;
-use crate::config::ConfDir;
 use crate::config::secret::redact_url_value;
 use crate::config::settings::DavDialect;
 use crate::config::smtpserver::SmtpServerConfig;
+use crate::config::{ConfDir, Settings};
+use crate::dav::DavServices;
 
 /// What `/api/status` shows of the configuration.
 pub fn config_summary(conf: &ConfDir, smtp: &[SmtpServerConfig]) -> serde_json::Value {
-    let settings = &conf.context.settings;
+    let settings = &conf.settings;
     let servers: Vec<_> = smtp
         .iter()
         .map(|s| {
@@ -30,12 +32,12 @@ pub fn config_summary(conf: &ConfDir, smtp: &[SmtpServerConfig]) -> serde_json::
             })
         })
         .collect();
-    let openpaas = crate::dav::OpenPaasConfig::from_properties(&conf.context.properties)
+    let openpaas = crate::dav::OpenPaasConfig::from_properties(&conf.properties)
         .ok()
         .flatten();
     json!({
         "conf_dir": conf.dir.display().to_string(),
-        "data_dir": conf.context.data_dir.display().to_string(),
+        "data_dir": conf.data_dir().display().to_string(),
         "smtp": servers,
         "processors": conf.container.processors.iter().map(|p| p.state.clone()).collect::<Vec<_>>(),
         "spooler_threads": settings.workers.unwrap_or(conf.container.threads),
@@ -67,10 +69,9 @@ pub fn config_summary(conf: &ConfDir, smtp: &[SmtpServerConfig]) -> serde_json::
 
 /// The endpoints `/health/ready` probes: the OpenPaaS API and esn-sabre when configured, or
 /// the standard DAV server of `[dav]`, each with its own TLS policy.
-pub fn probes(conf: &ConfDir) -> Vec<Probe> {
+pub fn probes(settings: &Settings, dav: &OnceLock<Arc<DavServices>>) -> Vec<Probe> {
     let mut probes = Vec::new();
-    let settings = &conf.context.settings;
-    if let Some(services) = conf.context.dav.get() {
+    if let Some(services) = dav.get() {
         probes.push(Probe::new(
             "openpaas",
             services.openpaas.api_uri.to_string(),

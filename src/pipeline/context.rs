@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{Properties, Settings};
+use crate::config::{ConfDir, Properties, Settings};
 use crate::dav::DavServices;
 use crate::mail::MailAddress;
 use crate::store::Store;
@@ -34,6 +34,22 @@ pub struct MailetContext {
 }
 
 impl MailetContext {
+    /// The context of a loaded configuration directory, without a store or DAV services yet.
+    pub fn new(conf: &ConfDir) -> Self {
+        MailetContext {
+            local_domains: conf.domains.domains.clone(),
+            default_domain: conf.domains.default_domain.clone(),
+            postmaster: conf.postmaster.clone(),
+            data_dir: conf.settings.data_dir.clone(),
+            conf_dir: conf.dir.clone(),
+            properties: conf.properties.clone(),
+            settings: conf.settings.clone(),
+            dry_run: false,
+            store: None,
+            dav: Arc::default(),
+        }
+    }
+
     /// A context for tests and tools: domain `example.org`, data under `data_dir`.
     pub fn for_tests(data_dir: PathBuf) -> Self {
         MailetContext {
