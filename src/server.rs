@@ -11,7 +11,7 @@ use crate::broker::Broker;
 use crate::config::ConfDir;
 use crate::config::settings::{Role, SpoolBackend};
 use crate::pipeline::spooler::{self, SpoolerSettings};
-use crate::pipeline::{Container, MailetContext};
+use crate::pipeline::{Container, Loaders, MailetContext};
 use crate::repository::Repository;
 use crate::spool::rabbitmq::RabbitSpool;
 use crate::spool::{EmbeddedSpool, Spool};
@@ -21,6 +21,15 @@ use crate::store::Store;
 /// reported before anything binds or opens the spool.
 pub async fn serve(conf_dir: &Path) -> anyhow::Result<()> {
     serve_as(conf_dir, None).await
+}
+
+/// The mailets and matchers this binary is built with: the loaders every container of the
+/// process (server, `check`, `replay`) is built from.
+pub fn loaders() -> Loaders {
+    Loaders {
+        mailets: &crate::mailets::REGISTRY,
+        matchers: &crate::matchers::REGISTRY,
+    }
 }
 
 /// [`serve`] in `role` (default: `role` of mailetd.toml).
@@ -69,7 +78,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     };
     let mut context = MailetContext::new(&conf);
     context.store = Some(store.clone());
-    let container = Arc::new(Container::build(&conf.container, &context)?);
+    let container = Arc::new(Container::build(&conf.container, &context, loaders())?);
     // The handlers share the context's DavServices with the mailets: one HTTP client pool,
     // one user-lookup cache.
     let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;

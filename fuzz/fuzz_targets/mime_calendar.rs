@@ -27,7 +27,7 @@ fn setup() -> &'static (tokio::runtime::Runtime, Container) {
     SETUP.get_or_init(|| {
         let config = MailetContainerConfig::parse(XML, Path::new("mailetcontainer.xml")).unwrap();
         let context = MailetContext::for_tests(std::env::temp_dir().join("mailetd-fuzz"));
-        let container = Container::build(&config, &context).unwrap();
+        let container = Container::build(&config, &context, mailetd::server::loaders()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -28,7 +28,7 @@ fn setup() -> &'static (tokio::runtime::Runtime, Container) {
         let mut context = MailetContext::for_tests(std::env::temp_dir().join("mailetd-fuzz"));
         context.settings.dav.dialect = DavDialect::Caldav;
         context.settings.dav.base_url = "http://127.0.0.1:9".into();
-        let container = Container::build(&config, &context).unwrap();
+        let container = Container::build(&config, &context, mailetd::server::loaders()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

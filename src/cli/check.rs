@@ -25,7 +25,7 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
         .map_err(|e| errors.push(ConfigError::new(e)))
         .ok()
         .flatten();
-    let container = Container::build_all(&conf.container, &context)
+    let container = Container::build_all(&conf.container, &context, crate::server::loaders())
         .map_err(|e| errors.extend(e.0))
         .ok();
     // Building the handlers validates openpaas.properties and the [dav] settings too.

@@ -31,7 +31,7 @@ pub async fn run(options: &ReplayOptions) -> anyhow::Result<(String, bool)> {
     let conf = ConfDir::load(&options.conf_dir)?;
     let mut ctx = MailetContext::new(&conf);
     ctx.dry_run = options.dry_run;
-    let container = Container::build(&conf.container, &ctx)?;
+    let container = Container::build(&conf.container, &ctx, crate::server::loaders())?;
     let mut out = String::new();
     let mut all_ok = true;
     for (i, file) in options.files.iter().enumerate() {

@@ -7,10 +7,9 @@
 
 use std::path::Path;
 
+use super::component::{MailetConfig, MatcherConfig, Parameter, simple_name};
 use super::error::{ConfigError, Position};
 use super::xml::{Element, XmlDocument};
-use crate::pipeline::api::Parameter;
-use crate::pipeline::{MailetConfig, MatcherConfig};
 
 /// The default `spooler/threads` of the James code (the samples use 20).
 pub const DEFAULT_THREADS: usize = 100;
@@ -243,7 +242,7 @@ fn parse_matcher_ref(el: &Element, what: &str) -> Result<Option<MatcherRef>, Con
     Ok(Some(MatcherRef {
         config: MatcherConfig {
             class: class.to_string(),
-            name: crate::matchers::short_name(class).to_string(),
+            name: simple_name(class).to_string(),
             condition,
             position: attr.position.clone(),
         },
@@ -332,7 +331,7 @@ fn parse_mailet(el: &Element, state: &str) -> Result<MailetStepConfig, ConfigErr
     }
     Ok(MailetStepConfig {
         mailet: MailetConfig {
-            name: crate::mailets::short_name(&class).to_string(),
+            name: simple_name(&class).to_string(),
             class,
             processor: state.to_string(),
             parameters,

@@ -1,6 +1,7 @@
 //! Configuration: what a user writes (James XML, `.properties`, `mailetd.toml`), parsed with
 //! positions so that every error names the file, line and column.
 
+pub mod component;
 pub mod consolidate;
 pub mod error;
 pub mod interpolate;

@@ -30,14 +30,15 @@ mod to_repository;
 pub use metrics_mailet::metric_counts;
 
 use crate::config::ConfigError;
-use crate::config::error::{did_you_mean, strip_class_prefix};
+use crate::pipeline::registry::{Builder, Registry};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext};
 
-/// Builds a mailet from its configuration.
-pub type MailetBuilder = fn(&MailetConfig, &MailetContext) -> Result<Box<dyn Mailet>, ConfigError>;
+/// Every known mailet (the container's mailet loader).
+pub static REGISTRY: Registry<dyn Mailet, MailetConfig> =
+    Registry::new("mailet class", CLASS_PREFIXES, ENTRIES).explaining(explain_unknown);
 
-/// Every known mailet: short name → builder.
-pub const REGISTRY: &[(&str, MailetBuilder)] = &[
+/// Short name → builder.
+const ENTRIES: &[(&str, Builder<dyn Mailet, MailetConfig>)] = &[
     ("Null", null::Null::build),
     ("AddHeader", add_header::AddHeader::build),
     ("LogMessage", log_message::LogMessage::build),
@@ -103,25 +104,16 @@ pub const CLASS_PREFIXES: &[&str] = &[
     "org.apache.james.mailetcontainer.impl.",
 ];
 
-/// The short name of a mailet class (`org.apache.james.transport.mailets.Null` → `Null`).
-pub fn short_name(class: &str) -> &str {
-    strip_class_prefix(class, CLASS_PREFIXES)
+/// A delivery, bounce or mailbox mailet of any package (`org.apache.james.jmap.mailet.VacationMailet`
+/// too) is not part of a collector: say so instead of "unknown".
+fn explain_unknown(config: &MailetConfig) -> Option<String> {
+    let simple = config.class.rsplit('.').next().unwrap_or(&config.name);
+    not_a_collector::explain(simple, &config.class)
 }
 
-/// Builds the mailet named by `config.name`, or explains which names are known.
+/// Builds the mailet `config.class` names (see [`REGISTRY`]).
 pub fn build(config: &MailetConfig, ctx: &MailetContext) -> Result<Box<dyn Mailet>, ConfigError> {
-    match REGISTRY.iter().find(|(name, _)| *name == config.name) {
-        Some((_, builder)) => builder(config, ctx),
-        None => {
-            // any package: `org.apache.james.jmap.mailet.VacationMailet` too
-            let simple = config.class.rsplit('.').next().unwrap_or(&config.name);
-            if let Some(text) = not_a_collector::explain(simple, &config.class) {
-                return Err(config.error(text));
-            }
-            let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
-            Err(config.error(format!("unknown mailet class {:?}{hint}", config.class)))
-        }
-    }
+    REGISTRY.build(config, ctx)
 }
 
 #[cfg(test)]

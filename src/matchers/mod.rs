@@ -23,15 +23,15 @@ mod smtp_auth_successful;
 mod smtp_is_auth_network;
 
 use crate::config::ConfigError;
-use crate::config::error::{did_you_mean, strip_class_prefix};
+use crate::pipeline::registry::{Builder, Registry};
 use crate::pipeline::{MailetContext, Matcher, MatcherConfig};
 
-/// Builds a matcher from its configuration.
-pub type MatcherBuilder =
-    fn(&MatcherConfig, &MailetContext) -> Result<Box<dyn Matcher>, ConfigError>;
+/// Every known matcher (the container's matcher loader).
+pub static REGISTRY: Registry<dyn Matcher, MatcherConfig> =
+    Registry::new("matcher", CLASS_PREFIXES, ENTRIES);
 
-/// Every known matcher: short name → builder.
-pub const REGISTRY: &[(&str, MatcherBuilder)] = &[
+/// Short name → builder.
+const ENTRIES: &[(&str, Builder<dyn Matcher, MatcherConfig>)] = &[
     ("All", all::All::build),
     ("HasHeader", has_header::HasHeader::build),
     (
@@ -89,20 +89,9 @@ pub const CLASS_PREFIXES: &[&str] = &[
     "com.linagora.tmail.mailet.",
 ];
 
-/// The short name of a matcher class.
-pub fn short_name(class: &str) -> &str {
-    strip_class_prefix(class, CLASS_PREFIXES)
-}
-
-/// Builds the matcher named by `config.name`, or explains which names are known.
+/// Builds the matcher `config.class` names (see [`REGISTRY`]).
 pub fn build(config: &MatcherConfig, ctx: &MailetContext) -> Result<Box<dyn Matcher>, ConfigError> {
-    match REGISTRY.iter().find(|(name, _)| *name == config.name) {
-        Some((_, builder)) => builder(config, ctx),
-        None => {
-            let hint = did_you_mean(&config.name, REGISTRY.iter().map(|(n, _)| *n));
-            Err(config.error(format!("unknown matcher {:?}{hint}", config.class)))
-        }
-    }
+    REGISTRY.build(config, ctx)
 }
 
 #[cfg(test)]

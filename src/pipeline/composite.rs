@@ -9,7 +9,7 @@ use crate::config::ConfigError;
 use crate::config::mailetcontainer::{CompositeChild, CompositeConfig, MatcherRef};
 use crate::mail::{Mail, MailAddress};
 
-use super::{MailetContext, Matcher, MatcherError};
+use super::{Loaders, MailetContext, Matcher, MatcherError};
 
 /// The package of James's composite matchers.
 pub const COMPOSITE_PACKAGE: &str = "org.apache.james.mailetcontainer.impl.matchers.";
@@ -118,6 +118,7 @@ pub fn build_ref(
     reference: &MatcherRef,
     named: &HashMap<String, Arc<dyn Matcher>>,
     ctx: &MailetContext,
+    loaders: Loaders,
 ) -> Result<Arc<dyn Matcher>, ConfigError> {
     let base: Arc<dyn Matcher> = match named.get(&reference.config.class) {
         Some(m) => m.clone(),
@@ -128,7 +129,7 @@ pub fn build_ref(
                     reference.config.class, reference.config.class
                 )));
             }
-            Arc::from(crate::matchers::build(&reference.config, ctx)?)
+            Arc::from(loaders.matchers.build(&reference.config, ctx)?)
         }
     };
     Ok(if reference.invert {
@@ -143,6 +144,7 @@ pub fn build_composite(
     config: &CompositeConfig,
     named: &HashMap<String, Arc<dyn Matcher>>,
     ctx: &MailetContext,
+    loaders: Loaders,
 ) -> Result<Arc<dyn Matcher>, ConfigError> {
     let operator = Operator::from_class(&config.operator.config.class).ok_or_else(|| {
         config.operator.config.error(format!(
@@ -153,8 +155,8 @@ pub fn build_composite(
     let mut children = Vec::with_capacity(config.children.len());
     for child in &config.children {
         children.push(match child {
-            CompositeChild::Matcher(r) => build_ref(r, named, ctx)?,
-            CompositeChild::Composite(c) => build_composite(c, named, ctx)?,
+            CompositeChild::Matcher(r) => build_ref(r, named, ctx, loaders)?,
+            CompositeChild::Composite(c) => build_composite(c, named, ctx, loaders)?,
         });
     }
     let composite: Arc<dyn Matcher> = Arc::new(Composite::new(operator, children));

@@ -14,7 +14,8 @@ use crate::mail::{AttributeValue, Mail, attributes};
 
 use super::composite::{build_composite, build_ref};
 use super::processor::{ExceptionRoute, Processor, Step};
-use super::{ERROR, GHOST, MailetConfig, MailetContext, Matcher, ROOT};
+use super::{ERROR, GHOST, Loaders, MailetConfig, MailetContext, Matcher, ROOT};
+use crate::config::component::ComponentConfig;
 
 /// How many times one mail may be handed between processors before it is failed (a loop).
 const MAX_HANDOVERS: usize = 64;
@@ -164,14 +165,16 @@ impl Container {
     pub fn build(
         config: &MailetContainerConfig,
         context: &MailetContext,
+        loaders: Loaders,
     ) -> Result<Container, ConfigError> {
-        Self::build_all(config, context).map_err(|mut errors| errors.0.remove(0))
+        Self::build_all(config, context, loaders).map_err(|mut errors| errors.0.remove(0))
     }
 
     /// [`Container::build`], going on after an error so that all of them are reported.
     pub fn build_all(
         config: &MailetContainerConfig,
         context: &MailetContext,
+        loaders: Loaders,
     ) -> Result<Container, ConfigErrors> {
         let mut warnings = Vec::new();
         let mut errors = Vec::new();
@@ -200,7 +203,7 @@ impl Container {
         }
         let mut processors = HashMap::new();
         for p in &config.processors {
-            let built = build_processor(p, context, &states, &mut warnings, &mut errors);
+            let built = build_processor(p, context, loaders, &states, &mut warnings, &mut errors);
             processors.entry(p.state.clone()).or_insert(built);
         }
         let sources =
@@ -303,6 +306,7 @@ impl Container {
 fn build_processor(
     p: &ProcessorConfig,
     ctx: &MailetContext,
+    loaders: Loaders,
     states: &[&str],
     warnings: &mut Vec<String>,
     errors: &mut Vec<ConfigError>,
@@ -310,7 +314,7 @@ fn build_processor(
     let mut named: HashMap<String, Arc<dyn Matcher>> = HashMap::new();
     let mut broken_composites = Vec::new();
     for c in &p.composites {
-        match build_composite(c, &named, ctx) {
+        match build_composite(c, &named, ctx, loaders) {
             Ok(built) => {
                 named.insert(c.name.clone(), built);
             }
@@ -322,13 +326,16 @@ fn build_processor(
     }
     let mut steps = Vec::with_capacity(p.mailets.len());
     for m in &p.mailets {
-        let matcher = build_ref(&m.matcher, &named, ctx).map_err(|e| {
+        let matcher = build_ref(&m.matcher, &named, ctx, loaders).map_err(|e| {
             // a composite already reported is not reported again as unknown
             if !broken_composites.contains(&m.matcher.config.class.as_str()) {
                 errors.push(e);
             }
         });
-        let mailet = crate::mailets::build(&m.mailet, ctx).map_err(|e| errors.push(e));
+        let mailet = loaders
+            .mailets
+            .build(&m.mailet, ctx)
+            .map_err(|e| errors.push(e));
         let on_mailet_exception = check_route(
             &m.on_mailet_exception,
             "onMailetException",
@@ -370,7 +377,7 @@ fn build_processor(
         }
         steps.push(Step {
             mailet,
-            config: m.mailet.clone(),
+            config: m.mailet.named(loaders.mailets.short_name(&m.mailet.class)),
             matcher,
             matcher_text: m.matcher.describe(),
             on_mailet_exception,

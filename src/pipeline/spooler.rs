@@ -290,7 +290,8 @@ mod tests {
         );
         let config = MailetContainerConfig::parse(&xml, Path::new("mc.xml")).unwrap();
         let ctx = MailetContext::for_tests(dir.to_path_buf());
-        let container = Arc::new(Container::build(&config, &ctx).unwrap());
+        let container =
+            Arc::new(Container::build(&config, &ctx, crate::server::loaders()).unwrap());
         let (_store, spool) = EmbeddedSpool::open_path(
             &dir.join("spool.redb"),
             std::sync::Arc::new(crate::outbox::store::OutboxSink),

@@ -14,7 +14,7 @@ fn container(processors: &str) -> Result<Container, String> {
     let config =
         MailetContainerConfig::parse(&xml, Path::new("mc.xml")).map_err(|e| e.to_string())?;
     let ctx = MailetContext::for_tests(std::env::temp_dir());
-    Container::build(&config, &ctx).map_err(|e| e.to_string())
+    Container::build(&config, &ctx, crate::server::loaders()).map_err(|e| e.to_string())
 }
 
 fn mail(recipients: &[&str]) -> Mail {

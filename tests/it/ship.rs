@@ -802,18 +802,9 @@ fn migration_guide_lists_every_mailet_and_matcher() {
     for (header, registry) in [
         (
             "Mailet",
-            mailetd::mailets::REGISTRY
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<BTreeSet<_>>(),
+            mailetd::mailets::REGISTRY.names().collect::<BTreeSet<_>>(),
         ),
-        (
-            "Matcher",
-            mailetd::matchers::REGISTRY
-                .iter()
-                .map(|(n, _)| *n)
-                .collect(),
-        ),
+        ("Matcher", mailetd::matchers::REGISTRY.names().collect()),
     ] {
         let rows = table(&doc, "Supported unchanged", header);
         let documented: BTreeSet<&str> = rows
