@@ -16,6 +16,7 @@ mod hostile_calendar;
 mod hostile_secrets;
 mod invitations;
 mod james_confs;
+mod layers;
 mod ops;
 mod poison;
 mod ship;
