@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::settings::SpoolSettings;
+use crate::sync::Locked;
 
 /// Delays (seconds) of the retry queues: a retry waits for the smallest step at least as
 /// long as the delay asked for (the last one when none is).
@@ -127,7 +128,7 @@ impl Broker {
             let _ = old.connection.close(320, "reconnecting".into()).await;
         }
         {
-            let (after, _) = *self.retry_after.lock().unwrap();
+            let (after, _) = *self.retry_after.locked();
             if Instant::now() < after {
                 return Err(BrokerError(
                     "unreachable (waiting before the next connection attempt)".into(),
@@ -138,14 +139,14 @@ impl Broker {
             Ok(new) => {
                 let channel = new.publisher.clone();
                 *link = Some(new);
-                *self.retry_after.lock().unwrap() = (Instant::now(), BACKOFF_MIN);
+                *self.retry_after.locked() = (Instant::now(), BACKOFF_MIN);
                 if !self.connected.swap(true, Ordering::Relaxed) {
                     tracing::info!("broker: connected");
                 }
                 Ok(channel)
             }
             Err(e) => {
-                let mut r = self.retry_after.lock().unwrap();
+                let mut r = self.retry_after.locked();
                 let delay = r.1;
                 *r = (Instant::now() + delay, (delay * 2).min(BACKOFF_MAX));
                 self.lost();

@@ -26,3 +26,4 @@ pub mod repository;
 pub mod server;
 pub mod spool;
 pub mod store;
+pub mod sync;

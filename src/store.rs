@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::mail::job::OutboxJob;
+use crate::sync::LockedRw;
 
 /// Failure of the store (I/O error, disk full, corrupt file).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -104,7 +105,7 @@ impl Store {
 
     /// A consistent read snapshot.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        match self.db.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        match self.db.read_locked().as_ref() {
             Some(db) => db.begin_read().map_err(StoreError::from_redb),
             None => Err(StoreError(format!(
                 "{} is being reopened after an I/O error",
@@ -134,7 +135,7 @@ fn create(path: &Path) -> Result<Database, StoreError> {
 /// Drops the latched database and opens the file again; `false` when that failed too (the
 /// next batch tries again).
 fn reopen(db: &RwLock<Option<Database>>, path: &Path) -> bool {
-    let mut guard = db.write().unwrap_or_else(|e| e.into_inner());
+    let mut guard = db.write_locked();
     // the old handle must be closed first: redb locks the file
     drop(guard.take());
     match create(path) {
@@ -153,7 +154,7 @@ fn reopen(db: &RwLock<Option<Database>>, path: &Path) -> bool {
 fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Operation>) {
     let mut broken = false;
     while let Ok(first) = rx.recv() {
-        if broken || db.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+        if broken || db.read_locked().is_none() {
             broken = !reopen(db, path);
         }
         let mut batch = vec![first];
@@ -164,7 +165,7 @@ fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Op
             }
         }
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let guard = db.read().unwrap_or_else(|e| e.into_inner());
+        let guard = db.read_locked();
         let outcome = (|| -> Result<(), redb::Error> {
             let db = guard.as_ref().ok_or(redb::Error::PreviousIo)?;
             let txn = db.begin_write()?;

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use super::{ConfigError, Position};
+use crate::sync::Locked;
 
 /// One `<mailet>` parameter (a child element).
 #[derive(Clone, Debug)]
@@ -58,14 +59,14 @@ impl MailetConfig {
 
     /// The parameter names the constructor asked for.
     pub fn asked_parameters(&self) -> BTreeSet<String> {
-        self.asked.lock().map(|a| a.clone()).unwrap_or_default()
+        self.asked.locked().clone()
     }
 
     /// Every parameter, for mailets whose parameter names are free (`SetMailAttribute`).
     pub fn all_parameters(&self) -> &[Parameter] {
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.extend(self.parameters.iter().map(|p| p.name.clone()));
-        }
+        self.asked
+            .locked()
+            .extend(self.parameters.iter().map(|p| p.name.clone()));
         &self.parameters
     }
 
@@ -76,9 +77,7 @@ impl MailetConfig {
 
     /// A parameter with its position.
     pub fn parameter(&self, name: &str) -> Option<&Parameter> {
-        if let Ok(mut asked) = self.asked.lock() {
-            asked.insert(name.to_string());
-        }
+        self.asked.locked().insert(name.to_string());
         self.parameters.iter().find(|p| p.name == name)
     }
 

@@ -10,6 +10,7 @@ use std::sync::{LazyLock, Mutex};
 use serde::Serialize;
 
 use crate::mail::now_ms;
+use crate::sync::Locked;
 
 /// The counters of one source.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -30,7 +31,7 @@ static STATS: LazyLock<Mutex<BTreeMap<String, SourceStats>>> =
     LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 fn update(name: &str, change: impl FnOnce(&mut SourceStats)) {
-    let mut stats = STATS.lock().expect("not poisoned");
+    let mut stats = STATS.locked();
     match stats.get_mut(name) {
         Some(s) => change(s),
         None => change(stats.entry(name.to_string()).or_default()),
@@ -71,8 +72,7 @@ pub fn record_failed(name: &str) {
 /// Every source with its counters, by name.
 pub fn snapshot() -> Vec<(String, SourceStats)> {
     STATS
-        .lock()
-        .expect("not poisoned")
+        .locked()
         .iter()
         .map(|(n, s)| (n.clone(), s.clone()))
         .collect()

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::Admin;
 use super::status::outbox_counts;
 use crate::mail::now_ms;
+use crate::sync::Locked;
 
 /// Time allowed to each readiness step (store commit, probe request).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,7 +41,7 @@ impl Probe {
     }
 
     async fn check(&self, ttl: Duration) -> Check {
-        if let Some((at, check)) = self.last.lock().unwrap().as_ref()
+        if let Some((at, check)) = self.last.locked().as_ref()
             && at.elapsed() < ttl
         {
             return check.clone();
@@ -66,7 +67,7 @@ impl Probe {
             detail: crate::config::secret::redact_urls(&check.detail).into_owned(),
             ..check
         };
-        *self.last.lock().unwrap() = Some((Instant::now(), check.clone()));
+        *self.last.locked() = Some((Instant::now(), check.clone()));
         check
     }
 }

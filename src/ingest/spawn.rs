@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::Shared;
 use super::session;
 use crate::observe::metrics;
+use crate::sync::Locked;
 
 /// Refusals of clients outside `authorizedAddresses`, logged at a bounded rate.
 static REFUSALS: super::refusal_log::RefusalLog = super::refusal_log::RefusalLog::new();
@@ -113,7 +114,7 @@ impl Limits {
     }
 
     fn acquire(&self, ip: IpAddr, shared: Arc<Shared>) -> Result<ConnectionGuard, &'static str> {
-        let mut counts = self.counts.lock().unwrap();
+        let mut counts = self.counts.locked();
         if self.total_max > 0 && counts.0 >= self.total_max {
             return Err("connectionLimit");
         }
@@ -131,7 +132,7 @@ impl Limits {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let mut counts = self.shared.limits.counts.lock().unwrap();
+        let mut counts = self.shared.limits.counts.locked();
         counts.0 -= 1;
         metrics().connections_current.add(-1);
         if let Some(n) = counts.1.get_mut(&self.ip) {

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use super::job::OutboxJob;
 use crate::mail::now_ms;
 use crate::store::{JobSink, Store, StoreError};
+use crate::sync::Locked;
 
 /// Pending jobs: id → JSON of [`OutboxJob`].
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs");
@@ -80,7 +81,7 @@ fn resolve_text(read: &redb::ReadTransaction, job: &mut OutboxJob) -> Result<(),
         .open_table(SHARED)
         .map_err(|e| StoreError(e.to_string()))?;
     // jobs in flight at once (a thousand recipients of one invitation) share one copy
-    let mut live = live_texts().lock().unwrap();
+    let mut live = live_texts().locked();
     live.retain(|_, text| text.strong_count() > 0);
     if let Some(text) = live.get(key).and_then(Weak::upgrade) {
         job.shared = Some(text);

@@ -287,6 +287,7 @@ pub async fn deliver(
 mod tests {
     use super::*;
     use crate::outbox::store::{JobState, insert_jobs, list};
+    use crate::sync::Locked;
     use std::sync::Mutex;
 
     #[test]
@@ -316,8 +317,8 @@ mod tests {
             &["test"]
         }
         async fn deliver(&self, job: &OutboxJob) -> Delivery {
-            self.seen.lock().unwrap().push(job.id);
-            let mut answers = self.answers.lock().unwrap();
+            self.seen.locked().push(job.id);
+            let mut answers = self.answers.locked();
             if answers.is_empty() {
                 Delivery::Done
             } else {
@@ -381,7 +382,7 @@ mod tests {
         let dead = list(&store, JobState::Dead).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 400: missing uid"));
-        assert_eq!(handler.seen.lock().unwrap().len(), 3);
+        assert_eq!(handler.seen.locked().len(), 3);
     }
 
     #[tokio::test]

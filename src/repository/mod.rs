@@ -16,6 +16,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::mail::{AttributeValue, Mail, MailAddress, MailId};
+use crate::sync::Locked;
 
 /// A mail's JSON in a repository: every field of [`Mail`] but the message (its own file)
 /// and the jobs, borrowed, and written as it is serialised: a copy of the mail would copy
@@ -106,8 +107,7 @@ impl Repository {
             static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
             let first = WARNED
                 .get_or_init(Default::default)
-                .lock()
-                .unwrap()
+                .locked()
                 .insert(url.to_string());
             if first {
                 tracing::warn!(

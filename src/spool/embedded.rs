@@ -22,6 +22,7 @@ use super::{Incoming, Spool, SpoolError};
 use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
 use crate::store::{JobSink, Store};
+use crate::sync::Locked;
 
 /// Where versions up to 0.1 kept spooled mails (id → `Mail::to_spool_bytes`), read once to
 /// move them into the journal.
@@ -133,7 +134,7 @@ impl EmbeddedSpool {
 
     /// Time (ms since epoch) the oldest stored mail was queued, if any is waiting.
     pub fn oldest_id(&self) -> Option<MailId> {
-        let q = self.queue.lock().unwrap();
+        let q = self.queue.locked();
         q.ready
             .iter()
             .chain(q.delayed.iter().map(|(_, id)| id))
@@ -185,7 +186,7 @@ impl EmbeddedSpool {
     /// copy is still the truth, so it is processed again later instead of staying leased
     /// until a restart.
     fn release_later(&self, id: MailId) {
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.locked();
         if q.leased.remove(&id) {
             q.delayed.insert((now_ms() + RELEASE_RETRY_MS, id));
         }
@@ -202,7 +203,7 @@ impl EmbeddedSpool {
             Ok(()) => {
                 tracing::error!(mail = id, reason, kept = %kept.display(), "spool: undecodable record set aside");
                 self.journal.release(id);
-                let mut q = self.queue.lock().unwrap();
+                let mut q = self.queue.locked();
                 q.leased.remove(&id);
                 q.stored = q.stored.saturating_sub(1);
             }
@@ -301,7 +302,7 @@ impl Spool for EmbeddedSpool {
             return Err(e.into());
         }
         {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.locked();
             q.ready.push_back(id);
             q.stored += 1;
             if q.hot_bytes + mail.size() <= HOT_BYTES {
@@ -320,7 +321,7 @@ impl Spool for EmbeddedSpool {
             }
             let notified = self.notify.notified();
             let (next, hot, wait_ms) = {
-                let mut q = self.queue.lock().unwrap();
+                let mut q = self.queue.locked();
                 let now = now_ms();
                 while let Some(&(at, id)) = q.delayed.first() {
                     if at > now {
@@ -351,13 +352,13 @@ impl Spool for EmbeddedSpool {
                 match self.load(id) {
                     Ok(Some(mail)) => return Some(mail),
                     Ok(None) => {
-                        let mut q = self.queue.lock().unwrap();
+                        let mut q = self.queue.locked();
                         q.leased.remove(&id);
                         continue;
                     }
                     Err(e) => {
                         tracing::error!(mail = id, error = %e, "spool: cannot read a mail; retrying in 1 s");
-                        let mut q = self.queue.lock().unwrap();
+                        let mut q = self.queue.locked();
                         q.leased.remove(&id);
                         q.delayed.insert((now_ms() + 1000, id));
                         continue;
@@ -395,7 +396,7 @@ impl Spool for EmbeddedSpool {
         }
         self.journal.release(id);
         {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.locked();
             q.leased.remove(&id);
             q.stored = q.stored.saturating_sub(1);
         }
@@ -414,7 +415,7 @@ impl Spool for EmbeddedSpool {
             Ok(Some(mail)) => Ok(mail),
             Ok(None) => {
                 // not there, or quarantined as corrupt: nothing to put back
-                let mut q = self.queue.lock().unwrap();
+                let mut q = self.queue.locked();
                 q.leased.remove(&id);
                 Err(SpoolError(format!(
                     "mail {id} is not in the spool any more"
@@ -435,7 +436,7 @@ impl Spool for EmbeddedSpool {
             .map_err(SpoolError::from)
             .inspect_err(|_| self.release_later(id))?;
         {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.locked();
             q.leased.remove(&id);
             q.delayed.insert((at_ms, id));
         }
@@ -444,7 +445,7 @@ impl Spool for EmbeddedSpool {
     }
 
     fn depth(&self) -> usize {
-        self.queue.lock().unwrap().stored
+        self.queue.locked().stored
     }
 
     fn oldest_received_ms(&self) -> Option<u64> {
@@ -533,7 +534,7 @@ mod tests {
             )
             .unwrap();
             assert_eq!(spool.depth(), 2);
-            let q = spool.queue.lock().unwrap();
+            let q = spool.queue.locked();
             assert_eq!(q.ready, [11]);
             assert_eq!(
                 q.delayed.iter().map(|(_, id)| *id).collect::<Vec<_>>(),

@@ -39,6 +39,7 @@ use super::{Spool, SpoolError};
 use crate::broker::{self, Broker};
 use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
+use crate::sync::Locked;
 
 impl From<broker::BrokerError> for SpoolError {
     fn from(e: broker::BrokerError) -> Self {
@@ -105,8 +106,7 @@ impl RabbitSpool {
 
     fn take_lease(&self, id: MailId) -> Result<Acker, SpoolError> {
         self.leased
-            .lock()
-            .unwrap()
+            .locked()
             .remove(&id)
             .map(|(acker, _)| acker)
             .ok_or_else(|| SpoolError(format!("mail {id} is not leased here")))
@@ -176,8 +176,7 @@ impl Spool for RabbitSpool {
                     mail.id = id;
                     let delivery_number = delivery_count(&delivery.properties).map(|n| n + 1);
                     self.leased
-                        .lock()
-                        .unwrap()
+                        .locked()
                         .insert(id, (delivery.acker, delivery_number));
                     return Some(mail);
                 }
@@ -199,12 +198,7 @@ impl Spool for RabbitSpool {
 
     async fn begin_attempt(&self, mail: &Mail) -> Result<Option<u32>, SpoolError> {
         // the broker counted the delivery before handing it over: nothing to write
-        Ok(self
-            .leased
-            .lock()
-            .unwrap()
-            .get(&mail.id)
-            .and_then(|(_, n)| *n))
+        Ok(self.leased.locked().get(&mail.id).and_then(|(_, n)| *n))
     }
 
     async fn complete(&self, id: MailId, jobs: Vec<OutboxJob>) -> Result<(), SpoolError> {
@@ -249,7 +243,7 @@ impl Spool for RabbitSpool {
 
     /// Mails this node holds unacknowledged (the queue itself is the broker's to count).
     fn depth(&self) -> usize {
-        self.leased.lock().unwrap().len()
+        self.leased.locked().len()
     }
 
     fn close(&self) {

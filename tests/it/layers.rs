@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may import only from modules of lower layers.
 const LAYERS: &[&[&str]] = &[
     // foundation: what a mail is
-    &["address"],
+    &["sync", "address"],
     &["ical"],
     &["ical_json"],
     &["mail"],

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use super::Incoming;
 use crate::mail::MailId;
+use crate::sync::Locked;
 
 mod record;
 mod recovery;
@@ -225,13 +226,13 @@ impl Journal {
     /// Writes the put (and the queued releases) and hands it to the syncer, which calls
     /// `done` once it is durable or failed.
     fn append(&self, id: MailId, due_ms: u64, payload: &[&[u8]], done: Done) {
-        if self.shared.sync.lock().unwrap().closed {
+        if self.shared.sync.locked().closed {
             return done(Err(JournalError("the spool is closed".into())));
         }
         if let Err(e) = payload_fits(id, payload.iter().map(|p| p.len()).sum()) {
             return done(Err(e));
         }
-        let mut writer = self.shared.writer.lock().unwrap();
+        let mut writer = self.shared.writer.locked();
         // a failed write is reported to the put's `done`
         let _ = writer.write_batch(&self.shared, vec![(id, due_ms, payload, done)], None);
     }
@@ -278,20 +279,20 @@ impl Journal {
     /// Forgets mail `id`; written within [`RELEASE_DELAY`] and durable with the sync that
     /// follows, not awaited.
     pub fn release(&self, id: MailId) {
-        if self.shared.sync.lock().unwrap().closed {
+        if self.shared.sync.locked().closed {
             tracing::warn!(
                 mail = id,
                 "spool: release after close; the mail runs again after a restart"
             );
             return;
         }
-        self.shared.releases.lock().unwrap().push(id);
+        self.shared.releases.locked().push(id);
     }
 
     /// Reads mail `id`'s payload, checking its checksum; `None` when it is not stored.
     pub fn read(&self, id: MailId) -> Result<Option<Vec<u8>>, JournalError> {
         let (slot, file) = {
-            let index = self.shared.index.lock().unwrap();
+            let index = self.shared.index.locked();
             let Some(slot) = index.slots.get(&id).copied() else {
                 return Ok(None);
             };
@@ -312,7 +313,7 @@ impl Journal {
 
     /// The mails stored now, by due time then id.
     pub fn stored(&self) -> Vec<Recovered> {
-        stored_of(&self.shared.index.lock().unwrap())
+        stored_of(&self.shared.index.locked())
     }
 
     /// Records that processing of mail `id` starts, before it starts, and returns how many
@@ -321,11 +322,11 @@ impl Journal {
     /// leaves it in the page cache, which the kernel writes out; only a machine crash before
     /// the next sync can lose it, which costs one more attempt.
     pub fn begin_attempt(&self, id: MailId) -> Result<u32, JournalError> {
-        if self.shared.sync.lock().unwrap().closed {
+        if self.shared.sync.locked().closed {
             return Err(JournalError("the spool is closed".into()));
         }
-        let mut writer = self.shared.writer.lock().unwrap();
-        let attempts = match self.shared.index.lock().unwrap().slots.get(&id) {
+        let mut writer = self.shared.writer.locked();
+        let attempts = match self.shared.index.locked().slots.get(&id) {
             Some(slot) => slot.attempts.saturating_add(1),
             None => return Err(JournalError(format!("mail {id} is not in the spool"))),
         };
@@ -335,17 +336,17 @@ impl Journal {
 
     /// Number of segment files.
     pub fn segments(&self) -> usize {
-        self.shared.index.lock().unwrap().segments.len()
+        self.shared.index.locked().segments.len()
     }
 
     /// Writes the queued releases, syncs what is written and stops the syncer.
     pub fn close(&self) {
         {
-            let mut sync = self.shared.sync.lock().unwrap();
+            let mut sync = self.shared.sync.locked();
             sync.closed = true;
             self.shared.sync_ready.notify_all();
         }
-        if let Some(syncer) = self.syncer.lock().unwrap().take() {
+        if let Some(syncer) = self.syncer.locked().take() {
             let _ = syncer.join();
         }
     }
@@ -388,7 +389,7 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
 /// Deletes the oldest segments while nothing in them is live (never the active one, which
 /// is the newest).
 fn drop_dead_head(shared: &Shared) {
-    let mut index = shared.index.lock().unwrap();
+    let mut index = shared.index.locked();
     while index.segments.len() > 1 {
         let (&number, segment) = index.segments.first_key_value().expect("not empty");
         if segment.live > 0 {

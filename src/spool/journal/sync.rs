@@ -9,6 +9,7 @@ use super::{
     COMPACT_AFTER_SEGMENTS, GATHER_PUTS, GATHER_WAIT, JournalError, RELEASE_DELAY, Shared,
     drop_dead_head,
 };
+use crate::sync::Locked;
 
 pub(super) type Done = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
 
@@ -66,7 +67,7 @@ impl SyncQueue {
 pub(super) fn sync_loop(shared: &Shared) {
     loop {
         let (work, closing) = {
-            let mut sync = shared.sync.lock().unwrap();
+            let mut sync = shared.sync.locked();
             if sync.work.is_empty() && !sync.closed {
                 sync = sleep(shared, sync, RELEASE_DELAY);
             }
@@ -80,17 +81,13 @@ pub(super) fn sync_loop(shared: &Shared) {
         };
         let mut work = work;
         // releases no put carried: written here, at most RELEASE_DELAY late
-        if work.is_empty() && !shared.releases.lock().unwrap().is_empty() {
+        if work.is_empty() && !shared.releases.locked().is_empty() {
             // a failure keeps the releases queued for the next batch
-            let _ = shared
-                .writer
-                .lock()
-                .unwrap()
-                .write_batch(shared, Vec::new(), None);
-            work = shared.sync.lock().unwrap().take();
+            let _ = shared.writer.locked().write_batch(shared, Vec::new(), None);
+            work = shared.sync.locked().take();
         }
-        if shared.index.lock().unwrap().segments.len() > COMPACT_AFTER_SEGMENTS
-            && shared.writer.lock().unwrap().compact(shared)
+        if shared.index.locked().segments.len() > COMPACT_AFTER_SEGMENTS
+            && shared.writer.locked().compact(shared)
         {
             drop_dead_head(shared);
         }
@@ -113,7 +110,7 @@ pub(super) fn sync_loop(shared: &Shared) {
                 .map_err(|e| JournalError(format!("syncing the spool journal: {e}")));
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "spool: journal sync failed; the writes it covered are refused");
-                shared.sync.lock().unwrap().failed = true;
+                shared.sync.locked().failed = true;
             }
             outcomes.push((key, outcome));
         }
@@ -150,7 +147,7 @@ fn sleep<'a>(
 /// no put waits for it; the zeros are synced here too, before a put's sync would carry them.
 fn zero_ahead(shared: &Shared) {
     let (file, drop) = {
-        let mut writer = shared.writer.lock().unwrap();
+        let mut writer = shared.writer.locked();
         (writer.zero_ahead(), writer.cache_to_drop())
     };
     if let Some(file) = file {

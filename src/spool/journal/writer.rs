@@ -16,6 +16,7 @@ use super::{
     ZEROED_AHEAD, drop_dead_head, segment_path,
 };
 use crate::mail::MailId;
+use crate::sync::Locked;
 
 /// The segment being appended to.
 struct Active {
@@ -156,7 +157,7 @@ impl Writer {
         shared: &Shared,
         incoming: u64,
     ) -> Result<(u64, Arc<File>, u64), JournalError> {
-        let failed = std::mem::take(&mut shared.sync.lock().unwrap().failed);
+        let failed = std::mem::take(&mut shared.sync.locked().failed);
         if let Some(a) = &self.active
             && !failed
             && (a.end + incoming <= SEGMENT_BYTES || a.end == MAGIC.len() as u64)
@@ -192,7 +193,7 @@ impl Writer {
             }
         };
         self.next_number += 1;
-        shared.index.lock().unwrap().segments.insert(
+        shared.index.locked().segments.insert(
             number,
             Segment {
                 file: file.clone(),
@@ -214,10 +215,10 @@ impl Writer {
         attempt: Option<(MailId, u32)>,
     ) -> Result<(), JournalError> {
         let mut releases = std::mem::take(&mut self.pending_releases);
-        releases.append(&mut shared.releases.lock().unwrap());
+        releases.append(&mut shared.releases.locked());
         // releases of mails the journal does not hold (a refused put) write nothing
         {
-            let index = shared.index.lock().unwrap();
+            let index = shared.index.locked();
             releases.retain(|id| index.slots.contains_key(id));
         }
         if puts.is_empty() && releases.is_empty() && attempt.is_none() {
@@ -276,7 +277,7 @@ impl Writer {
             return Err(error);
         }
         {
-            let mut index = shared.index.lock().unwrap();
+            let mut index = shared.index.locked();
             for (id, slot) in slots {
                 index.place(id, slot);
             }
@@ -291,7 +292,7 @@ impl Writer {
         }
         // before the waiters hear back, so that a caller sees the segments as they are
         drop_dead_head(shared);
-        let mut sync = shared.sync.lock().unwrap();
+        let mut sync = shared.sync.locked();
         // the first put wakes a sleeping syncer to set its deadline; later ones only when
         // the batch is due; releases and attempts alone wait for its timer (nobody waits)
         let first = sync.oldest.is_none();
@@ -317,7 +318,7 @@ impl Writer {
     /// lets [`drop_dead_head`] delete it.
     pub(super) fn compact(&mut self, shared: &Shared) -> bool {
         let (head, file, moving) = {
-            let index = shared.index.lock().unwrap();
+            let index = shared.index.locked();
             if index.segments.len() <= COMPACT_AFTER_SEGMENTS {
                 return false;
             }
@@ -360,7 +361,7 @@ impl Writer {
             self.cut(start);
             return false;
         }
-        let mut index = shared.index.lock().unwrap();
+        let mut index = shared.index.locked();
         let count = moved.len();
         for (id, at, slot) in moved {
             // a newer put or a release since the copy was taken wins
