@@ -37,13 +37,19 @@ pub const REASON_HEADER: &str = "x-mailetd-reason";
 
 /// The broker could not be reached or refused an operation.
 #[derive(Debug, thiserror::Error)]
-#[error("broker: {0}")]
-pub struct BrokerError(pub String);
-
-impl From<lapin::Error> for BrokerError {
-    fn from(e: lapin::Error) -> Self {
-        BrokerError(e.to_string())
-    }
+pub enum BrokerError {
+    /// The AMQP client failed (connection, channel, protocol).
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// No usable connection now (`not connected`, waiting before the next attempt, timed out).
+    #[error("broker: {0}")]
+    Unreachable(&'static str),
+    /// The broker nacked a published message.
+    #[error("broker: the broker refused a message for {0}")]
+    Refused(String),
+    /// No publisher confirm came in time.
+    #[error("broker: no confirm from the broker within {} s", .0.as_secs())]
+    NoConfirm(std::time::Duration),
 }
 
 /// Queue names of one work queue.
@@ -130,8 +136,8 @@ impl Broker {
         {
             let (after, _) = *self.retry_after.locked();
             if Instant::now() < after {
-                return Err(BrokerError(
-                    "unreachable (waiting before the next connection attempt)".into(),
+                return Err(BrokerError::Unreachable(
+                    "unreachable (waiting before the next connection attempt)",
                 ));
             }
         }
@@ -171,7 +177,7 @@ impl Broker {
             ),
         )
         .await
-        .map_err(|_| BrokerError("connection timed out".into()))??;
+        .map_err(|_| BrokerError::Unreachable("connection timed out"))??;
         let publisher = connection.create_channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
@@ -263,17 +269,12 @@ impl Broker {
         .await;
         match outcome {
             Ok(Ok(confirm)) if confirm.is_ack() => Ok(()),
-            Ok(Ok(_)) => Err(BrokerError(format!(
-                "the broker refused a message for {queue}"
-            ))),
+            Ok(Ok(_)) => Err(BrokerError::Refused(queue.to_string())),
             Ok(Err(e)) => {
                 self.lost();
                 Err(e.into())
             }
-            Err(_) => Err(BrokerError(format!(
-                "no confirm from the broker within {} s",
-                CONFIRM_TIMEOUT.as_secs()
-            ))),
+            Err(_) => Err(BrokerError::NoConfirm(CONFIRM_TIMEOUT)),
         }
     }
 
@@ -283,7 +284,7 @@ impl Broker {
         let link = self.link.lock().await;
         let link = link
             .as_ref()
-            .ok_or_else(|| BrokerError("not connected".into()))?;
+            .ok_or(BrokerError::Unreachable("not connected"))?;
         Ok(link.connection.create_channel().await?)
     }
 

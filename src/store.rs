@@ -16,16 +16,68 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use crate::mail::job::OutboxJob;
 use crate::sync::LockedRw;
 
-/// Failure of the store (I/O error, disk full, corrupt file).
+/// Failure of the store (I/O error, disk full, corrupt file). Cloneable because one commit's
+/// outcome goes to every operation of its batch; the sources are shared, not flattened.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
-impl StoreError {
-    fn from_redb(e: impl std::fmt::Display) -> Self {
-        StoreError(e.to_string())
-    }
+pub enum StoreError {
+    /// redb refused or failed an operation.
+    #[error("{0}")]
+    Database(#[source] Arc<redb::Error>),
+    /// The file could not be opened or created.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<redb::DatabaseError>,
+    },
+    /// The directory of the file could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the store writer: {0}")]
+    StartWriter(#[source] Arc<std::io::Error>),
+    /// The writer thread is gone (the store is closing).
+    #[error("the store writer has stopped")]
+    WriterStopped,
+    /// The file is being reopened after an I/O error; the next attempt may succeed.
+    #[error("{} is being reopened after an I/O error", .0.display())]
+    Reopening(PathBuf),
+    /// A stored value does not decode (written by another version, or damaged).
+    #[error("undecodable {what} in the store: {source}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Arc<serde_json::Error>,
+    },
 }
+
+/// Every redb error type becomes [`StoreError::Database`] with `?`.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(Arc::new(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// What an operation hands back after running inside the transaction: called with the
 /// commit's outcome, so nothing is reported durable before it is.
@@ -56,8 +108,10 @@ impl Store {
     /// Opens (or creates) `path` and starts the writer thread.
     pub fn open(path: &Path) -> Result<Arc<Store>, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::CreateDir {
+                path: parent.to_path_buf(),
+                source: Arc::new(e),
+            })?;
         }
         let db = Arc::new(RwLock::new(Some(create(path)?)));
         let (ops, rx) = mpsc::channel::<Operation>();
@@ -66,7 +120,7 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer_loop(&writer_db, &writer_path, rx))
-            .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+            .map_err(|e| StoreError::StartWriter(Arc::new(e)))?;
         Ok(Arc::new(Store {
             db,
             path: path.to_path_buf(),
@@ -98,19 +152,15 @@ impl Store {
             .as_ref()
             .expect("present until drop")
             .send(operation)
-            .map_err(|_| StoreError("the store writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError("the store writer dropped the operation".into()))?
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// A consistent read snapshot.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
         match self.db.read_locked().as_ref() {
-            Some(db) => db.begin_read().map_err(StoreError::from_redb),
-            None => Err(StoreError(format!(
-                "{} is being reopened after an I/O error",
-                self.path.display()
-            ))),
+            Some(db) => db.begin_read().map_err(StoreError::from),
+            None => Err(StoreError::Reopening(self.path.clone())),
         }
     }
 }
@@ -129,7 +179,10 @@ fn create(path: &Path) -> Result<Database, StoreError> {
     Database::builder()
         .set_cache_size(CACHE_BYTES)
         .create(path)
-        .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))
+        .map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        })
 }
 
 /// Drops the latched database and opens the file again; `false` when that failed too (the
@@ -180,7 +233,7 @@ fn writer_loop(db: &RwLock<Option<Database>>, path: &Path, rx: mpsc::Receiver<Op
             tracing::error!(error = %e, operations = completions.len(), "store commit failed; the operations are refused");
             broken = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
         }
-        let outcome = outcome.map_err(StoreError::from_redb);
+        let outcome = outcome.map_err(StoreError::from);
         for completion in completions {
             completion(outcome.clone());
         }

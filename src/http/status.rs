@@ -26,9 +26,9 @@ pub(super) struct OutboxCounts {
 fn table_len(store: &Store, table: redb::TableDefinition<u64, &[u8]>) -> Result<u64, StoreError> {
     let read = store.read()?;
     match read.open_table(table) {
-        Ok(t) => t.len().map_err(|e| StoreError(e.to_string())),
+        Ok(t) => t.len().map_err(StoreError::from),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(e) => Err(StoreError(e.to_string())),
+        Err(e) => Err(StoreError::from(e)),
     }
 }
 

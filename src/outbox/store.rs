@@ -77,9 +77,7 @@ fn resolve_text(read: &redb::ReadTransaction, job: &mut OutboxJob) -> Result<(),
     let Some(key) = &job.shared_ref else {
         return Ok(());
     };
-    let table = read
-        .open_table(SHARED)
-        .map_err(|e| StoreError(e.to_string()))?;
+    let table = read.open_table(SHARED).map_err(StoreError::from)?;
     // jobs in flight at once (a thousand recipients of one invitation) share one copy
     let mut live = live_texts().locked();
     live.retain(|_, text| text.strong_count() > 0);
@@ -89,7 +87,7 @@ fn resolve_text(read: &redb::ReadTransaction, job: &mut OutboxJob) -> Result<(),
     }
     let text: Option<Arc<str>> = table
         .get(key.as_bytes())
-        .map_err(|e| StoreError(e.to_string()))?
+        .map_err(StoreError::from)?
         .map(|v| String::from_utf8_lossy(v.value()).into());
     if let Some(text) = &text {
         live.insert(key.clone(), Arc::downgrade(text));
@@ -191,14 +189,14 @@ pub fn pending_since(store: &Store, after: u64) -> Result<Vec<(u64, u64)>, Store
     let table = match read.open_table(JOBS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError(e.to_string())),
+        Err(e) => return Err(StoreError::from(e)),
     };
     let mut out = Vec::new();
     for entry in table
         .range(after.saturating_add(1)..)
-        .map_err(|e| StoreError(e.to_string()))?
+        .map_err(StoreError::from)?
     {
-        let (id, bytes) = entry.map_err(|e| StoreError(e.to_string()))?;
+        let (id, bytes) = entry.map_err(StoreError::from)?;
         let due = decode(bytes.value()).map_or(0, |j| j.next_attempt_ms);
         out.push((id.value(), due));
     }
@@ -211,9 +209,9 @@ pub fn pending_job(store: &Store, id: u64) -> Result<Option<OutboxJob>, StoreErr
     let table = match read.open_table(JOBS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError(e.to_string())),
+        Err(e) => return Err(StoreError::from(e)),
     };
-    let value = table.get(id).map_err(|e| StoreError(e.to_string()))?;
+    let value = table.get(id).map_err(StoreError::from)?;
     let Some(mut job) = value.and_then(|v| decode(v.value())) else {
         return Ok(None);
     };
@@ -231,11 +229,11 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
     }) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError(e.to_string())),
+        Err(e) => return Err(StoreError::from(e)),
     };
     let mut out = Vec::new();
-    for entry in table.iter().map_err(|e| StoreError(e.to_string()))? {
-        let (id, bytes) = entry.map_err(|e| StoreError(e.to_string()))?;
+    for entry in table.iter().map_err(StoreError::from)? {
+        let (id, bytes) = entry.map_err(StoreError::from)?;
         if let Some(mut job) = decode(bytes.value()) {
             // not the shared text: a listing shows jobs, and a thousand of them may share it
             job.id = id.value();

@@ -17,11 +17,11 @@ use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition};
 use tokio::sync::Notify;
 
-use super::journal::{Journal, JournalError};
+use super::journal::Journal;
 use super::{Incoming, Spool, SpoolError};
 use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
-use crate::store::{JobSink, Store};
+use crate::store::{JobSink, Store, StoreError};
 use crate::sync::Locked;
 
 /// Where versions up to 0.1 kept spooled mails (id → `Mail::to_spool_bytes`), read once to
@@ -34,12 +34,6 @@ const LEGACY_DELAYED: TableDefinition<u64, u64> = TableDefinition::new("spool_de
 const RELEASE_RETRY_MS: u64 = 5000;
 /// Bytes of waiting mails kept in memory; beyond, mails are read back from the journal.
 const HOT_BYTES: usize = 64 << 20;
-
-impl From<JournalError> for SpoolError {
-    fn from(e: JournalError) -> Self {
-        SpoolError(e.to_string())
-    }
-}
 
 #[derive(Default)]
 struct Queue {
@@ -159,7 +153,7 @@ impl EmbeddedSpool {
         self.journal.release(id);
         self.journal.close();
         if self.journal.stored().iter().any(|m| m.id == id) {
-            return Err(SpoolError(format!(
+            return Err(SpoolError::Unavailable(format!(
                 "mail {id}: the release could not be written to the journal"
             )));
         }
@@ -228,15 +222,15 @@ fn migrate_legacy(
         let delayed: HashMap<u64, u64> = match read.open_table(LEGACY_DELAYED) {
             Ok(table) => table
                 .iter()
-                .map_err(redb_err)?
+                .map_err(StoreError::from)?
                 .filter_map(Result::ok)
                 .map(|(k, v)| (k.value(), v.value()))
                 .collect(),
             Err(_) => HashMap::new(),
         };
         if let Ok(table) = read.open_table(LEGACY_MAILS) {
-            for entry in table.iter().map_err(redb_err)? {
-                let (id, bytes) = entry.map_err(redb_err)?;
+            for entry in table.iter().map_err(StoreError::from)? {
+                let (id, bytes) = entry.map_err(StoreError::from)?;
                 let id = id.value();
                 legacy.push((
                     id,
@@ -266,10 +260,6 @@ fn migrate_legacy(
         Ok(())
     }))?;
     Ok(moved)
-}
-
-fn redb_err(e: impl std::fmt::Display) -> SpoolError {
-    SpoolError(e.to_string())
 }
 
 #[async_trait]
@@ -417,7 +407,7 @@ impl Spool for EmbeddedSpool {
                 // not there, or quarantined as corrupt: nothing to put back
                 let mut q = self.queue.locked();
                 q.leased.remove(&id);
-                Err(SpoolError(format!(
+                Err(SpoolError::Unavailable(format!(
                     "mail {id} is not in the spool any more"
                 )))
             }

@@ -17,15 +17,22 @@ use crate::mail::{Mail, MailId};
 pub use crate::store::{Store, StoreError};
 pub use embedded::EmbeddedSpool;
 
-/// A spool operation failed (disk full, I/O error, corrupt record).
+/// A spool operation failed (disk full, I/O error, corrupt record, broker down), with its
+/// source kept.
 #[derive(Debug, thiserror::Error)]
-#[error("spool: {0}")]
-pub struct SpoolError(pub String);
-
-impl From<StoreError> for SpoolError {
-    fn from(e: StoreError) -> Self {
-        SpoolError(e.to_string())
-    }
+pub enum SpoolError {
+    /// The redb store (legacy tables, the jobs written with a release).
+    #[error("spool: {0}")]
+    Store(#[from] StoreError),
+    /// The journal of the embedded spool.
+    #[error("spool: {0}")]
+    Journal(#[from] crate::spool::journal::JournalError),
+    /// The RabbitMQ spool's broker.
+    #[error("spool: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
+    /// The spool cannot do this now (a mail not leased here, a connection lost mid-way...).
+    #[error("spool: {0}")]
+    Unavailable(String),
 }
 
 /// A mail transaction in progress, from MAIL to its end: while some are open, the spool may
@@ -83,7 +90,7 @@ pub trait Spool: Send + Sync {
     /// A leased mail as it is stored (before processing changed it). On failure the mail
     /// is put back as it is stored, due again later.
     async fn reread(&self, id: MailId) -> Result<Mail, SpoolError> {
-        Err(SpoolError(format!(
+        Err(SpoolError::Unavailable(format!(
             "mail {id}: this spool cannot read a leased mail again"
         )))
     }

@@ -41,12 +41,6 @@ use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId, now_ms};
 use crate::sync::Locked;
 
-impl From<broker::BrokerError> for SpoolError {
-    fn from(e: broker::BrokerError) -> Self {
-        SpoolError(e.to_string())
-    }
-}
-
 /// The RabbitMQ spool.
 pub struct RabbitSpool {
     broker: Arc<Broker>,
@@ -109,7 +103,7 @@ impl RabbitSpool {
             .locked()
             .remove(&id)
             .map(|(acker, _)| acker)
-            .ok_or_else(|| SpoolError(format!("mail {id} is not leased here")))
+            .ok_or_else(|| SpoolError::Unavailable(format!("mail {id} is not leased here")))
     }
 
     /// Runs `publish`, then acks the mail; when publishing fails the mail goes back to the
@@ -138,7 +132,7 @@ impl RabbitSpool {
             .await
             .map(drop)
             .map_err(|e| {
-                SpoolError(format!(
+                SpoolError::Unavailable(format!(
                     "cannot ack mail {id} (the broker will deliver it again): {e}"
                 ))
             })
@@ -206,7 +200,7 @@ impl Spool for RabbitSpool {
         if !acker.usable() {
             // Its channel is gone: the broker already gave the mail to another consumer, so
             // publishing the jobs here would apply it twice.
-            return Err(SpoolError(format!(
+            return Err(SpoolError::Unavailable(format!(
                 "mail {id}: the broker connection was lost while it was processed; it will be delivered again"
             )));
         }

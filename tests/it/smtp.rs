@@ -742,7 +742,12 @@ struct FailingSpool {
 impl Spool for FailingSpool {
     async fn enqueue(&self, mail: Mail) -> Result<MailId, SpoolError> {
         if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(SpoolError("No space left on device (os error 28)".into()));
+            return Err(SpoolError::Journal(
+                mailetd::spool::journal::JournalError::io(
+                    "writing the spool journal",
+                    std::io::Error::from_raw_os_error(28),
+                ),
+            ));
         }
         self.inner.enqueue(mail).await
     }

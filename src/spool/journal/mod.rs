@@ -71,10 +71,49 @@ const RELEASE_DELAY: Duration = Duration::from_millis(20);
 const GATHER_PUTS: usize = 16;
 const GATHER_WAIT: Duration = Duration::from_millis(1);
 
-/// A journal operation failed (disk full, I/O error).
+/// A journal operation failed (disk full, I/O error, a damaged segment). Cloneable because
+/// one failed write or sync is the outcome of every put it covered.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct JournalError(pub String);
+pub enum JournalError {
+    /// A file operation failed; `doing` says which, on which file.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What was being done (`syncing the spool journal`, `reading mail 12`).
+        doing: String,
+        /// The system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// Stored bytes that fail their checks.
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    /// A mail too large for a record.
+    #[error("mail {id}: {len} bytes do not fit in a journal record (at most {max})")]
+    TooLarge {
+        /// The mail.
+        id: MailId,
+        /// Its size.
+        len: usize,
+        /// The largest record payload.
+        max: usize,
+    },
+    /// The mail is not (or no longer) in the spool.
+    #[error("mail {0} is not in the spool")]
+    NotInSpool(MailId),
+    /// The spool is closing, or its syncer is gone.
+    #[error("{0}")]
+    Closed(&'static str),
+}
+
+impl JournalError {
+    /// An I/O error while `doing` something.
+    pub fn io(doing: impl Into<String>, source: std::io::Error) -> Self {
+        JournalError::Io {
+            doing: doing.into(),
+            source: Arc::new(source),
+        }
+    }
+}
 
 /// Where a put's record lives.
 #[derive(Clone, Copy, Debug)]
@@ -163,9 +202,9 @@ impl Journal {
     /// never acknowledged.
     pub fn open(dir: &Path) -> Result<(Journal, Vec<Recovered>), JournalError> {
         std::fs::create_dir_all(dir)
-            .map_err(|e| JournalError(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| JournalError::io(format!("cannot create {}", dir.display()), e))?;
         let mut numbers: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(|e| JournalError(format!("cannot list {}: {e}", dir.display())))?
+            .map_err(|e| JournalError::io(format!("cannot list {}", dir.display()), e))?
             .filter_map(Result::ok)
             .filter_map(|e| {
                 e.file_name()
@@ -202,7 +241,7 @@ impl Journal {
         let syncer = std::thread::Builder::new()
             .name("spool-syncer".into())
             .spawn(move || sync_loop(&syncer_shared))
-            .map_err(|e| JournalError(format!("cannot start the spool syncer: {e}")))?;
+            .map_err(|e| JournalError::io("cannot start the spool syncer", e))?;
         Ok((
             Journal {
                 shared,
@@ -227,7 +266,7 @@ impl Journal {
     /// `done` once it is durable or failed.
     fn append(&self, id: MailId, due_ms: u64, payload: &[&[u8]], done: Done) {
         if self.shared.sync.locked().closed {
-            return done(Err(JournalError("the spool is closed".into())));
+            return done(Err(JournalError::Closed("the spool is closed")));
         }
         if let Err(e) = payload_fits(id, payload.iter().map(|p| p.len()).sum()) {
             return done(Err(e));
@@ -257,7 +296,7 @@ impl Journal {
         });
         self.append(id, due_ms, parts, done);
         rx.await
-            .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
+            .map_err(|_| JournalError::Closed("the spool syncer dropped a write"))?
     }
 
     /// [`Journal::put`] for callers outside the async runtime (start-up migration).
@@ -273,7 +312,7 @@ impl Journal {
         });
         self.append(id, due_ms, &[&payload], done);
         rx.recv()
-            .map_err(|_| JournalError("the spool syncer dropped a write".into()))?
+            .map_err(|_| JournalError::Closed("the spool syncer dropped a write"))?
     }
 
     /// Forgets mail `id`; written within [`RELEASE_DELAY`] and durable with the sync that
@@ -301,11 +340,11 @@ impl Journal {
         };
         let mut record = vec![0u8; HEADER + slot.body_len as usize];
         file.read_exact_at(&mut record, slot.offset)
-            .map_err(|e| JournalError(format!("reading mail {id}: {e}")))?;
+            .map_err(|e| JournalError::io(format!("reading mail {id}"), e))?;
         match parse_record(&record) {
             Some((body, _)) if body[0] == PUT => Ok(Some(body[PUT_BODY..].to_vec())),
-            _ => Err(JournalError(format!(
-                "corrupt: record of mail {id} in segment {} fails its checksum",
+            _ => Err(JournalError::Corrupt(format!(
+                "record of mail {id} in segment {} fails its checksum",
                 slot.segment
             ))),
         }
@@ -323,12 +362,12 @@ impl Journal {
     /// the next sync can lose it, which costs one more attempt.
     pub fn begin_attempt(&self, id: MailId) -> Result<u32, JournalError> {
         if self.shared.sync.locked().closed {
-            return Err(JournalError("the spool is closed".into()));
+            return Err(JournalError::Closed("the spool is closed"));
         }
         let mut writer = self.shared.writer.locked();
         let attempts = match self.shared.index.locked().slots.get(&id) {
             Some(slot) => slot.attempts.saturating_add(1),
-            None => return Err(JournalError(format!("mail {id} is not in the spool"))),
+            None => return Err(JournalError::NotInSpool(id)),
         };
         writer.write_batch(&self.shared, Vec::new(), Some((id, attempts)))?;
         Ok(attempts)
@@ -361,9 +400,11 @@ impl Drop for Journal {
 /// A put of `len` bytes must fit in a record (see [`MAX_PAYLOAD`]).
 fn payload_fits(id: MailId, len: usize) -> Result<(), JournalError> {
     if len > MAX_PAYLOAD {
-        return Err(JournalError(format!(
-            "mail {id}: {len} bytes do not fit in a journal record (at most {MAX_PAYLOAD})"
-        )));
+        return Err(JournalError::TooLarge {
+            id,
+            len,
+            max: MAX_PAYLOAD,
+        });
     }
     Ok(())
 }

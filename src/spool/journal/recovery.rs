@@ -17,12 +17,12 @@ pub(super) fn recover_segment(
 ) -> Result<Option<u64>, JournalError> {
     let path = segment_path(dir, number);
     let bytes = std::fs::read(&path)
-        .map_err(|e| JournalError(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| JournalError::io(format!("reading {}", path.display()), e))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
-        .map_err(|e| JournalError(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| JournalError::io(format!("opening {}", path.display()), e))?;
     index.segments.insert(
         number,
         Segment {
@@ -37,7 +37,7 @@ pub(super) fn recover_segment(
             // created but never written: a crash right after the file appeared
             return Ok(None);
         }
-        return Err(JournalError(format!(
+        return Err(JournalError::Corrupt(format!(
             "{} is not a mailetd spool segment",
             path.display()
         )));
@@ -55,7 +55,7 @@ pub(super) fn recover_segment(
                 let file = &index.segments[&number].file;
                 file.set_len(at as u64)
                     .and_then(|()| file.sync_all())
-                    .map_err(|e| JournalError(format!("truncating {}: {e}", path.display())))?;
+                    .map_err(|e| JournalError::io(format!("truncating {}", path.display()), e))?;
             } else {
                 let kept = dir
                     .join("corrupt")

@@ -107,7 +107,7 @@ pub(super) fn sync_loop(shared: &Shared) {
             let outcome = item
                 .file
                 .sync_data()
-                .map_err(|e| JournalError(format!("syncing the spool journal: {e}")));
+                .map_err(|e| JournalError::io("syncing the spool journal", e));
             if let Err(e) = &outcome {
                 tracing::error!(error = %e, "spool: journal sync failed; the writes it covered are refused");
                 shared.sync.locked().failed = true;

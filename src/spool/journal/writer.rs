@@ -186,10 +186,10 @@ impl Writer {
             Ok(file) => Arc::new(file),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                return Err(JournalError(format!(
-                    "cannot start spool segment {}: {e}",
-                    path.display()
-                )));
+                return Err(JournalError::io(
+                    format!("cannot start spool segment {}", path.display()),
+                    e,
+                ));
             }
         };
         self.next_number += 1;
@@ -264,7 +264,7 @@ impl Writer {
             append_attempt(&mut buf, id, attempts);
         }
         if let Err(e) = self.append(&buf) {
-            let error = JournalError(format!("writing the spool journal: {e}"));
+            let error = JournalError::io("writing the spool journal", e);
             tracing::error!(error = %error, "spool: journal write failed; the batch is refused");
             let puts = slots
                 .into_iter()
