@@ -157,6 +157,8 @@ impl Drop for Node {
     }
 }
 
+/// A load generator, not a one-off send (so not `support::smtp`): SESSIONS concurrent
+/// sessions running in the background while the test stops and starts nodes.
 /// Sends invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) from
 /// SESSIONS concurrent SMTP sessions spread over the ports, printing `uid code` per mail
 /// (0: connection lost). Session k sends `START+k`, `START+k+SESSIONS`, …: `COUNT` mails in
@@ -721,27 +723,23 @@ fn mails_over_the_broker_limit_get_552_and_the_limit_is_advertised() {
         &double,
         "max_message_bytes = 20000",
     );
-    let out = crate::support::python(
-        r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
-s.ehlo()
-print('SIZE', s.esmtp_features.get('size'))
-big = 'Subject: big\r\n\r\n' + ('x' * 70 + '\r\n') * 400
-try:
-    s.sendmail('a@partner.example', ['u0@linagora.local'], big)
-    print('big 250')
-except smtplib.SMTPException as e:
-    print('big', getattr(e, 'smtp_code', None) or e.recipients)
-s.sendmail('a@partner.example', ['u0@linagora.local'], 'Subject: small\r\n\r\nhi\r\n')
-print('small 250')
-"#,
-        &[&ingest.smtp_port.to_string()],
+    let big = format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "x".repeat(70)).repeat(400));
+    let session = crate::support::smtp::session(ingest.smtp_port)
+        .mail("a@partner.example", &["u0@linagora.local"], big)
+        .mail(
+            "a@partner.example",
+            &["u0@linagora.local"],
+            "Subject: small\r\n\r\nhi\r\n",
+        )
+        .run();
+    assert_eq!(
+        session.features.get("size").map(String::as_str),
+        Some("20000"),
+        "{session:?}"
     );
-    assert!(out.contains("SIZE 20000\n"), "{out}");
-    assert!(!out.contains("big 250"), "{out}");
-    assert!(out.contains("552"), "{out}");
-    assert!(out.contains("small 250"), "{out}");
+    // the big one refused (552), the small one after it in the same session accepted
+    assert_eq!(session.codes(), [552, 250], "{session:?}");
+    assert!(session.replies[1].refused.is_empty(), "{session:?}");
     // the small one is on the broker, the big one nowhere
     eventually("the small mail queued", WAIT, || {
         broker

@@ -17,7 +17,7 @@ use crate::support::mailetd::Mailetd;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
 use crate::support::xandikos::Xandikos;
-use crate::support::{eventually, python};
+use crate::support::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -276,13 +276,6 @@ fn uuid_like(text: &str) -> String {
     format!("{:x}.{}", h.finish(), SENT.fetch_add(1, Ordering::Relaxed))
 }
 
-const SEND: &str = r#"
-import smtplib, sys
-port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.sendmail(sender, rcpts, open(path, 'rb').read())
-"#;
-
 const CONTAINER: &str = r#"<?xml version="1.0"?>
 <mailetcontainer enableJmx="false">
     <context><postmaster>postmaster</postmaster></context>
@@ -331,7 +324,6 @@ const DOMAINS: &str = r#"<?xml version="1.0"?>
 /// A mailetd in front of `server`.
 struct Collector {
     mailetd: Mailetd,
-    sent: std::cell::Cell<usize>,
 }
 
 impl Collector {
@@ -351,26 +343,11 @@ impl Collector {
             ("domainlist.xml", DOMAINS.to_string()),
             ("mailetd.toml", server.toml()),
         ]);
-        Collector {
-            mailetd,
-            sent: std::cell::Cell::new(0),
-        }
+        Collector { mailetd }
     }
 
     fn send_raw(&self, from: &str, rcpts: &[&str], message: &str) {
-        let n = self.sent.get() + 1;
-        self.sent.set(n);
-        let path = self.mailetd.dir.path().join(format!("mail-{n}.eml"));
-        std::fs::write(&path, message).unwrap();
-        python(
-            SEND,
-            &[
-                &self.mailetd.smtp_port.to_string(),
-                from,
-                &rcpts.join(","),
-                path.to_str().unwrap(),
-            ],
-        );
+        crate::support::smtp::send(self.mailetd.smtp_port, from, rcpts, message);
     }
 
     fn send(&self, from: &str, rcpts: &[&str], method: &str, ics: &str) {
@@ -894,10 +871,7 @@ fn radicale_discovery_finds_the_first_event_calendar() {
             ("mailetd.toml", toml),
         ]);
         (
-            Collector {
-                mailetd,
-                sent: std::cell::Cell::new(0),
-            },
+            Collector { mailetd },
             dir,
         )
     };

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::support::davhttp::{self, DavServer};
 use crate::support::mailetd::Mailetd;
-use crate::support::python;
 use crate::support::radicale::{self, Radicale};
 
 mod graph_recurrence;
@@ -56,27 +55,13 @@ pub fn imip(from: &str, to: &[&str], headers: &str, id: &str, ics: &str) -> Stri
     )
 }
 
-const SEND: &str = r#"
-import smtplib, sys
-port, helo, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].split(','), sys.argv[5]
-with smtplib.SMTP('127.0.0.1', port, local_hostname=helo, timeout=30) as s:
-    s.sendmail(sender, rcpts, open(path, 'rb').read())
-"#;
-
 /// Sends `mail` with python smtplib, saying `helo`.
 pub fn send(m: &Mailetd, helo: &str, from: &str, to: &[&str], mail: &str) {
-    let path = m.dir.path().join(format!("mail-{}.eml", rand_suffix()));
-    std::fs::write(&path, mail).unwrap();
-    python(
-        SEND,
-        &[
-            &m.smtp_port.to_string(),
-            helo,
-            from,
-            &to.join(","),
-            path.to_str().unwrap(),
-        ],
-    );
+    crate::support::smtp::session(m.smtp_port)
+        .helo(helo)
+        .mail(from, to, mail)
+        .run()
+        .assert_accepted();
 }
 
 /// The organizer of the internal meeting the tests mirror, and its invitees, one per site.

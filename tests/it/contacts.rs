@@ -25,7 +25,6 @@ use mailetd::spool::Store;
 
 use crate::support::davhttp::{Card, DavServer};
 use crate::support::mailetd::Mailetd;
-use crate::support::python;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
 
@@ -626,23 +625,11 @@ fn mailetd_toml(base: &str, template: &str, user: &str, password: &str) -> Strin
     )
 }
 
-/// Sends one message with Python's smtplib: `rcpts` in the envelope, `headers` on top.
+/// Sends one message over SMTP: `rcpts` in the envelope, `headers` on top.
 fn send(port: u16, from: &str, rcpts: &[String], headers: &str) {
-    let script = r#"
-import smtplib, sys
-port, sender, headers = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-rcpts = sys.argv[4:]
-msg = (headers + "From: " + sender + "\r\nSubject: hello\r\n\r\nHi.\r\n").encode("utf-8")
-with smtplib.SMTP("127.0.0.1", port) as s:
-    s.sendmail(sender, rcpts, msg)
-"#;
-    let mut args: Vec<&str> = Vec::new();
-    let port = port.to_string();
-    args.push(&port);
-    args.push(from);
-    args.push(headers);
-    args.extend(rcpts.iter().map(String::as_str));
-    python(script, &args);
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let message = format!("{headers}From: {from}\r\nSubject: hello\r\n\r\nHi.\r\n");
+    crate::support::smtp::send(port, from, &rcpts, message);
 }
 
 /// Polls the book until it holds `n` cards; on timeout, fails with mailetd's log.

@@ -370,12 +370,11 @@ fn mail_sent_over_smtp_lands_in_a_repository() {
 </mailetcontainer>
 "#;
     let server = support::mailetd::Mailetd::start(&[("mailetcontainer.xml", xml.to_string())]);
-    support::python(
-        "import smtplib, sys\n\
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]))\n\
-s.sendmail('alice@remote.test', ['bob@localhost'], b'From: alice@remote.test\\r\\nBcc: x@y.test\\r\\nSubject: hi\\r\\n\\r\\nhello\\r\\n')\n\
-s.quit()\n",
-        &[&server.smtp_port.to_string()],
+    support::smtp::send(
+        server.smtp_port,
+        "alice@remote.test",
+        &["bob@localhost"],
+        "From: alice@remote.test\r\nBcc: x@y.test\r\nSubject: hi\r\n\r\nhello\r\n",
     );
     let received = server.data_dir().join("mail/received");
     eventually(

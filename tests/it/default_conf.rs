@@ -5,20 +5,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::mailetd::Mailetd;
-use crate::support::{eventually, python};
+use crate::support::eventually;
+use crate::support::smtp::send_file;
 
-const SEND: &str = r#"
-import smtplib, sys
-msg = open(sys.argv[2], 'rb').read()
-with smtplib.SMTP('127.0.0.1', int(sys.argv[1])) as s:
-    s.sendmail('organizer@gmail.com', ['bob@example.org', 'carol@example.org'], msg)
-"#;
+const RCPTS: &[&str] = &["bob@example.org", "carol@example.org"];
 
 #[test]
 fn default_conf_keeps_each_invitation_json_in_the_collected_repository() {
     let m = Mailetd::start(&[]);
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/google-request.eml");
-    python(SEND, &[&m.smtp_port.to_string(), fixture]);
+    send_file(m.smtp_port, "organizer@gmail.com", RCPTS, fixture);
     // a mail without a calendar is not kept
     let plain = m.dir.path().join("plain.eml");
     std::fs::write(
@@ -26,7 +22,7 @@ fn default_conf_keeps_each_invitation_json_in_the_collected_repository() {
         "From: a@example.org\r\nSubject: hi\r\n\r\nno invitation\r\n",
     )
     .unwrap();
-    python(SEND, &[&m.smtp_port.to_string(), plain.to_str().unwrap()]);
+    send_file(m.smtp_port, "organizer@gmail.com", RCPTS, &plain);
     let collected = m.data_dir().join("mail/collected");
     eventually(
         "the invitation is in the collected repository",

@@ -15,7 +15,7 @@ use mailetd::spool::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN, user_id};
-use crate::support::{eventually, free_port, python, write_files};
+use crate::support::{eventually, free_port, write_files};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -485,13 +485,6 @@ fn kill_9_with_pending_jobs_loses_none_after_restart() {
 // ---------------------------------------------------------------------------------------
 // End to end over SMTP: needs the SMTP listener, the container and the calendar mailets.
 
-pub(crate) const SEND: &str = r#"
-import smtplib, sys
-port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.sendmail(sender, rcpts, open(path, 'rb').read())
-"#;
-
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/esn")
@@ -517,15 +510,7 @@ impl Running {
     }
 
     fn send(&self, from: &str, rcpts: &[&str], fixture_name: &str) {
-        python(
-            SEND,
-            &[
-                &self.port.to_string(),
-                from,
-                &rcpts.join(","),
-                &fixture(fixture_name),
-            ],
-        );
+        crate::support::smtp::send_file(self.port, from, rcpts, fixture(fixture_name));
     }
 
     fn log(&self) -> String {

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::mailetd::Mailetd;
-use crate::support::{eventually, free_port, python};
+use crate::support::{eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// A load generator, not a one-off send (so not `support::smtp`): `threads` sessions in the
+/// background while the test kills mailetd.
 /// Sends mails `0..n` with `threads` connections; mail `i` is an invitation (text/calendar
 /// REQUEST, UID `{prefix}-{i}`) from an external organizer to `users[i % len]`. A connection
 /// error or a non-250 answer is retried (a new connection) until `deadline` seconds have
@@ -275,13 +277,6 @@ fn kill_9_at_random_points_during_a_load_loses_no_acknowledged_invitation() {
     );
 }
 
-const SEND: &str = r#"
-import smtplib, sys
-port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.sendmail(sender, rcpts, open(path, 'rb').read())
-"#;
-
 /// An internal invitation from alice to bob (local) and x (external), as the mirroring MTA
 /// sees it leaving; `received` adds the header the incoming copy picks up on its way.
 fn internal_invitation(dir: &Path, name: &str, received: bool) -> PathBuf {
@@ -300,15 +295,7 @@ fn internal_invitation(dir: &Path, name: &str, received: bool) -> PathBuf {
 }
 
 fn send(port: u16, rcpts: &[&str], path: &Path) {
-    python(
-        SEND,
-        &[
-            &port.to_string(),
-            "alice@linagora.local",
-            &rcpts.join(","),
-            path.to_str().unwrap(),
-        ],
-    );
+    crate::support::smtp::send_file(port, "alice@linagora.local", rcpts, path);
 }
 
 fn processed(m: &Mailetd) -> usize {
@@ -411,17 +398,6 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-const SEND_CODE: &str = r#"
-import smtplib, sys
-port, path = int(sys.argv[1]), sys.argv[2]
-try:
-    with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-        s.sendmail('org@partner.example', ['bob@linagora.local'], open(path, 'rb').read())
-    print(250)
-except smtplib.SMTPResponseException as e:
-    print(e.smtp_code)
-"#;
-
 #[test]
 fn disk_full_answers_451_processes_nothing_partial_and_resumes_when_space_returns() {
     let holder = tempfile::tempdir().unwrap();
@@ -444,11 +420,12 @@ fn disk_full_answers_451_processes_nothing_partial_and_resumes_when_space_return
         path
     };
     let code = |path: &Path| {
-        python(
-            SEND_CODE,
-            &[&m.smtp_port.to_string(), path.to_str().unwrap()],
+        crate::support::smtp::send_code(
+            m.smtp_port,
+            "org@partner.example",
+            &["bob@linagora.local"],
+            std::fs::read(path).unwrap(),
         )
-        .trim()
         .to_string()
     };
 

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::support::mailetd::{Mailetd, smtpserver_xml};
-use crate::support::{eventually, free_port, python, wait_for_port};
+use crate::support::{eventually, free_port, smtp, wait_for_port};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,33 +27,6 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split(' ').nth(1)?.parse().ok()
 }
 
-/// EHLO's SIZE, then a DATA of `argv[2]` bytes streamed from a generator (nothing on disk),
-/// then a small mail in the same session; prints `SIZE <n> <code of the big one> <code of
-/// the small one>`.
-const STREAM_BIG: &str = r#"
-import smtplib, sys
-port, total = int(sys.argv[1]), int(sys.argv[2])
-s = smtplib.SMTP('127.0.0.1', port, timeout=60)
-s.ehlo()
-size = s.esmtp_features.get('size', '-')
-s.mail('a@partner.example')
-s.rcpt('bob@example.org')
-code, _ = s.putcmd('data') or s.getreply()
-assert code == 354, code
-line = b'x' * 998 + b'\r\n'
-chunk = b'Subject: big\r\n\r\n' + line * 1000
-sent = 0
-while sent < total:
-    s.sock.sendall(chunk)
-    sent += len(chunk)
-    chunk = line * 1000
-s.sock.sendall(b'.\r\n')
-big, _ = s.getreply()
-small = s.sendmail('a@partner.example', ['bob@example.org'], b'Subject: small\r\n\r\nhi\r\n')
-print('SIZE', size, big, 250 if not small else small)
-s.quit()
-"#;
-
 #[test]
 fn maxmessagesize_0_is_capped_and_a_streamed_data_above_the_cap_gets_552_and_the_process_lives_on()
 {
@@ -65,11 +38,24 @@ fn maxmessagesize_0_is_capped_and_a_streamed_data_above_the_cap_gets_552_and_the
         "{log}"
     );
     let ceiling = 64 << 20;
-    let out = python(
-        STREAM_BIG,
-        &[&m.smtp_port.to_string(), &(ceiling + (6 << 20)).to_string()],
+    // EHLO's SIZE, then a DATA above the cap streamed from a generator (nothing on disk),
+    // then a small mail in the same session
+    let session = smtp::session(m.smtp_port)
+        .timeout(60)
+        .command("MAIL FROM:<a@partner.example>")
+        .command("RCPT TO:<bob@example.org>")
+        .streamed_data(ceiling + (6 << 20))
+        .mail("a@partner.example", &["bob@example.org"], "Subject: small\r\n\r\nhi\r\n")
+        .run();
+    let size = session.features.get("size").map_or("-", String::as_str);
+    let (big, small) = (&session.replies[2], &session.replies[3]);
+    assert_eq!(
+        format!("SIZE {size} {} {}", big.code, small.code),
+        format!("SIZE {ceiling} 552 250"),
+        "{session:?}\n{}",
+        m.log()
     );
-    assert_eq!(out.trim(), format!("SIZE {ceiling} 552 250"), "{}", m.log());
+    assert!(small.refused.is_empty(), "{session:?}");
     eventually("the small mail processed", WAIT, || {
         (processed(&m) == 1).then_some(())
     });
@@ -153,21 +139,17 @@ fn bad_sequence_errors_count_toward_the_error_disconnect() {
     assert!(out.contains("Too many errors"), "{out}");
 }
 
-const POSTMASTER: &str = r#"
-import smtplib, sys
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)
-s.ehlo()
-s.mail('a@partner.example')
-print(s.docmd('RCPT TO:<postmaster>')[0], s.docmd('RCPT TO:<PostMaster>')[0], s.docmd('RCPT TO:<>')[0])
-print(s.data(b'Subject: to the postmaster\r\n\r\nhi\r\n')[0])
-s.quit()
-"#;
-
 #[test]
 fn rcpt_to_bare_postmaster_is_accepted() {
     let m = Mailetd::start(&[]);
-    let out = python(POSTMASTER, &[&m.smtp_port.to_string()]);
-    assert_eq!(out.trim(), "250 250 501\n250", "{}", m.log());
+    let session = smtp::session(m.smtp_port)
+        .command("MAIL FROM:<a@partner.example>")
+        .command("RCPT TO:<postmaster>")
+        .command("RCPT TO:<PostMaster>")
+        .command("RCPT TO:<>")
+        .data("Subject: to the postmaster\r\n\r\nhi\r\n")
+        .run();
+    assert_eq!(session.codes()[1..], [250, 250, 501, 250], "{}", m.log());
     eventually("the mail processed", WAIT, || {
         (processed(&m) == 1).then_some(())
     });
@@ -228,17 +210,16 @@ fn unfinished_admin_requests_do_not_starve_smtp_and_the_admin_port_recovers() {
         let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n");
         held.push(stream);
     }
-    let send = r#"
-import smtplib, sys
-with smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=15) as s:
-    print(s.sendmail('a@partner.example', ['bob@example.org'], b'Subject: during\r\n\r\nhi\r\n') or 250)
-"#;
-    assert_eq!(
-        python(send, &[&m.smtp_port.to_string()]).trim(),
-        "250",
-        "{}",
-        m.log()
-    );
+    let session = smtp::session(m.smtp_port)
+        .timeout(15)
+        .mail(
+            "a@partner.example",
+            &["bob@example.org"],
+            "Subject: during\r\n\r\nhi\r\n",
+        )
+        .run();
+    assert_eq!(session.codes(), [250], "{session:?}\n{}", m.log());
+    assert!(session.replies[0].refused.is_empty(), "{session:?}");
     eventually("the mail processed", WAIT, || {
         (processed(&m) == 1).then_some(())
     });

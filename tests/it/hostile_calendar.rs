@@ -10,10 +10,10 @@ use std::time::Duration;
 use mailetd::mail::AttributeValue;
 use mailetd::repository::Repository;
 
-use crate::esn::{SEND, example_conf};
+use crate::esn::example_conf;
 use crate::support::esn_double::EsnDouble;
 use crate::support::mailetd::{Mailetd, smtpserver_xml};
-use crate::support::{eventually, free_port, python, wait_for_port, write_files};
+use crate::support::{eventually, free_port, wait_for_port, write_files};
 
 const WAIT: Duration = Duration::from_secs(120);
 const MIB: u64 = 1024 * 1024;
@@ -59,15 +59,8 @@ fn serve_capped(conf: &Path, env: &[(&str, String)], log: &Path, data_limit: u64
 }
 
 fn send(port: u16, rcpts: &[String], mail: &Path) {
-    python(
-        SEND,
-        &[
-            &port.to_string(),
-            "alice.martin@partner.example",
-            &rcpts.join(","),
-            &mail.display().to_string(),
-        ],
-    );
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    crate::support::smtp::send_file(port, "alice.martin@partner.example", &rcpts, mail);
 }
 
 /// The largest file under `dir`, in bytes.

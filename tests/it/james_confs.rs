@@ -17,7 +17,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use crate::support::esn_double::EsnDouble;
 use crate::support::mailetd::Mailetd;
 use crate::support::rabbitmq::{self, RabbitMq};
-use crate::support::{eventually, free_port, python};
+use crate::support::{eventually, free_port};
 
 fn check(conf: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mailetd"))
@@ -167,13 +167,9 @@ fn restrictive_collect_on_esn_sends_only_updates_of_known_events_and_replies() {
     assert_eq!(double.delivered_itips().len(), 2);
 }
 
-const SEND: &str = "import smtplib, sys\n\
-s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=30)\n\
-s.sendmail(sys.argv[2], sys.argv[3].split(','), sys.argv[4].encode())\n\
-s.quit()\n";
-
 fn send(port: u16, from: &str, to: &str, message: &str) {
-    python(SEND, &[&port.to_string(), from, to, message]);
+    let to: Vec<&str> = to.split(',').collect();
+    crate::support::smtp::send(port, from, &to, message);
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

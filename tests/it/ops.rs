@@ -15,7 +15,8 @@ use base64::Engine;
 
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
 use crate::support::mailetd::{Mailetd, smtpserver_xml};
-use crate::support::{eventually, free_port, python, wait_for_port, write_files};
+pub(crate) use crate::support::smtp::send_file;
+use crate::support::{eventually, free_port, smtp, wait_for_port, write_files};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
@@ -69,49 +70,27 @@ fn metric_reaches(port: u16, series: &str, value: f64) {
     });
 }
 
-/// Sends `n` mails of `size` body bytes in one session; prints the final DATA codes.
-const SEND_N: &str = r#"
-import smtplib, sys
-port, n, size, rcpt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-codes = []
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.ehlo('feeder.ops.test')
-    for i in range(n):
-        s.mail('alice@partner.example')
-        s.rcpt(rcpt)
-        body = 'Subject: ops %d\r\nMessage-ID: <ops-%d@partner.example>\r\n\r\n%s\r\n' % (i, i, 'x' * size)
-        code, _ = s.data(body.encode())
-        codes.append(str(code))
-print(' '.join(codes))
-"#;
-
+/// Sends `n` mails of `size` body bytes in one session, without SIZE on MAIL (so a mail
+/// too big is refused after its DATA); the DATA reply codes.
 fn send_n(port: u16, n: usize, size: usize, rcpt: &str) -> String {
-    python(
-        SEND_N,
-        &[&port.to_string(), &n.to_string(), &size.to_string(), rcpt],
-    )
-    .trim()
-    .to_string()
-}
-
-/// Sends the file at `path` as is.
-const SEND_FILE: &str = r#"
-import smtplib, sys
-port, sender, rcpts, path = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(','), sys.argv[4]
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.sendmail(sender, rcpts, open(path, 'rb').read())
-"#;
-
-pub(crate) fn send_file(port: u16, from: &str, rcpts: &[&str], path: &Path) {
-    python(
-        SEND_FILE,
-        &[
-            &port.to_string(),
-            from,
-            &rcpts.join(","),
-            &path.display().to_string(),
-        ],
-    );
+    let mut session = smtp::session(port).helo("feeder.ops.test");
+    for i in 0..n {
+        let body = format!(
+            "Subject: ops {i}\r\nMessage-ID: <ops-{i}@partner.example>\r\n\r\n{}\r\n",
+            "x".repeat(size)
+        );
+        session = session.transaction("alice@partner.example", &[rcpt], body);
+    }
+    // each transaction is MAIL, RCPT, DATA
+    let codes: Vec<String> = session
+        .run()
+        .codes()
+        .iter()
+        .skip(2)
+        .step_by(3)
+        .map(u16::to_string)
+        .collect();
+    codes.join(" ")
 }
 
 pub(crate) fn fixture(name: &str) -> PathBuf {

@@ -12,31 +12,25 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::mailetd::Mailetd;
-use crate::support::{eventually, free_port, python};
+use crate::support::{eventually, free_port, smtp};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Sends one mail per subject (one connection each, in order) and prints each DATA code.
-const SEND: &str = r#"
-import smtplib, sys
-port = int(sys.argv[1])
-codes = []
-for subject in sys.argv[2:]:
-    with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-        body = 'From: a@partner.example\r\nTo: bob@example.org\r\nSubject: %s\r\nX-Test: %s\r\n\r\nhello\r\n' % (subject, subject)
-        s.ehlo()
-        s.mail('a@partner.example')
-        s.rcpt('bob@example.org')
-        code, _ = s.data(body.encode())
-        codes.append(str(code))
-print(' '.join(codes))
-"#;
-
+/// Sends one mail per subject (one connection each, in order); each DATA reply code.
 fn send(port: u16, subjects: &[&str]) -> String {
-    let mut args = vec![port.to_string()];
-    args.extend(subjects.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    python(SEND, &args).trim().to_string()
+    let codes: Vec<String> = subjects
+        .iter()
+        .map(|subject| {
+            let body = format!(
+                "From: a@partner.example\r\nTo: bob@example.org\r\nSubject: {subject}\r\nX-Test: {subject}\r\n\r\nhello\r\n"
+            );
+            let session = smtp::session(port)
+                .transaction("a@partner.example", &["bob@example.org"], body)
+                .run();
+            session.codes()[2].to_string()
+        })
+        .collect();
+    codes.join(" ")
 }
 
 /// Lines of the log saying a mail was processed.

@@ -9,6 +9,7 @@ pub mod mailetd;
 pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;
+pub mod smtp;
 pub mod sogo;
 pub mod xandikos;
 
