@@ -24,6 +24,7 @@ use mailetd::pipeline::{Mailet, MailetConfig, MailetContext};
 use mailetd::spool::Store;
 
 use crate::support::davhttp::{Card, DavServer};
+use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
 use crate::support::mailetd::Mailetd;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
@@ -549,14 +550,10 @@ async fn replay_request_count_vs_tmail_carddav() {
 #[tokio::test]
 #[ignore = "replay of 10,000 mails; run with --ignored --nocapture"]
 async fn replay_request_count_vs_tmail_esn() {
-    let users: Vec<(String, String)> = (0..100)
-        .map(|u| (format!("user{u}@example.org"), format!("{u:024x}")))
-        .collect();
-    let refs: Vec<(&str, &str)> = users
-        .iter()
-        .map(|(e, i)| (e.as_str(), i.as_str()))
-        .collect();
-    let double = EsnDouble::start(&refs);
+    let double = EsnDouble::start();
+    for u in 0..100 {
+        double.add_user(&format!("user{u}@example.org"));
+    }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("spool.redb")).unwrap();
     let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
@@ -564,8 +561,8 @@ async fn replay_request_count_vs_tmail_esn() {
     let mailet =
         mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
     let handler = esn_handler(
-        &double.url(),
-        "admin-secret",
+        &double,
+        DAV_ADMIN.1,
         KnownContacts::new(Some(store), 200_000),
     );
     let traffic = replay_traffic();
@@ -578,7 +575,7 @@ async fn replay_request_count_vs_tmail_esn() {
         }
     }
     let ours = handler.requests_sent();
-    let stored = double.get_json("/_cards").as_object().unwrap().len();
+    let stored = double.cards().len();
     println!(
         "replay (esn, double): 10000 mails, {pairs} distinct pairs; mailetd: {ours} DAV \
          requests; tmail: {tmail} DAV requests ({:.1}x)",
@@ -722,124 +719,20 @@ fn smtp_sabredav_collects_contacts() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The esn dialect. esn-sabre and the OpenPaaS user API cannot run here: this is a TEST
-// DOUBLE enforcing only their contract from spec/twake-collector.md §4–§5 (admin Basic auth
-// on `/users?email=`, `[]` for unknown users; `admin&owner:password` impersonation on
-// `/addressbooks/{id}/collected/{uid}.vcf`, 401 on a bad password, 403 when the
-// impersonated user does not own the book; GET 200/404; PUT 201 new / 204 existing, and
-// 412 without writing when `If-None-Match: *` meets an existing card: esn-sabre is sabre/dav,
-// whose Server::checkPreconditions implements RFC 7232 §3.2 for every PUT).
-// Replace with `support::esn_double` when the esn branch lands.
+// The esn dialect, against `support::esn_double` (esn-sabre and the OpenPaaS user API
+// cannot run here; the double follows spec/twake-collector.md).
 
-const ESN_DOUBLE_PY: &str = r#"
-import base64, json, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse, parse_qs
-port, admin, password, users = int(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-ids = {v: k for k, v in users.items()}
-cards, log, lock = {}, [], threading.Lock()
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a): pass
-    def auth(self):
-        h = self.headers.get("Authorization", "")
-        if not h.startswith("Basic "): return None
-        return base64.b64decode(h[6:]).decode()
-    def reply(self, code, body=b"", ctype="application/json"):
-        self.send_response(code); self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
-    def dav(self):
-        with lock: log.append([self.command, self.path, self.headers.get("Accept", ""), self.headers.get("Content-Type", ""), self.headers.get("If-None-Match", "")])
-        creds = self.auth() or ""
-        user, _, pw = creds.partition(":")
-        if not user.startswith(admin + "&") or pw != password: return self.reply(401)
-        parts = self.path.split("/")
-        if len(parts) != 5 or parts[1] != "addressbooks" or parts[3] != "collected": return self.reply(404)
-        if ids.get(parts[2]) != user[len(admin) + 1:].lower(): return self.reply(403)
-        return parts[2] + "/" + parts[4]
-    def do_GET(self):
-        u = urlparse(self.path)
-        if u.path == "/_log":
-            with lock: return self.reply(200, json.dumps(log).encode())
-        if u.path == "/_cards":
-            with lock: return self.reply(200, json.dumps(cards).encode())
-        if u.path == "/users":
-            if self.auth() != admin + ":" + password: return self.reply(401)
-            email = parse_qs(u.query).get("email", [""])[0].lower()
-            if "@" not in email: return self.reply(400, b'{"error":{"details":"\'email\' query parameter must contain a domain part"}}')
-            found = [{"_id": users[email], "preferredEmail": email, "emails": [email]}] if email in users else []
-            return self.reply(200, json.dumps(found).encode())
-        key = self.dav()
-        if key is None or isinstance(key, bool): return
-        with lock: card = cards.get(key)
-        if card is None: return self.reply(404)
-        self.reply(200, card.encode(), "text/vcard")
-    def do_PUT(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-        key = self.dav()
-        if key is None or isinstance(key, bool): return
-        if not self.headers.get("Content-Type", "").startswith("application/vcard"): return self.reply(415)
-        with lock:
-            existed = key in cards
-            if existed and self.headers.get("If-None-Match", "").strip() == "*": return self.reply(412)
-            cards[key] = body
-        self.reply(204 if existed else 201)
-ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-/// The esn double as a child process; killed on drop.
-struct EsnDouble {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl EsnDouble {
-    fn start(users: &[(&str, &str)]) -> EsnDouble {
-        let port = crate::support::free_port();
-        let users: serde_json::Map<String, serde_json::Value> = users
-            .iter()
-            .map(|(email, id)| (email.to_string(), serde_json::Value::from(*id)))
-            .collect();
-        let child = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(ESN_DOUBLE_PY)
-            .args([
-                port.to_string(),
-                "admin".into(),
-                "admin-secret".into(),
-                serde_json::Value::Object(users).to_string(),
-            ])
-            .spawn()
-            .expect("python3 runs");
-        crate::support::wait_for_port(port, std::time::Duration::from_secs(20));
-        EsnDouble { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn get_json(&self, path: &str) -> serde_json::Value {
-        let r = crate::support::davhttp::request(
-            "GET",
-            &format!("{}{path}", self.url()),
-            None,
-            &[],
-            None,
-        );
-        serde_json::from_str(&r.body).unwrap()
-    }
-}
-
-impl Drop for EsnDouble {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The card `file` (`{uid}.vcf`) in the collected book of user `id`, as text.
+fn esn_card(double: &EsnDouble, id: &str, file: &str) -> Option<String> {
+    let cards = double.cards();
+    let card = cards.get(&format!("{id}/{file}"))?;
+    Some(String::from_utf8(card.clone()).unwrap())
 }
 
 #[tokio::test]
 async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
-    let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
+    let double = EsnDouble::start();
+    let alice = double.add_user("alice@example.org");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("spool.redb")).unwrap();
     let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
@@ -847,11 +740,7 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
     assert_eq!(ctx.settings.dav.dialect, DavDialect::Esn);
     let mailet =
         mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
-    let handler = esn_handler(
-        &double.url(),
-        "admin-secret",
-        KnownContacts::new(Some(store), 1000),
-    );
+    let handler = esn_handler(&double, DAV_ADMIN.1, KnownContacts::new(Some(store), 1000));
 
     let mut m = mail(
         "alice@example.org",
@@ -863,25 +752,20 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
     for job in &m.jobs {
         assert_eq!(handler.deliver(job).await, Delivery::Done);
     }
-    let cards = double.get_json("/_cards");
-    let zoe = cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))]
-        .as_str()
-        .unwrap();
-    let zoe = Card::parse(zoe);
+    let zoe_file = format!("{}.vcf", uid("zoe@partner.com"));
+    let zoe = Card::parse(&esn_card(&double, &alice, &zoe_file).unwrap());
     assert_eq!(zoe.value("FN").as_deref(), Some("Zoé Martin"));
     assert_eq!(zoe.value("VERSION").as_deref(), Some("4.0"));
-    assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
-    let log = double.get_json("/_log");
+    assert!(esn_card(&double, &alice, &format!("{}.vcf", uid("bob@other.org"))).is_some());
+    // the requests to the address books (the user lookups are OpenPaaS's)
+    let log: Vec<_> = double
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.starts_with("/addressbooks/"))
+        .collect();
     let calls: Vec<(String, String)> = log
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e[0].as_str().unwrap().to_string(),
-                e[2].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (r.method.clone(), r.header("accept").unwrap_or("").to_string()))
         .collect();
     // per new contact: one PUT, create-only, with Accept: application/vcard+json
     assert_eq!(
@@ -893,8 +777,8 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
             .iter()
             .all(|(_, accept)| accept == "application/vcard+json")
     );
-    assert_eq!(log[1][3], "application/vcard");
-    assert_eq!(log[1][4], "*");
+    assert_eq!(log[1].header("content-type"), Some("application/vcard"));
+    assert_eq!(log[1].header("if-none-match"), Some("*"));
 
     // An external sender is unknown to OpenPaaS: Done, and no DAV request at all.
     let mut m = mail("stranger@elsewhere.net", &["alice@example.org"], "");
@@ -907,21 +791,17 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
 
     // A contact that exists already, edited by its owner, and the cache lost: one PUT,
     // refused (412), Done, and the owner's card is left as it is.
-    let zoe_url = format!(
-        "{}/addressbooks/5f0c0a0b0c0d0e0f10111213/collected/{}.vcf",
-        double.url(),
-        uid("zoe@partner.com")
-    );
+    let zoe_url = format!("{}/addressbooks/{alice}/collected/{zoe_file}", double.dav_uri());
     let edited = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Zoé (dentist)\r\nEND:VCARD\r\n";
     let r = crate::support::davhttp::request(
         "PUT",
         &zoe_url,
-        Some(("admin&alice@example.org", "admin-secret")),
+        Some((&format!("{}&alice@example.org", DAV_ADMIN.0), DAV_ADMIN.1)),
         &[("Content-Type", "application/vcard")],
         Some(edited),
     );
     assert_eq!(r.status, 204, "{r:?}");
-    let fresh = esn_handler(&double.url(), "admin-secret", KnownContacts::new(None, 10));
+    let fresh = esn_handler(&double, DAV_ADMIN.1, KnownContacts::new(None, 10));
     let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
     mailet.service(&mut m, &ctx).await.unwrap();
     assert!(m.jobs.is_empty(), "known to the persistent cache");
@@ -929,14 +809,10 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
         .into_job("esn-contact");
     assert_eq!(fresh.deliver(&job).await, Delivery::Done);
     assert_eq!(fresh.requests_sent(), 1);
-    let cards = double.get_json("/_cards");
-    let zoe = cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))]
-        .as_str()
-        .unwrap();
-    assert_eq!(zoe, edited);
+    assert_eq!(esn_card(&double, &alice, &zoe_file).unwrap(), edited);
 
     // A wrong admin password is a permanent failure naming the status, not the password.
-    let wrong = esn_handler(&double.url(), "bad-pw", KnownContacts::new(None, 10));
+    let wrong = esn_handler(&double, "bad-pw", KnownContacts::new(None, 10));
     match wrong.deliver(&job).await {
         Delivery::Permanent(reason) => {
             assert!(reason.contains("401"), "{reason}");
@@ -948,12 +824,9 @@ async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
 
 #[test]
 fn smtp_esn_collects_contacts() {
-    let double = EsnDouble::start(&[("alice@example.org", "5f0c0a0b0c0d0e0f10111213")]);
-    let properties = format!(
-        "openpaas.api.uri={url}\nopenpaas.admin.user=admin\nopenpaas.admin.password=admin-secret\n\
-         dav.api.uri={url}\ndav.admin.user=admin\ndav.admin.password=admin-secret\n",
-        url = double.url()
-    );
+    let double = EsnDouble::start();
+    let alice = double.add_user("alice@example.org");
+    let properties = double.properties();
     let mailetd = Mailetd::start(&[
         ("mailetcontainer.xml", container_xml(None)),
         ("domainlist.xml", DOMAINLIST_XML.to_string()),
@@ -979,24 +852,24 @@ fn smtp_esn_collects_contacts() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let cards = loop {
-        let cards = double.get_json("/_cards");
-        if cards.as_object().unwrap().len() >= 2 {
+        let cards = double.cards();
+        if cards.len() >= 2 {
             break cards;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{cards}\n{}",
+            "{cards:?}\n{}",
             mailetd.log()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let zoe = &cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("zoe@partner.com"))];
+    let zoe = esn_card(&double, &alice, &format!("{}.vcf", uid("zoe@partner.com"))).unwrap();
     assert_eq!(
-        Card::parse(zoe.as_str().unwrap()).value("FN").as_deref(),
+        Card::parse(&zoe).value("FN").as_deref(),
         Some("Zoé Martin")
     );
-    assert!(cards[format!("5f0c0a0b0c0d0e0f10111213/{}.vcf", uid("bob@other.org"))].is_string());
-    assert_eq!(cards.as_object().unwrap().len(), 2, "{cards}");
+    assert!(esn_card(&double, &alice, &format!("{}.vcf", uid("bob@other.org"))).is_some());
+    assert_eq!(cards.len(), 2, "{cards:?}");
     // the stranger's mail stopped at the (cached) user lookup, in the mailet
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !mailetd
@@ -1006,15 +879,21 @@ fn smtp_esn_collects_contacts() {
         assert!(std::time::Instant::now() < deadline, "{}", mailetd.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(!mailetd.log().contains("admin-secret"));
+    assert!(!mailetd.log().contains(DAV_ADMIN.1));
+    assert!(!mailetd.log().contains(OPENPAAS_ADMIN.1));
 }
 
-/// An esn contact handler against the esn double at `url`, built the way `serve` builds it:
-/// from openpaas.properties, with the shared (cached) OpenPaaS user lookup.
-fn esn_handler(url: &str, dav_password: &str, known: KnownContacts) -> EsnContactHandler {
+/// An esn contact handler against the esn double, built the way `serve` builds it: from
+/// openpaas.properties, with the shared (cached) OpenPaaS user lookup.
+fn esn_handler(double: &EsnDouble, dav_password: &str, known: KnownContacts) -> EsnContactHandler {
     let text = format!(
-        "openpaas.api.uri={url}\nopenpaas.admin.user=admin\nopenpaas.admin.password=admin-secret\n\
-         dav.api.uri={url}\ndav.admin.user=admin\ndav.admin.password={dav_password}\n"
+        "openpaas.api.uri={}\nopenpaas.admin.user={}\nopenpaas.admin.password={}\n\
+         dav.api.uri={}\ndav.admin.user={}\ndav.admin.password={dav_password}\n",
+        double.api_uri(),
+        OPENPAAS_ADMIN.0,
+        OPENPAAS_ADMIN.1,
+        double.dav_uri(),
+        DAV_ADMIN.0,
     );
     let properties = Properties::parse(&text, std::path::Path::new("openpaas.properties")).unwrap();
     let config = OpenPaasConfig::from_properties(&properties)

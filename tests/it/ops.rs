@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -832,109 +831,28 @@ fn secrets_never_show_in_logs_check_output_status_or_errors() {
     );
 }
 
-/// An HTTPS server with a fresh self-signed certificate (rcgen) that answers every request
-/// with `[]` (an OpenPaaS "no such user"); counts handshakes and requests.
-struct SelfSignedHttps {
-    port: u16,
-    handshakes_failed: Arc<AtomicUsize>,
-    requests: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl SelfSignedHttps {
-    fn start() -> SelfSignedHttps {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio_rustls::rustls;
-        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-            .unwrap();
-        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(pair.signing_key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![pair.cert.der().clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let handshakes_failed = Arc::new(AtomicUsize::new(0));
-        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (failed, seen) = (handshakes_failed.clone(), requests.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (acceptor, failed, seen) = (acceptor.clone(), failed.clone(), seen.clone());
-                    tokio::spawn(async move {
-                        let Ok(mut tls) = acceptor.accept(tcp).await else {
-                            failed.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        };
-                        let mut buf = vec![0u8; 16384];
-                        let mut head = Vec::new();
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tls.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let text = String::from_utf8_lossy(&head);
-                        seen.lock()
-                            .unwrap()
-                            .push(text.lines().next().unwrap_or("").to_string());
-                        let _ = tls
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
-                            .await;
-                        let _ = tls.shutdown().await;
-                    });
-                }
-            });
-        });
-        SelfSignedHttps {
-            port,
-            handshakes_failed,
-            requests,
-        }
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn twake_over_https(server: &SelfSignedHttps, trust_all: &str) -> Mailetd {
-    let api = format!("https://127.0.0.1:{}/api", server.port);
-    let dav = format!("https://127.0.0.1:{}", server.port);
+/// A mailetd whose OpenPaaS and esn-sabre are the esn double over HTTPS, with
+/// `*_TRUST_ALL_SSL_CERTS` set to `trust_all`.
+fn twake_over_https(double: &EsnDouble, trust_all: &str) -> Mailetd {
+    let mut env = double.env();
+    env.retain(|(k, _)| !k.ends_with("_TRUST_ALL_SSL_CERTS"));
+    env.push(("OPENPAAS_TRUST_ALL_SSL_CERTS", trust_all.into()));
+    env.push(("DAV_TRUST_ALL_SSL_CERTS", trust_all.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Mailetd::start_with(
         free_port(),
         &[
             ("mailetcontainer.xml", example_file("mailetcontainer.xml")),
             ("openpaas.properties", example_file("openpaas.properties")),
         ],
-        &[
-            ("OPENPAAS_API_URI", &api),
-            ("OPENPAAS_ADMIN_USER", "admin@linagora.local"),
-            ("OPENPAAS_ADMIN_PASSWORD", "pw"),
-            ("OPENPAAS_TRUST_ALL_SSL_CERTS", trust_all),
-            ("DAV_API_URI", &dav),
-            ("DAV_ADMIN_USER", "admin"),
-            ("DAV_ADMIN_PASSWORD", "pw"),
-            ("DAV_TRUST_ALL_SSL_CERTS", trust_all),
-        ],
+        &env,
     )
 }
 
 #[test]
 fn self_signed_dav_is_refused_unless_trust_all() {
-    let server = SelfSignedHttps::start();
+    // bob is unknown to OpenPaaS: its lookup answers `[]`
+    let server = EsnDouble::start_tls();
     let m = twake_over_https(&server, "false");
     wait_for_port(m.http_port, WAIT);
     send_file(
@@ -944,7 +862,7 @@ fn self_signed_dav_is_refused_unless_trust_all() {
         &fixture("esn/request.eml"),
     );
     eventually("mailetd tried the HTTPS endpoint", WAIT, || {
-        (server.handshakes_failed.load(Ordering::SeqCst) > 0).then_some(())
+        (server.handshakes_failed() > 0).then_some(())
     });
     let (status, body) = http_get(m.http_port, "/health/ready", None);
     assert_eq!(status, 503, "{body}");
@@ -965,11 +883,8 @@ fn self_signed_dav_is_refused_unless_trust_all() {
             .contains("certificate"),
         "{openpaas}"
     );
-    assert_eq!(
-        server.requests(),
-        Vec::<String>::new(),
-        "a request got through"
-    );
+    let through: Vec<String> = server.requests().iter().map(|r| r.uri.clone()).collect();
+    assert_eq!(through, Vec::<String>::new(), "a request got through");
     drop(m);
 
     let m = twake_over_https(&server, "true");
@@ -982,8 +897,9 @@ fn self_signed_dav_is_refused_unless_trust_all() {
     );
     eventually("bob's lookup over HTTPS", WAIT, || {
         server.requests().into_iter().find(|r| {
-            r.starts_with("GET /api/users?")
-                && (r.contains("bob%40linagora.local") || r.contains("bob@linagora.local"))
+            r.method == "GET"
+                && r.uri.starts_with("/api/users?")
+                && (r.uri.contains("bob%40linagora.local") || r.uri.contains("bob@linagora.local"))
         })
     });
     let ready = json_of(m.http_port, "/health/ready");

@@ -22,6 +22,8 @@
 //!   back. Fault modes of the user API alone: a delay before each answer
 //!   ([`EsnDouble::set_users_delay`]) and a `200` with a body that is not JSON
 //!   ([`EsnDouble::set_users_garbage`]). Every request is recorded (method, path with query, headers, body, status).
+//! - [`EsnDouble::start_tls`] serves the same over HTTPS with a self-signed certificate, for
+//!   the TLS verification checks (`*_TRUST_ALL_SSL_CERTS`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,6 +88,8 @@ pub struct EsnDouble {
     /// Its loopback port.
     pub port: u16,
     state: Arc<Mutex<State>>,
+    scheme: &'static str,
+    handshakes_failed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl EsnDouble {
@@ -93,17 +97,41 @@ impl EsnDouble {
     pub fn start() -> EsnDouble {
         let state = Arc::new(Mutex::new(State::default()));
         let port = super::serve_double(state.clone(), handle);
-        EsnDouble { port, state }
+        EsnDouble {
+            port,
+            state,
+            scheme: "http",
+            handshakes_failed: Arc::default(),
+        }
+    }
+
+    /// Starts the double over HTTPS with a fresh self-signed certificate.
+    pub fn start_tls() -> EsnDouble {
+        let state = Arc::new(Mutex::new(State::default()));
+        let handshakes_failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let port = super::serve_double_tls(state.clone(), handle, handshakes_failed.clone());
+        EsnDouble {
+            port,
+            state,
+            scheme: "https",
+            handshakes_failed,
+        }
+    }
+
+    /// TLS handshakes that failed (a client refusing the self-signed certificate).
+    pub fn handshakes_failed(&self) -> usize {
+        self.handshakes_failed
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `openpaas.api.uri` for this double.
     pub fn api_uri(&self) -> String {
-        format!("http://127.0.0.1:{}/api", self.port)
+        format!("{}://127.0.0.1:{}/api", self.scheme, self.port)
     }
 
     /// `dav.api.uri` for this double.
     pub fn dav_uri(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// The environment variables of the Twake `openpaas.properties`, pointed at the double.
@@ -197,6 +225,11 @@ impl EsnDouble {
             .into_iter()
             .filter(|r| r.method == method)
             .collect()
+    }
+
+    /// The collected-contact cards stored so far, by `{book owner id}/{card file name}`.
+    pub fn cards(&self) -> HashMap<String, Vec<u8>> {
+        self.state.lock().unwrap().cards.clone()
     }
 
     /// The ITIP requests that got 204.

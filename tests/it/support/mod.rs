@@ -139,3 +139,66 @@ where
     });
     port
 }
+
+/// [`serve_double`] over HTTPS with a fresh self-signed certificate (rcgen) for 127.0.0.1;
+/// its port. Every failed TLS handshake (a client that verifies certificates) is counted
+/// in `handshakes_failed`.
+pub fn serve_double_tls<S, F, Fut>(
+    state: S,
+    handle: F,
+    handshakes_failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> u16
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, axum::http::Request<axum::body::Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+{
+    use tokio_rustls::rustls;
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(pair.signing_key.serialize_der().into());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![pair.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let app =
+                axum::Router::new().fallback(move |req: axum::http::Request<axum::body::Body>| {
+                    handle(state.clone(), req)
+                });
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, app, failed) =
+                    (acceptor.clone(), app.clone(), handshakes_failed.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(
+                            hyper_util::rt::TokioIo::new(tls),
+                            hyper_util::service::TowerToHyperService::new(app),
+                        )
+                        .await;
+                });
+            }
+        });
+    });
+    port
+}
