@@ -723,7 +723,10 @@ fn mails_over_the_broker_limit_get_552_and_the_limit_is_advertised() {
         &double,
         "max_message_bytes = 20000",
     );
-    let big = format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "x".repeat(70)).repeat(400));
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "x".repeat(70)).repeat(400)
+    );
     let session = crate::support::smtp::session(ingest.smtp_port)
         .mail("a@partner.example", &["u0@linagora.local"], big)
         .mail(

@@ -13,11 +13,11 @@ use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
 use mailetd::outbox::{Delivery, JobHandler};
 
 use crate::support::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
+use crate::support::eventually;
 use crate::support::mailetd::Mailetd;
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
 use crate::support::xandikos::Xandikos;
-use crate::support::eventually;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -870,10 +870,7 @@ fn radicale_discovery_finds_the_first_event_calendar() {
             ("domainlist.xml", DOMAINS.to_string()),
             ("mailetd.toml", toml),
         ]);
-        (
-            Collector { mailetd },
-            dir,
-        )
+        (Collector { mailetd }, dir)
     };
     let mailetd = &collector.0;
     let invite = vevent(

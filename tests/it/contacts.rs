@@ -4,28 +4,24 @@
 //! - `direct_*`: the mailet built from its config and serviced on a mail, then its outbox
 //!   jobs delivered by the real handler to the real server, as the outbox workers do;
 //!   the address book is then read back with REPORT addressbook-query.
-//! - `smtp_*`: the same through a running mailetd (SMTP → spool → container → outbox);
-//!   these need the SMTP listener, the container and the outbox workers.
+//! - `contacts_smtp`: the same through a running mailetd (SMTP → spool → container →
+//!   outbox); `contacts_esn`: the esn dialect against the esn double.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use mailetd::config::Properties;
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
 use mailetd::dav::carddav::CardDavContactHandler;
 use mailetd::dav::contact::uid;
-use mailetd::dav::esn_contact::EsnContactHandler;
 use mailetd::dav::known_contacts::KnownContacts;
-use mailetd::dav::{DavServices, OpenPaasConfig};
 use mailetd::mail::{Mail, MailAddress};
 use mailetd::mailets;
 use mailetd::outbox::{Delivery, JobHandler};
 use mailetd::pipeline::{Mailet, MailetConfig, MailetContext};
 use mailetd::spool::Store;
 
+use crate::contacts_esn::esn_handler;
 use crate::support::davhttp::{Card, DavServer};
-use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
-use crate::support::mailetd::Mailetd;
+use crate::support::esn_double::{DAV_ADMIN, EsnDouble};
 use crate::support::radicale::{self, Radicale};
 use crate::support::sabredav::{self, SabreDav};
 
@@ -110,7 +106,7 @@ fn standard(base: &str, template: &str, user: &str, password: &str) -> DavSettin
     }
 }
 
-fn mail(from: &str, to: &[&str], headers: &str) -> Mail {
+pub(crate) fn mail(from: &str, to: &[&str], headers: &str) -> Mail {
     Mail::new(
         Some(MailAddress::parse(from).unwrap()),
         to.iter().map(|t| MailAddress::parse(t).unwrap()).collect(),
@@ -119,7 +115,7 @@ fn mail(from: &str, to: &[&str], headers: &str) -> Mail {
 }
 
 /// The card whose EMAIL is `address`, checked for UID and FN.
-fn card_for<'a>(cards: &'a [Card], address: &str, fn_value: &str) -> &'a Card {
+pub(crate) fn card_for<'a>(cards: &'a [Card], address: &str, fn_value: &str) -> &'a Card {
     let matching: Vec<&Card> = cards
         .iter()
         .filter(|c| c.value("EMAIL").as_deref() == Some(address))
@@ -587,319 +583,4 @@ async fn replay_request_count_vs_tmail_esn() {
         ours as f64 <= 1.1 * pairs as f64,
         "{ours} for {pairs} pairs"
     );
-}
-
-// ---------------------------------------------------------------------------------------
-// Through a running mailetd: SMTP → spool → container → outbox → CardDAV.
-
-fn container_xml(limit: Option<u32>) -> String {
-    let limit = limit
-        .map(|l| format!("<limit>{l}</limit>"))
-        .unwrap_or_default();
-    format!(
-        r#"<mailetcontainer enableJmx="false">
-  <context><postmaster>postmaster@example.org</postmaster></context>
-  <spooler><threads>2</threads></spooler>
-  <processors>
-    <processor state="root" enableJmx="false">
-      <mailet match="All" class="com.linagora.tmail.mailet.CardDavCollectedContact">{limit}</mailet>
-      <mailet match="All" class="Null"/>
-    </processor>
-    <processor state="error" enableJmx="false">
-      <mailet match="All" class="Null"/>
-    </processor>
-  </processors>
-</mailetcontainer>
-"#
-    )
-}
-
-const DOMAINLIST_XML: &str = "<domainlist><autodetect>false</autodetect><autodetectIP>false</autodetectIP><domainnames><domainname>example.org</domainname></domainnames><defaultDomain>example.org</defaultDomain></domainlist>\n";
-
-fn mailetd_toml(base: &str, template: &str, user: &str, password: &str) -> String {
-    format!(
-        "[dav]\ndialect = \"caldav\"\nbase_url = \"{base}\"\naddressbook_url = \"{template}\"\nusername = \"{user}\"\npassword = \"{password}\"\ncreate_collections = true\n\n[outbox]\nretry_base_secs = 1\n"
-    )
-}
-
-/// Sends one message over SMTP: `rcpts` in the envelope, `headers` on top.
-fn send(port: u16, from: &str, rcpts: &[String], headers: &str) {
-    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-    let message = format!("{headers}From: {from}\r\nSubject: hello\r\n\r\nHi.\r\n");
-    crate::support::smtp::send(port, from, &rcpts, message);
-}
-
-/// Polls the book until it holds `n` cards; on timeout, fails with mailetd's log.
-fn wait_for_cards(mailetd: &Mailetd, n: usize, cards: impl Fn() -> Vec<Card>) -> Vec<Card> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let got = cards();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of {n} cards after 60 s; mailetd log:\n{}",
-            got.len(),
-            mailetd.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
-/// `cards(owner)` reads the owner's collected book back.
-fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
-    let port = mailetd.smtp_port;
-    let rcpts = vec![
-        "zoe@partner.com".to_string(),
-        "Bob+lunch@Other.ORG".to_string(),
-    ];
-    let headers = "To: =?UTF-8?Q?Zo=C3=A9_Martin?= <zoe@partner.com>, Bob+lunch@Other.ORG\r\n";
-    send(port, "alice@example.org", &rcpts, headers);
-    // the mirrored copy of the same mail
-    send(port, "alice@example.org", &rcpts, headers);
-    let got = wait_for_cards(mailetd, 2, || cards("alice@example.org"));
-    assert_eq!(got.len(), 2, "{got:#?}\n{}", mailetd.log());
-    card_for(&got, "zoe@partner.com", "Zoé Martin");
-    card_for(&got, "Bob@other.org", "Bob@other.org");
-
-    let many: Vec<String> = (0..1000)
-        .map(|i| format!("guest{i:04}@party.org"))
-        .collect();
-    send(port, "carol@example.org", &many, "");
-    let got = wait_for_cards(mailetd, 100, || cards("carol@example.org"));
-    assert_eq!(got.len(), 100);
-}
-
-#[test]
-fn smtp_radicale_collects_contacts() {
-    let server = Arc::new(Radicale::start());
-    let mailetd = Mailetd::start(&[
-        ("mailetcontainer.xml", container_xml(Some(100))),
-        ("domainlist.xml", DOMAINLIST_XML.to_string()),
-        (
-            "mailetd.toml",
-            mailetd_toml(
-                &server.url(),
-                "{base}/{user}/collected/",
-                radicale::SERVICE_USER,
-                radicale::SERVICE_PASSWORD,
-            ),
-        ),
-    ]);
-    let s = server.clone();
-    smtp_case(&mailetd, &move |owner| {
-        s.cards(&format!("/{owner}/collected/"))
-    });
-}
-
-#[test]
-fn smtp_sabredav_collects_contacts() {
-    let server = Arc::new(SabreDav::start());
-    for user in ["alice@example.org", "carol@example.org"] {
-        server.add_user(user, "pw");
-    }
-    let mailetd = Mailetd::start(&[
-        ("mailetcontainer.xml", container_xml(Some(100))),
-        ("domainlist.xml", DOMAINLIST_XML.to_string()),
-        (
-            "mailetd.toml",
-            mailetd_toml(
-                &server.url(),
-                "{base}/addressbooks/{user}/collected/",
-                sabredav::SERVICE_USER,
-                sabredav::SERVICE_PASSWORD,
-            ),
-        ),
-    ]);
-    let s = server.clone();
-    smtp_case(&mailetd, &move |owner| {
-        s.cards(&format!("/addressbooks/{owner}/collected/"))
-    });
-}
-
-// ---------------------------------------------------------------------------------------
-// The esn dialect, against `support::esn_double` (esn-sabre and the OpenPaaS user API
-// cannot run here; the double follows spec/twake-collector.md).
-
-/// The card `file` (`{uid}.vcf`) in the collected book of user `id`, as text.
-fn esn_card(double: &EsnDouble, id: &str, file: &str) -> Option<String> {
-    let cards = double.cards();
-    let card = cards.get(&format!("{id}/{file}"))?;
-    Some(String::from_utf8(card.clone()).unwrap())
-}
-
-#[tokio::test]
-async fn direct_esn_one_conditional_put_per_contact_impersonating_the_owner() {
-    let double = EsnDouble::start();
-    let alice = double.add_user("alice@example.org");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("spool.redb")).unwrap();
-    let mut ctx = MailetContext::for_tests(dir.path().to_path_buf());
-    ctx.store = Some(store.clone());
-    assert_eq!(ctx.settings.dav.dialect, DavDialect::Esn);
-    let mailet =
-        mailets::build(&MailetConfig::inline("CardDavCollectedContact", &[]), &ctx).unwrap();
-    let handler = esn_handler(&double, DAV_ADMIN.1, KnownContacts::new(Some(store), 1000));
-
-    let mut m = mail(
-        "alice@example.org",
-        &["zoe@partner.com", "bob+x@Other.org"],
-        "To: =?ISO-8859-1?Q?Zo=E9_Martin?= <zoe@partner.com>, bob+x@Other.org\r\n",
-    );
-    mailet.service(&mut m, &ctx).await.unwrap();
-    assert!(m.jobs.iter().all(|j| j.kind == "esn-contact"));
-    for job in &m.jobs {
-        assert_eq!(handler.deliver(job).await, Delivery::Done);
-    }
-    let zoe_file = format!("{}.vcf", uid("zoe@partner.com"));
-    let zoe = Card::parse(&esn_card(&double, &alice, &zoe_file).unwrap());
-    assert_eq!(zoe.value("FN").as_deref(), Some("Zoé Martin"));
-    assert_eq!(zoe.value("VERSION").as_deref(), Some("4.0"));
-    assert!(esn_card(&double, &alice, &format!("{}.vcf", uid("bob@other.org"))).is_some());
-    // the requests to the address books (the user lookups are OpenPaaS's)
-    let log: Vec<_> = double
-        .requests()
-        .into_iter()
-        .filter(|r| r.uri.starts_with("/addressbooks/"))
-        .collect();
-    let calls: Vec<(String, String)> = log
-        .iter()
-        .map(|r| (r.method.clone(), r.header("accept").unwrap_or("").to_string()))
-        .collect();
-    // per new contact: one PUT, create-only, with Accept: application/vcard+json
-    assert_eq!(
-        calls.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(),
-        vec!["PUT", "PUT"]
-    );
-    assert!(
-        calls
-            .iter()
-            .all(|(_, accept)| accept == "application/vcard+json")
-    );
-    assert_eq!(log[1].header("content-type"), Some("application/vcard"));
-    assert_eq!(log[1].header("if-none-match"), Some("*"));
-
-    // An external sender is unknown to OpenPaaS: Done, and no DAV request at all.
-    let mut m = mail("stranger@elsewhere.net", &["alice@example.org"], "");
-    mailet.service(&mut m, &ctx).await.unwrap();
-    let before = handler.requests_sent();
-    for job in &m.jobs {
-        assert_eq!(handler.deliver(job).await, Delivery::Done);
-    }
-    assert_eq!(handler.requests_sent(), before);
-
-    // A contact that exists already, edited by its owner, and the cache lost: one PUT,
-    // refused (412), Done, and the owner's card is left as it is.
-    let zoe_url = format!("{}/addressbooks/{alice}/collected/{zoe_file}", double.dav_uri());
-    let edited = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Zoé (dentist)\r\nEND:VCARD\r\n";
-    let r = crate::support::davhttp::request(
-        "PUT",
-        &zoe_url,
-        Some((&format!("{}&alice@example.org", DAV_ADMIN.0), DAV_ADMIN.1)),
-        &[("Content-Type", "application/vcard")],
-        Some(edited),
-    );
-    assert_eq!(r.status, 204, "{r:?}");
-    let fresh = esn_handler(&double, DAV_ADMIN.1, KnownContacts::new(None, 10));
-    let mut m = mail("alice@example.org", &["zoe@partner.com"], "");
-    mailet.service(&mut m, &ctx).await.unwrap();
-    assert!(m.jobs.is_empty(), "known to the persistent cache");
-    let job = mailetd::dav::contact::ContactJob::new("alice@example.org", "zoe@partner.com", None)
-        .into_job("esn-contact");
-    assert_eq!(fresh.deliver(&job).await, Delivery::Done);
-    assert_eq!(fresh.requests_sent(), 1);
-    assert_eq!(esn_card(&double, &alice, &zoe_file).unwrap(), edited);
-
-    // A wrong admin password is a permanent failure naming the status, not the password.
-    let wrong = esn_handler(&double, "bad-pw", KnownContacts::new(None, 10));
-    match wrong.deliver(&job).await {
-        Delivery::Permanent(reason) => {
-            assert!(reason.contains("401"), "{reason}");
-            assert!(!reason.contains("bad-pw"), "{reason}");
-        }
-        other => panic!("expected a permanent failure, got {other:?}"),
-    }
-}
-
-#[test]
-fn smtp_esn_collects_contacts() {
-    let double = EsnDouble::start();
-    let alice = double.add_user("alice@example.org");
-    let properties = double.properties();
-    let mailetd = Mailetd::start(&[
-        ("mailetcontainer.xml", container_xml(None)),
-        ("domainlist.xml", DOMAINLIST_XML.to_string()),
-        ("openpaas.properties", properties),
-        (
-            "mailetd.toml",
-            "[outbox]\nretry_base_secs = 1\n".to_string(),
-        ),
-    ]);
-    let port = mailetd.smtp_port;
-    // an external sender first: unknown to OpenPaaS, so nothing reaches the address books
-    send(
-        port,
-        "stranger@elsewhere.net",
-        &["alice@example.org".to_string()],
-        "",
-    );
-    send(
-        port,
-        "alice@example.org",
-        &["zoe@partner.com".to_string(), "bob+x@Other.org".to_string()],
-        "To: =?UTF-8?Q?Zo=C3=A9_Martin?= <zoe@partner.com>\r\n",
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let cards = loop {
-        let cards = double.cards();
-        if cards.len() >= 2 {
-            break cards;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{cards:?}\n{}",
-            mailetd.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let zoe = esn_card(&double, &alice, &format!("{}.vcf", uid("zoe@partner.com"))).unwrap();
-    assert_eq!(
-        Card::parse(&zoe).value("FN").as_deref(),
-        Some("Zoé Martin")
-    );
-    assert!(esn_card(&double, &alice, &format!("{}.vcf", uid("bob@other.org"))).is_some());
-    assert_eq!(cards.len(), 2, "{cards:?}");
-    // the stranger's mail stopped at the (cached) user lookup, in the mailet
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !mailetd
-        .log()
-        .contains("owner unknown to OpenPaaS: no contact collected")
-    {
-        assert!(std::time::Instant::now() < deadline, "{}", mailetd.log());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(!mailetd.log().contains(DAV_ADMIN.1));
-    assert!(!mailetd.log().contains(OPENPAAS_ADMIN.1));
-}
-
-/// An esn contact handler against the esn double, built the way `serve` builds it: from
-/// openpaas.properties, with the shared (cached) OpenPaaS user lookup.
-fn esn_handler(double: &EsnDouble, dav_password: &str, known: KnownContacts) -> EsnContactHandler {
-    let text = format!(
-        "openpaas.api.uri={}\nopenpaas.admin.user={}\nopenpaas.admin.password={}\n\
-         dav.api.uri={}\ndav.admin.user={}\ndav.admin.password={dav_password}\n",
-        double.api_uri(),
-        OPENPAAS_ADMIN.0,
-        OPENPAAS_ADMIN.1,
-        double.dav_uri(),
-        DAV_ADMIN.0,
-    );
-    let properties = Properties::parse(&text, std::path::Path::new("openpaas.properties")).unwrap();
-    let config = OpenPaasConfig::from_properties(&properties)
-        .unwrap()
-        .unwrap();
-    let services = Arc::new(DavServices::build(config).unwrap());
-    let (client, dav) = services.dav().unwrap();
-    EsnContactHandler::new(client.clone(), dav.clone(), services.clone(), known)
 }

@@ -4,8 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::mailetd::Mailetd;
 use crate::support::eventually;
+use crate::support::mailetd::Mailetd;
 use crate::support::smtp::send_file;
 
 const RCPTS: &[&str] = &["bob@example.org", "carol@example.org"];

@@ -45,7 +45,11 @@ fn maxmessagesize_0_is_capped_and_a_streamed_data_above_the_cap_gets_552_and_the
         .command("MAIL FROM:<a@partner.example>")
         .command("RCPT TO:<bob@example.org>")
         .streamed_data(ceiling + (6 << 20))
-        .mail("a@partner.example", &["bob@example.org"], "Subject: small\r\n\r\nhi\r\n")
+        .mail(
+            "a@partner.example",
+            &["bob@example.org"],
+            "Subject: small\r\n\r\nhi\r\n",
+        )
         .run();
     let size = session.features.get("size").map_or("-", String::as_str);
     let (big, small) = (&session.replies[2], &session.replies[3]);

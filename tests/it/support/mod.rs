@@ -10,6 +10,7 @@ pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;
 pub mod smtp;
+pub mod smtp_listener;
 pub mod sogo;
 pub mod xandikos;
 
@@ -154,8 +155,8 @@ where
     Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
 {
     use tokio_rustls::rustls;
-    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-        .unwrap();
+    let pair =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(pair.signing_key.serialize_der().into());
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)

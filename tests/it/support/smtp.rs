@@ -251,7 +251,10 @@ impl Session {
 
 /// Sends one mail on a connection of its own; panics unless every recipient got it.
 pub fn send(port: u16, from: &str, rcpts: &[&str], message: impl AsRef<[u8]>) {
-    session(port).mail(from, rcpts, message).run().assert_accepted();
+    session(port)
+        .mail(from, rcpts, message)
+        .run()
+        .assert_accepted();
 }
 
 /// Sends one mail on a connection of its own; the reply code (250 when accepted).
@@ -262,7 +265,6 @@ pub fn send_code(port: u16, from: &str, rcpts: &[&str], message: impl AsRef<[u8]
 /// Sends the file at `path` as is, on a connection of its own.
 pub fn send_file(port: u16, from: &str, rcpts: &[&str], path: impl AsRef<std::path::Path>) {
     let path = path.as_ref();
-    let message =
-        std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let message = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     send(port, from, rcpts, message);
 }
