@@ -8,7 +8,7 @@ use mailetd::dav::caldav::apply::Options;
 use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
 use mailetd::outbox::{Delivery, JobHandler};
 
-use crate::caldav::{ALICE_EXT, BOB, Kind, Server, ics, vevent};
+use crate::support::caldav::{ALICE_EXT, BOB, Kind, Server, ics, per_server, vevent};
 
 /// Delivers one REQUEST for `uid` to BOB; returns the HTTP requests it cost.
 fn deliver(
@@ -127,20 +127,7 @@ fn new_events_cost_one_request_each(kind: Kind) {
     assert_eq!(server.objects(BOB).len(), n as usize + 1);
 }
 
-#[test]
-fn radicale_new_events_cost_one_request_each() {
-    new_events_cost_one_request_each(Kind::Radicale);
-}
-
-#[test]
-fn sabredav_new_events_cost_one_request_each() {
-    new_events_cost_one_request_each(Kind::Sabre);
-}
-
-#[test]
-fn xandikos_new_events_cost_one_request_each() {
-    new_events_cost_one_request_each(Kind::Xandikos);
-}
+per_server!(new_events_cost_one_request_each: radicale, sabredav, xandikos);
 
 /// The user's client stored the first version under its own name, and the user accepted:
 /// the same version arrives with a newer DTSTAMP. The server refuses mailetd's creation
@@ -178,15 +165,7 @@ fn client_named_first_version_is_updated_in_place(kind: Kind, lookup_before_crea
     );
 }
 
-#[test]
-fn radicale_client_named_first_version_is_updated_in_place() {
-    client_named_first_version_is_updated_in_place(Kind::Radicale, false);
-}
-
-#[test]
-fn xandikos_client_named_first_version_is_updated_in_place() {
-    client_named_first_version_is_updated_in_place(Kind::Xandikos, false);
-}
+per_server!(client_named_first_version_is_updated_in_place(false): radicale, xandikos);
 
 #[test]
 fn sabredav_lookup_before_create_updates_client_named_copy_in_place() {

@@ -3,6 +3,7 @@
 
 mod broker;
 mod caldav;
+mod caldav_collections;
 mod caldav_requests;
 mod calendar_chain;
 mod consolidate;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod caldav;
 pub mod davhttp;
 pub mod esn_double;
 pub mod graph_double;
