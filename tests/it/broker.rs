@@ -16,33 +16,39 @@ use crate::support::esn_double::EsnDouble;
 use crate::support::rabbitmq::{self, RabbitMq};
 use crate::support::{eventually, free_port, python, wait_for_port, write_files};
 
-const WAIT: Duration = Duration::from_secs(120);
+pub(crate) const WAIT: Duration = Duration::from_secs(120);
 /// Deadline of the load tests' waits: generous, since they share two cores with the suite.
-const LOAD_WAIT: Duration = Duration::from_secs(600);
-const USERS: usize = 5;
+pub(crate) const LOAD_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const USERS: usize = 5;
 
-fn shared_broker() -> &'static RabbitMq {
+pub(crate) fn shared_broker() -> &'static RabbitMq {
     static BROKER: OnceLock<RabbitMq> = OnceLock::new();
     BROKER.get_or_init(RabbitMq::start)
 }
 
-fn unique_prefix(test: &str) -> String {
+pub(crate) fn unique_prefix(test: &str) -> String {
     format!("mailetd.{test}.{}", free_port())
 }
 
 /// One `mailetd serve --role ROLE` node with its own conf (Twake standalone example) and
 /// data directory.
-struct Node {
+pub(crate) struct Node {
     dir: tempfile::TempDir,
     role: &'static str,
-    smtp_port: u16,
+    pub(crate) smtp_port: u16,
     http_port: u16,
     env: Vec<(&'static str, String)>,
     child: Option<Child>,
 }
 
 impl Node {
-    fn start(role: &'static str, uri: &str, prefix: &str, double: &EsnDouble, extra: &str) -> Node {
+    pub(crate) fn start(
+        role: &'static str,
+        uri: &str,
+        prefix: &str,
+        double: &EsnDouble,
+        extra: &str,
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let smtp_port = free_port();
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone-email/conf");
@@ -86,21 +92,21 @@ impl Node {
     }
 
     /// `(status, body)` of this node's `GET /health/ready`.
-    fn readiness(&self) -> (u16, String) {
+    pub(crate) fn readiness(&self) -> (u16, String) {
         let out = python(READY, &[&self.http_port.to_string()]);
         let (status, body) = out.split_once(' ').unwrap();
         (status.parse().unwrap(), body.to_string())
     }
 
-    fn conf(&self) -> PathBuf {
+    pub(crate) fn conf(&self) -> PathBuf {
         self.dir.path().join("conf")
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mailetd.log")).unwrap_or_default()
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,7 +133,7 @@ impl Node {
         }
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -135,7 +141,7 @@ impl Node {
     }
 
     /// `mailetd --conf … ARGS` (the CLI, not the server).
-    fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
             .arg("--conf")
             .arg(self.conf())
@@ -163,7 +169,7 @@ impl Drop for Node {
 /// SESSIONS concurrent SMTP sessions spread over the ports, printing `uid code` per mail
 /// (0: connection lost). Session k sends `START+k`, `START+k+SESSIONS`, …: `COUNT` mails in
 /// all, or with COUNT = 0 until the file STOP exists. PAUSE seconds between a session's mails.
-const SENDER: &str = r#"
+pub(crate) const SENDER: &str = r#"
 import os, smtplib, sys, threading, time
 ports = [int(p) for p in sys.argv[1].split(',')]
 start, count, pause, stop = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
@@ -222,10 +228,10 @@ for t in threads:
 "#;
 
 /// Concurrent SMTP sessions of the load tests: enough to keep both ingest nodes busy.
-const SESSIONS: usize = 8;
+pub(crate) const SESSIONS: usize = 8;
 
 /// A running sender; its results accumulate as they come.
-struct Sender {
+pub(crate) struct Sender {
     child: Child,
     results: Arc<Mutex<Vec<(String, u16)>>>,
     reader: std::thread::JoinHandle<()>,
@@ -233,7 +239,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn start(ports: &[u16], start: usize, count: usize, pause: f64) -> Sender {
+    pub(crate) fn start(ports: &[u16], start: usize, count: usize, pause: f64) -> Sender {
         let stop = tempfile::NamedTempFile::new().unwrap();
         let stop_path = stop.path().with_extension("stop");
         let sessions = if count == 0 {
@@ -279,11 +285,11 @@ impl Sender {
         }
     }
 
-    fn results(&self) -> Vec<(String, u16)> {
+    pub(crate) fn results(&self) -> Vec<(String, u16)> {
         self.results.lock().unwrap().clone()
     }
 
-    fn count(&self, code: u16) -> usize {
+    pub(crate) fn count(&self, code: u16) -> usize {
         self.results
             .lock()
             .unwrap()
@@ -293,12 +299,12 @@ impl Sender {
     }
 
     /// Mails answered so far.
-    fn answered(&self) -> usize {
+    pub(crate) fn answered(&self) -> usize {
         self.results.lock().unwrap().len()
     }
 
     /// Asks an open-ended sender to stop, and waits for it.
-    fn finish(mut self) -> Vec<(String, u16)> {
+    pub(crate) fn finish(mut self) -> Vec<(String, u16)> {
         std::fs::write(self.stop.path().with_extension("stop"), "").unwrap();
         assert!(self.child.wait().unwrap().success());
         let _ = std::fs::remove_file(self.stop.path().with_extension("stop"));
@@ -307,14 +313,14 @@ impl Sender {
     }
 
     /// Waits for a sender of COUNT mails to be done.
-    fn wait(mut self) -> Vec<(String, u16)> {
+    pub(crate) fn wait(mut self) -> Vec<(String, u16)> {
         assert!(self.child.wait().unwrap().success());
         self.reader.join().unwrap();
         self.results.lock().unwrap().clone()
     }
 }
 
-fn double_with_users() -> EsnDouble {
+pub(crate) fn double_with_users() -> EsnDouble {
     let double = EsnDouble::start();
     for i in 0..USERS {
         double.add_user(&format!("u{i}@linagora.local"));
@@ -323,7 +329,7 @@ fn double_with_users() -> EsnDouble {
 }
 
 /// Delivered ITIPs per uid.
-fn delivered(double: &EsnDouble) -> BTreeMap<String, usize> {
+pub(crate) fn delivered(double: &EsnDouble) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in double.delivered_itips() {
         *out.entry(r.json()["uid"].as_str().unwrap().to_string())
@@ -332,11 +338,11 @@ fn delivered(double: &EsnDouble) -> BTreeMap<String, usize> {
     out
 }
 
-fn uids(range: std::ops::Range<usize>) -> BTreeSet<String> {
+pub(crate) fn uids(range: std::ops::Range<usize>) -> BTreeSet<String> {
     range.map(|i| format!("inv-{i}@broker.test")).collect()
 }
 
-fn logs(nodes: &[&Node]) -> String {
+pub(crate) fn logs(nodes: &[&Node]) -> String {
     nodes
         .iter()
         .map(|n| format!("--- {} node:\n{}", n.role, n.log()))
@@ -344,11 +350,11 @@ fn logs(nodes: &[&Node]) -> String {
 }
 
 /// Invitations of the exactly-once and kill -9 tests.
-const LOAD: usize = 2000;
+pub(crate) const LOAD: usize = 2000;
 
 /// Like `eventually`, with the longer deadline and pause of the load tests: their checks
 /// read thousands of recorded requests or a node's whole log.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + LOAD_WAIT;
     loop {
         if let Some(v) = check() {
@@ -363,7 +369,7 @@ fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 }
 
 /// How many mails got each SMTP answer (0: connection lost).
-fn codes(results: &[(String, u16)]) -> BTreeMap<u16, usize> {
+pub(crate) fn codes(results: &[(String, u16)]) -> BTreeMap<u16, usize> {
     let mut out = BTreeMap::new();
     for (_, c) in results {
         *out.entry(*c).or_default() += 1;
@@ -372,7 +378,7 @@ fn codes(results: &[(String, u16)]) -> BTreeMap<u16, usize> {
 }
 
 /// `mail processed` lines in a node's log: the mails it completed.
-fn processed(node: &Node) -> usize {
+pub(crate) fn processed(node: &Node) -> usize {
     node.log().matches("mail processed").count()
 }
 
@@ -487,8 +493,8 @@ fn a_processing_node_killed_mid_load_loses_nothing() {
 }
 
 /// Mails the broker-stopped test wants acknowledged with 250, before and after the outage.
-const ACKED_BEFORE_STOP: usize = 400;
-const ACKED_AFTER_RESTART: usize = 600;
+pub(crate) const ACKED_BEFORE_STOP: usize = 400;
+pub(crate) const ACKED_AFTER_RESTART: usize = 600;
 
 #[test]
 fn broker_stopped_mid_load_gets_451_then_250_and_every_acked_mail_is_applied() {
@@ -585,236 +591,8 @@ fn broker_stopped_mid_load_gets_451_then_250_and_every_acked_mail_is_applied() {
     assert!(!logs(&all).contains("guest:guest"));
 }
 
-#[test]
-fn a_dav_outage_fills_the_retry_queues_which_drain_after_recovery() {
-    if !rabbitmq::available() {
-        return;
-    }
-    let broker = shared_broker();
-    let prefix = unique_prefix("outage");
-    let double = double_with_users();
-    let uri = broker.uri();
-    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
-    let process = Node::start("process", &uri, &prefix, &double, "");
-    double.set_down(true);
-    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
-    let n = 20;
-    let sent = Sender::start(&[ingest.smtp_port], 0, n, 0.0).wait();
-    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
-    let retrying = |broker: &RabbitMq| -> u64 {
-        broker
-            .queue_depths(&format!("{prefix}.outbox.retry."))
-            .iter()
-            .map(|(_, c)| c)
-            .sum()
-    };
-    eventually("jobs waiting in the retry queues", WAIT, || {
-        (retrying(broker) >= n as u64 / 2).then_some(())
-    });
-    // the operator's view, on the broker backend
-    let listing = deliver.cli(&["outbox", "list"]);
-    assert!(listing.contains("HTTP 503"), "{listing}");
-    assert!(listing.contains("dead: 0\n"), "{listing}");
-    double.set_down(false);
-    eventually("every invitation delivered after recovery", WAIT, || {
-        (delivered(&double).len() == n).then_some(())
-    });
-    eventually("the retry queues drained", WAIT, || {
-        (retrying(broker) == 0).then_some(())
-    });
-    assert_eq!(
-        delivered(&double).keys().cloned().collect::<BTreeSet<_>>(),
-        uids(0..n),
-        "{}",
-        logs(&[&ingest, &process, &deliver])
-    );
-    assert!(deliver.cli(&["outbox", "list"]).contains("pending: 0\n"));
-}
-
-#[test]
-fn dead_letters_carry_their_reason_and_the_cli_requeues_or_purges_them() {
-    if !rabbitmq::available() {
-        return;
-    }
-    let broker = shared_broker();
-    let prefix = unique_prefix("dead");
-    let double = EsnDouble::start();
-    let uri = broker.uri();
-    let ingest = Node::start("ingest", &uri, &prefix, &double, "");
-    let process = Node::start("process", &uri, &prefix, &double, "");
-    let deliver = Node::start("deliver", &uri, &prefix, &double, "");
-    double.add_user("u0@linagora.local");
-    let sent = Sender::start(&[ingest.smtp_port], 0, 1, 0.0).wait();
-    assert_eq!(sent[0].1, 250);
-    eventually("the ITIP delivered", WAIT, || {
-        (delivered(&double).len() == 1).then_some(())
-    });
-    // A job esn-sabre refuses for good (400: no uid), published as a processing node would.
-    let outbox_queue = format!("{prefix}.outbox");
-    let job = serde_json::json!({
-        "id": 77, "kind": "esn-itip", "target": "u0@linagora.local",
-        "payload": {"recipient": "u0@linagora.local", "body": "{\"uid\":null}"},
-        "first_seen_ms": 1
-    });
-    publish(broker, &outbox_queue, &job.to_string());
-    eventually("the job dead-lettered", WAIT, || {
-        broker
-            .queue_depths(&format!("{prefix}.outbox.dead"))
-            .first()
-            .is_some_and(|(_, c)| *c == 1)
-            .then_some(())
-    });
-    let listing = deliver.cli(&["outbox", "list"]);
-    assert!(listing.contains("dead: 1\n"), "{listing}");
-    assert!(
-        listing.contains("77\tesn-itip\tu0@linagora.local\t1\t-\t"),
-        "{listing}"
-    );
-    assert!(listing.contains("400"), "{listing}");
-    assert_eq!(
-        deliver.cli(&["outbox", "purge", "78"]),
-        "0 dead letter(s) deleted\n"
-    );
-    assert_eq!(
-        deliver.cli(&["outbox", "retry", "77"]),
-        "1 dead letter(s) requeued\n"
-    );
-    eventually("dead again after the retry", WAIT, || {
-        deliver
-            .cli(&["outbox", "list"])
-            .contains("dead: 1\n")
-            .then_some(())
-    });
-    assert_eq!(
-        deliver.cli(&["outbox", "purge"]),
-        "1 dead letter(s) deleted\n"
-    );
-    assert!(deliver.cli(&["outbox", "list"]).contains("dead: 0\n"));
-    drop((ingest, process));
-}
-
-/// Publishes `body` to `queue` with mailetd's broker link (no Python AMQP client here).
-fn publish(broker: &RabbitMq, queue: &str, body: &str) {
-    let settings = mailetd::config::settings::SpoolSettings {
-        uri: mailetd::config::settings::Secret::new(broker.uri()),
-        queue: format!("{queue}.unused"),
-        outbox_queue: queue.to_string(),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let link = mailetd::broker::Broker::new(&settings);
-        link.publish(queue, body.as_bytes(), None).await.unwrap();
-    });
-}
-
-#[test]
-fn mails_over_the_broker_limit_get_552_and_the_limit_is_advertised() {
-    if !rabbitmq::available() {
-        return;
-    }
-    let broker = shared_broker();
-    let prefix = unique_prefix("size");
-    let double = double_with_users();
-    let ingest = Node::start(
-        "ingest",
-        &broker.uri(),
-        &prefix,
-        &double,
-        "max_message_bytes = 20000",
-    );
-    let big = format!(
-        "Subject: big\r\n\r\n{}",
-        format!("{}\r\n", "x".repeat(70)).repeat(400)
-    );
-    let session = crate::support::smtp::session(ingest.smtp_port)
-        .mail("a@partner.example", &["u0@linagora.local"], big)
-        .mail(
-            "a@partner.example",
-            &["u0@linagora.local"],
-            "Subject: small\r\n\r\nhi\r\n",
-        )
-        .run();
-    assert_eq!(
-        session.features.get("size").map(String::as_str),
-        Some("20000"),
-        "{session:?}"
-    );
-    // the big one refused (552), the small one after it in the same session accepted
-    assert_eq!(session.codes(), [552, 250], "{session:?}");
-    assert!(session.replies[1].refused.is_empty(), "{session:?}");
-    // the small one is on the broker, the big one nowhere
-    eventually("the small mail queued", WAIT, || {
-        broker
-            .queue_depths(&format!("{prefix}.spool"))
-            .iter()
-            .find(|(q, _)| q == &format!("{prefix}.spool"))
-            .is_some_and(|(_, c)| *c == 1)
-            .then_some(())
-    });
-}
-
-#[test]
-fn roles_other_than_all_need_the_broker_backend() {
-    let dir = tempfile::tempdir().unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone-email/conf");
-    for entry in std::fs::read_dir(&example).unwrap().flatten() {
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_mailetd"))
-        .arg("--conf")
-        .arg(dir.path())
-        .args(["serve", "--role", "process"])
-        .env("MAILETD_DATA_DIR", dir.path().join("var"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("backend = \"rabbitmq\""), "{err}");
-}
-
-#[test]
-fn quorum_queues_carry_mails_and_retries_the_same_way() {
-    if !rabbitmq::available() {
-        return;
-    }
-    let broker = shared_broker();
-    let prefix = unique_prefix("quorum");
-    let double = double_with_users();
-    let uri = broker.uri();
-    let ingest = Node::start("ingest", &uri, &prefix, &double, "quorum = true");
-    let process = Node::start("process", &uri, &prefix, &double, "quorum = true");
-    // the first attempts fail: the jobs go through the (quorum) retry queues
-    double.fail_next(8);
-    let deliver = Node::start("deliver", &uri, &prefix, &double, "quorum = true");
-    let n = 20;
-    let sent = Sender::start(&[ingest.smtp_port], 0, n, 0.0).wait();
-    assert_eq!(sent.iter().filter(|(_, c)| *c == 250).count(), n);
-    eventually("every invitation delivered", WAIT, || {
-        (delivered(&double).len() == n).then_some(())
-    });
-    assert!(
-        double.requests().iter().any(|r| r.status == 503),
-        "the outage did not happen"
-    );
-    let types = broker.ctl(&[
-        "list_queues",
-        "--quiet",
-        "--no-table-headers",
-        "name",
-        "type",
-    ]);
-    let ours: Vec<&str> = types.lines().filter(|l| l.starts_with(&prefix)).collect();
-    assert!(!ours.is_empty());
-    assert!(
-        ours.iter().all(|l| l.ends_with("quorum")),
-        "{ours:?}\n{}",
-        logs(&[&ingest, &process, &deliver])
-    );
-}
-
 /// Prints `STATUS BODY` of `GET /health/ready` on `127.0.0.1:argv[1]`.
-const READY: &str = r#"
+pub(crate) const READY: &str = r#"
 import sys, urllib.request, urllib.error
 try:
     r = urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % sys.argv[1], timeout=10)

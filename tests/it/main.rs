@@ -2,6 +2,7 @@
 //! servers (mailetd, Radicale, SabreDAV, doubles) on free loopback ports in temp directories.
 
 mod broker;
+mod broker_queues;
 mod caldav;
 mod caldav_collections;
 mod caldav_requests;
@@ -13,6 +14,7 @@ mod contacts_smtp;
 mod container;
 mod default_conf;
 mod esn;
+mod esn_outbox;
 mod faults;
 mod hostile;
 mod hostile_calendar;
@@ -24,6 +26,7 @@ mod ops;
 mod ops_security;
 mod poison;
 mod ship;
+mod ship_radicale;
 mod smtp;
 mod smtp_limits;
 mod smtp_serve;
