@@ -376,7 +376,7 @@ async fn a_400_lands_in_the_dead_letters_with_its_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a test: cargo test --test it esn::outbox_throughput -- --ignored --nocapture"]
+#[ignore = "a measurement, not a test: cargo test --test it esn_outbox::outbox_throughput -- --ignored --nocapture"]
 async fn outbox_throughput() {
     let double = EsnDouble::start();
     let users: Vec<String> = (0..50).map(|i| format!("t{i}@linagora.local")).collect();

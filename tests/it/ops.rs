@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -476,26 +475,14 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
 
 #[test]
 fn readiness_reports_a_stuck_outbox_and_an_unresponsive_dav() {
-    // esn-sabre accepts connections and never answers: the single outbox worker hangs on
-    // the first job, and the second one waits past stuck_after_secs
-    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dav = format!(
-        "http://127.0.0.1:{}",
-        blackhole.local_addr().unwrap().port()
-    );
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    std::thread::spawn(move || {
-        for stream in blackhole.incoming().flatten() {
-            keep.lock().unwrap().push(stream);
-        }
-    });
+    // esn-sabre takes requests and never answers: the single outbox worker hangs on the
+    // first job, and the second one waits past stuck_after_secs
     let double = EsnDouble::start();
+    double.set_dav_unresponsive(true);
     double.add_user("bob@linagora.local");
     double.add_user("carol@linagora.local");
     let mut env = double.env();
-    env.retain(|(k, _)| *k != "DAV_API_URI" && *k != "DAV_RESPONSE_TIMEOUT");
-    env.push(("DAV_API_URI", dav.clone()));
+    env.retain(|(k, _)| *k != "DAV_RESPONSE_TIMEOUT");
     env.push(("DAV_RESPONSE_TIMEOUT", "60s".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let m = Mailetd::start_with(

@@ -22,6 +22,8 @@
 //!   back. Fault modes of the user API alone: a delay before each answer
 //!   ([`EsnDouble::set_users_delay`]) and a `200` with a body that is not JSON
 //!   ([`EsnDouble::set_users_garbage`]). Every request is recorded (method, path with query, headers, body, status).
+//! - [`EsnDouble::set_dav_unresponsive`]: esn-sabre accepts requests and never answers
+//!   (every path outside the user API), a hung server.
 //! - [`EsnDouble::start_tls`] serves the same over HTTPS with a self-signed certificate, for
 //!   the TLS verification checks (`*_TRUST_ALL_SSL_CERTS`).
 
@@ -80,6 +82,7 @@ struct State {
     events: std::collections::HashSet<(String, String)>,
     users_delay: std::time::Duration,
     users_garbage: bool,
+    dav_unresponsive: bool,
 }
 
 /// The running double; stops with the test process.
@@ -214,6 +217,12 @@ impl EsnDouble {
         self.state.lock().unwrap().users_garbage = garbage;
     }
 
+    /// esn-sabre (every path outside `/api`) never answers, until switched back; the user
+    /// API still does.
+    pub fn set_dav_unresponsive(&self, unresponsive: bool) {
+        self.state.lock().unwrap().dav_unresponsive = unresponsive;
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
@@ -294,6 +303,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
     let body: Bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    let dav = !parts.uri.path().starts_with("/api");
+    if dav && state.lock().unwrap().dav_unresponsive {
+        std::future::pending::<()>().await;
+    }
     if parts.uri.path() == "/api/users" {
         let delay = state.lock().unwrap().users_delay;
         if !delay.is_zero() {
