@@ -90,7 +90,7 @@ fn url_passwords_and_secret_keys_never_show_in_logs_status_outbox_or_check() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     eventually("two retries logged", WAIT, || {
         (m.log().matches("transient failure, will retry").count() >= 2).then_some(())
@@ -194,7 +194,7 @@ fn a_password_in_dav_api_uri_does_not_replace_the_esn_impersonation() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     let itip = eventually("the invitation delivered", WAIT, || {
         double.delivered_itips().pop()

@@ -379,7 +379,7 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     eventually("the REQUEST delivered", WAIT, || {
         double.delivered_itips().pop()
@@ -390,7 +390,7 @@ fn itip_outbox_and_lookup_metrics_follow_esn_traffic() {
         m.smtp_port,
         "dan@partner.example",
         &["carol@linagora.local"],
-        &fixture("esn/reply.eml"),
+        fixture("esn/reply.eml"),
     );
     metric_reaches(
         m.http_port,
@@ -502,7 +502,7 @@ fn readiness_reports_a_stuck_outbox_and_an_unresponsive_dav() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local", "carol@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     let ready = eventually("the outbox reported stuck", WAIT, || {
         let (status, body) = http_get(m.http_port, "/health/ready", None);

@@ -325,7 +325,7 @@ fn mailetd_never_relays_nor_sends_mail() {
         m.smtp_port,
         "organizer@remote.example",
         &rcpts,
-        &fixture("google-request.eml"),
+        fixture("google-request.eml"),
     );
     send_n(m.smtp_port, 5, 100, "far@remote.example");
     metric_reaches(
@@ -340,7 +340,7 @@ fn mailetd_never_relays_nor_sends_mail() {
         twake.smtp_port,
         "alice@remote.example",
         &["bob@linagora.local", "carol@remote.example"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     eventually("the invitation reaches esn", WAIT, || {
         double.delivered_itips().pop()
@@ -395,13 +395,13 @@ fn secrets_never_show_in_logs_check_output_status_or_errors() {
             "carol@linagora.local",
             "nobody@linagora.local",
         ],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     send_file(
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/broken.eml"),
+        fixture("esn/broken.eml"),
     );
     eventually("both invitations delivered", WAIT, || {
         (double.delivered_itips().len() == 2).then_some(())
@@ -521,7 +521,7 @@ fn self_signed_dav_is_refused_unless_trust_all() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     eventually("mailetd tried the HTTPS endpoint", WAIT, || {
         (server.handshakes_failed() > 0).then_some(())
@@ -555,7 +555,7 @@ fn self_signed_dav_is_refused_unless_trust_all() {
         m.smtp_port,
         "alice@partner.example",
         &["bob@linagora.local"],
-        &fixture("esn/request.eml"),
+        fixture("esn/request.eml"),
     );
     eventually("bob's lookup over HTTPS", WAIT, || {
         server.requests().into_iter().find(|r| {
@@ -633,7 +633,7 @@ fn runs_as_nobody_writing_only_in_its_data_dir() {
         smtp_port,
         "organizer@remote.example",
         &["bob@example.org"],
-        &fixture("google-request.eml"),
+        fixture("google-request.eml"),
     );
     send_n(smtp_port, 3, 100, "bob@example.org");
     metric_reaches(
