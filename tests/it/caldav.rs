@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mailetd::dav::caldav::apply::Options;
 use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
-use mailetd::outbox::{Delivery, JobHandler};
+use mailetd::mail::job::{Delivery, JobHandler};
 
 use crate::support::davhttp::{self, CALENDAR_QUERY_ALL};
 use crate::support::eventually;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mailetd::dav::caldav::apply::Options;
 use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
-use mailetd::outbox::{Delivery, JobHandler};
+use mailetd::mail::job::{Delivery, JobHandler};
 
 use crate::support::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
 use crate::support::eventually;

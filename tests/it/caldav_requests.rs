@@ -6,7 +6,7 @@
 use mailetd::config::settings::DavSettings;
 use mailetd::dav::caldav::apply::Options;
 use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
-use mailetd::outbox::{Delivery, JobHandler};
+use mailetd::mail::job::{Delivery, JobHandler};
 
 use crate::support::caldav::{ALICE_EXT, BOB, Kind, Server, ics, per_server, vevent};
 

@@ -7,9 +7,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use mailetd::config::component::MailetConfig;
 use mailetd::mail::{AttributeValue, Mail, MailAddress};
 use mailetd::mailets;
-use mailetd::pipeline::{Mailet, MailetConfig, MailetContext};
+use mailetd::pipeline::{Mailet, MailetContext};
 use serde_json::Value;
 
 /// The five mailets as `examples/standalone-email/conf/mailetcontainer.xml` configures them.

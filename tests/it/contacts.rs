@@ -9,15 +9,16 @@
 
 use std::collections::HashSet;
 
+use mailetd::config::component::MailetConfig;
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
 use mailetd::dav::carddav::CardDavContactHandler;
 use mailetd::dav::contact::uid;
 use mailetd::dav::known_contacts::KnownContacts;
+use mailetd::mail::job::{Delivery, JobHandler};
 use mailetd::mail::{Mail, MailAddress};
 use mailetd::mailets;
-use mailetd::outbox::{Delivery, JobHandler};
-use mailetd::pipeline::{Mailet, MailetConfig, MailetContext};
-use mailetd::spool::Store;
+use mailetd::pipeline::{Mailet, MailetContext};
+use mailetd::store::Store;
 
 use crate::contacts_esn::esn_handler;
 use crate::support::davhttp::{Card, DavServer};

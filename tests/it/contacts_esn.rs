@@ -5,15 +5,16 @@
 use std::sync::Arc;
 
 use mailetd::config::Properties;
+use mailetd::config::component::MailetConfig;
 use mailetd::config::settings::DavDialect;
 use mailetd::dav::contact::uid;
 use mailetd::dav::esn_contact::EsnContactHandler;
 use mailetd::dav::known_contacts::KnownContacts;
 use mailetd::dav::{DavServices, OpenPaasConfig};
+use mailetd::mail::job::{Delivery, JobHandler};
 use mailetd::mailets;
-use mailetd::outbox::{Delivery, JobHandler};
-use mailetd::pipeline::{MailetConfig, MailetContext};
-use mailetd::spool::Store;
+use mailetd::pipeline::MailetContext;
+use mailetd::store::Store;
 
 use crate::contacts::mail;
 use crate::support::davhttp::Card;

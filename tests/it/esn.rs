@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mailetd::outbox::OutboxJob;
+use mailetd::mail::job::OutboxJob;
 use mailetd::outbox::store::insert_jobs;
-use mailetd::spool::Store;
+use mailetd::store::Store;
 
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble};
 use crate::support::{eventually, free_port, write_files};

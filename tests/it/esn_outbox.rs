@@ -10,9 +10,9 @@ use std::time::Duration;
 use base64::Engine;
 use mailetd::config::Properties;
 use mailetd::config::settings::OutboxSettings;
-use mailetd::outbox::OutboxJob;
+use mailetd::mail::job::OutboxJob;
 use mailetd::outbox::store::{JobState, insert_jobs, list};
-use mailetd::spool::Store;
+use mailetd::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN, user_id};

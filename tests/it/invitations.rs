@@ -3,10 +3,11 @@
 //! then `CalDavCollect` (caldav dialect, so its decision shows as outbox jobs) where the
 //! shape concerns who gets the invitation.
 
+use mailetd::config::component::MailetConfig;
 use mailetd::config::settings::DavDialect;
 use mailetd::mail::Mail;
 use mailetd::mailets;
-use mailetd::pipeline::{MailetConfig, MailetContext};
+use mailetd::pipeline::MailetContext;
 use serde_json::Value;
 
 use crate::calendar_chain::{LogBuffer, collect};

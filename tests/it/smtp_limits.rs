@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mailetd::mail::job::OutboxJob;
 use mailetd::mail::{Mail, MailId};
-use mailetd::outbox::OutboxJob;
 use mailetd::spool::{EmbeddedSpool, Spool, SpoolError};
 
 use crate::support::smtp_listener::*;

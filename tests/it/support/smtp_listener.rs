@@ -12,7 +12,8 @@ use std::time::Duration;
 use mailetd::config::XmlDocument;
 use mailetd::config::smtpserver;
 use mailetd::mail::Mail;
-use mailetd::spool::{EmbeddedSpool, Spool, Store};
+use mailetd::spool::{EmbeddedSpool, Spool};
+use mailetd::store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{eventually, free_port, wait_for_port};
