@@ -6,15 +6,14 @@
 //! that stops the broker starts its own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::rabbitmq::{self, RabbitMq};
-use crate::support::{eventually, free_port, python, wait_for_port, write_files};
+use crate::support::{eventually, free_port, python, smtp, wait_for_port, write_files};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 /// Deadline of the load tests' waits: generous, since they share two cores with the suite.
@@ -163,160 +162,74 @@ impl Drop for Node {
     }
 }
 
-/// A load generator, not a one-off send (so not `support::smtp`): SESSIONS concurrent
-/// sessions running in the background while the test stops and starts nodes.
-/// Sends invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) from
-/// SESSIONS concurrent SMTP sessions spread over the ports, printing `uid code` per mail
-/// (0: connection lost). Session k sends `START+k`, `START+k+SESSIONS`, …: `COUNT` mails in
-/// all, or with COUNT = 0 until the file STOP exists. PAUSE seconds between a session's mails.
-pub(crate) const SENDER: &str = r#"
-import os, smtplib, sys, threading, time
-ports = [int(p) for p in sys.argv[1].split(',')]
-start, count, pause, stop = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-sessions = int(sys.argv[6])
-out = threading.Lock()
-def mail(i):
-    uid = 'inv-%d@broker.test' % i
-    rcpt = 'u%d@linagora.local' % (i % 5)
-    ics = ('BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\nMETHOD:REQUEST\r\n'
-           'BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\n'
-           'DTEND:20261201T100000Z\r\nSUMMARY:Meeting %d\r\nORGANIZER:mailto:alice@partner.example\r\n'
-           'ATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:%s\r\nSEQUENCE:0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n') % (uid, i, rcpt)
-    msg = ('From: alice@partner.example\r\nTo: %s\r\nSubject: Meeting %d\r\nMessage-ID: <%s>\r\n'
-           'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
-           '--b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n'
-           '--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n%s'
-           '--b--\r\n') % (rcpt, i, uid, ics)
-    return uid, rcpt, msg
-def session(k):
-    port = ports[k % len(ports)]
-    conn = None
-    i = start + k
-    while (count and i < start + count) or (not count and not os.path.exists(stop)):
-        uid, rcpt, msg = mail(i)
-        try:
-            if conn is None:
-                conn = smtplib.SMTP('127.0.0.1', port, timeout=60)
-            conn.sendmail('alice@partner.example', [rcpt], msg)
-            code = 250
-        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as e:
-            code = getattr(e, 'smtp_code', None) or list(e.recipients.values())[0][0]
-            try:
-                conn.rset()
-            except Exception:
-                conn = None
-        except (smtplib.SMTPServerDisconnected, OSError):
-            conn = None
-            code = 0
-        with out:
-            print(uid, code, flush=True)
-        i += sessions
-        if code != 250:
-            time.sleep(0.2)  # as an MTA would, rather than hammer a node that refuses
-        elif pause:
-            time.sleep(pause)
-    if conn is not None:
-        try:
-            conn.quit()
-        except Exception:
-            pass
-threads = [threading.Thread(target=session, args=(k,)) for k in range(sessions)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-"#;
+/// Invitation `i` (UID `inv-{i}@broker.test`) to one of the USERS.
+const INVITATION: &str = "From: alice@partner.example\r\nTo: {rcpt}\r\nSubject: Meeting {i}\r\n\
+Message-ID: <inv-{i}@broker.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n\
+--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n\
+BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\nMETHOD:REQUEST\r\n\
+BEGIN:VEVENT\r\nUID:inv-{i}@broker.test\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\n\
+DTEND:20261201T100000Z\r\nSUMMARY:Meeting {i}\r\nORGANIZER:mailto:alice@partner.example\r\n\
+ATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:{rcpt}\r\nSEQUENCE:0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n\
+--b--\r\n";
 
 /// Concurrent SMTP sessions of the load tests: enough to keep both ingest nodes busy.
 pub(crate) const SESSIONS: usize = 8;
 
-/// A running sender; its results accumulate as they come.
-pub(crate) struct Sender {
-    child: Child,
-    results: Arc<Mutex<Vec<(String, u16)>>>,
-    reader: std::thread::JoinHandle<()>,
-    stop: tempfile::NamedTempFile,
-}
+/// Invitations `inv-START..` (one per mail, to `u{i % USERS}@linagora.local`) sent in the
+/// background by SESSIONS concurrent sessions spread over the ports (`support::smtp::load`),
+/// PAUSE seconds between a session's mails, a refused mail noted and the next one sent 0.2 s
+/// later; results `(uid, code)` (0: connection lost) accumulate as they come.
+pub(crate) struct Sender(smtp::RunningLoad);
 
 impl Sender {
+    /// Sends `count` invitations from `start`, or with `count` 0 until [`Sender::finish`].
     pub(crate) fn start(ports: &[u16], start: usize, count: usize, pause: f64) -> Sender {
-        let stop = tempfile::NamedTempFile::new().unwrap();
-        let stop_path = stop.path().with_extension("stop");
         let sessions = if count == 0 {
             SESSIONS
         } else {
             SESSIONS.min(count)
         };
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(SENDER)
-            .arg(
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .arg(start.to_string())
-            .arg(count.to_string())
-            .arg(pause.to_string())
-            .arg(&stop_path)
-            .arg(sessions.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let results = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let sink = results.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some((uid, code)) = line.split_once(' ') {
-                    sink.lock()
-                        .unwrap()
-                        .push((uid.to_string(), code.parse().unwrap_or(0)));
-                }
-            }
-        });
-        Sender {
-            child,
-            results,
-            reader,
-            stop,
-        }
+        let users: Vec<String> = (0..USERS).map(|u| format!("u{u}@linagora.local")).collect();
+        Sender(
+            smtp::load(ports)
+                .sessions(sessions)
+                .mails(start, count)
+                .pause(pause)
+                .timeout(60)
+                .mail("alice@partner.example", &users, INVITATION)
+                .start(),
+        )
+    }
+
+    fn by_uid(results: Vec<smtp::LoadResult>) -> Vec<(String, u16)> {
+        results
+            .into_iter()
+            .map(|r| (format!("inv-{}@broker.test", r.mail), r.code))
+            .collect()
     }
 
     pub(crate) fn results(&self) -> Vec<(String, u16)> {
-        self.results.lock().unwrap().clone()
+        Self::by_uid(self.0.results())
     }
 
     pub(crate) fn count(&self, code: u16) -> usize {
-        self.results
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, c)| *c == code)
-            .count()
+        self.0.count(code)
     }
 
     /// Mails answered so far.
     pub(crate) fn answered(&self) -> usize {
-        self.results.lock().unwrap().len()
+        self.0.results().len()
     }
 
     /// Asks an open-ended sender to stop, and waits for it.
-    pub(crate) fn finish(mut self) -> Vec<(String, u16)> {
-        std::fs::write(self.stop.path().with_extension("stop"), "").unwrap();
-        assert!(self.child.wait().unwrap().success());
-        let _ = std::fs::remove_file(self.stop.path().with_extension("stop"));
-        self.reader.join().unwrap();
-        self.results.lock().unwrap().clone()
+    pub(crate) fn finish(self) -> Vec<(String, u16)> {
+        Self::by_uid(self.0.stop())
     }
 
     /// Waits for a sender of COUNT mails to be done.
-    pub(crate) fn wait(mut self) -> Vec<(String, u16)> {
-        assert!(self.child.wait().unwrap().success());
-        self.reader.join().unwrap();
-        self.results.lock().unwrap().clone()
+    pub(crate) fn wait(self) -> Vec<(String, u16)> {
+        Self::by_uid(self.0.wait())
     }
 }
 

@@ -6,66 +6,15 @@
 //! `spec/twake-collector.md`). Everything is on loopback, bounded by timeouts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::mailetd::Mailetd;
-use crate::support::{eventually, free_port};
+use crate::support::{eventually, free_port, smtp};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// A load generator, not a one-off send (so not `support::smtp`): `threads` sessions in the
-/// background while the test kills mailetd.
-/// Sends mails `0..n` with `threads` connections; mail `i` is an invitation (text/calendar
-/// REQUEST, UID `{prefix}-{i}`) from an external organizer to `users[i % len]`. A connection
-/// error or a non-250 answer is retried (a new connection) until `deadline` seconds have
-/// passed, as an MTA would. Prints `ack i` for each 250 and `fail i reason` for each failed
-/// attempt.
-const LOAD: &str = r#"
-import smtplib, sys, threading, time
-port, n, threads, users, prefix, deadline = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(','), sys.argv[5], time.time() + float(sys.argv[6])
-lock = threading.Lock()
-out = []
-def mail(i):
-    rcpt = users[i % len(users)]
-    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//faults//EN\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n"
-           "UID:%s-%d\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\nSEQUENCE:0\r\n"
-           "ORGANIZER:mailto:org@partner.example\r\nATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:%s\r\n"
-           "SUMMARY:Meeting %d\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n") % (prefix, i, rcpt, i)
-    msg = ("From: org@partner.example\r\nTo: %s\r\nSubject: Invitation %d\r\nMessage-ID: <%s-%d@partner.example>\r\n"
-           "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
-           "--b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n"
-           "--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n%s--b--\r\n") % (rcpt, i, prefix, i, ics)
-    return rcpt, msg
-def worker(t):
-    s = None
-    for i in range(t, n, threads):
-        rcpt, msg = mail(i)
-        while True:
-            try:
-                if s is None:
-                    s = smtplib.SMTP('127.0.0.1', port, timeout=30)
-                s.sendmail('org@partner.example', [rcpt], msg)
-                with lock: out.append('ack %d' % i)
-                break
-            except Exception as e:
-                with lock: out.append('fail %d %s' % (i, repr(e).replace('\n', ' ')))
-                try: s.close()
-                except Exception: pass
-                s = None
-                if time.time() > deadline: return
-                time.sleep(0.2)
-    if s is not None:
-        try: s.quit()
-        except Exception: pass
-ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-for t in ts: t.start()
-for t in ts: t.join()
-print('\n'.join(out))
-"#;
 
 /// What the load reported.
 struct LoadReport {
@@ -73,42 +22,50 @@ struct LoadReport {
     failures: Vec<String>,
 }
 
-fn start_load(port: u16, n: usize, threads: usize, users: &[String], prefix: &str) -> Child {
-    Command::new("python3")
-        .arg("-c")
-        .arg(LOAD)
-        .args([
-            port.to_string(),
-            n.to_string(),
-            threads.to_string(),
-            users.join(","),
-            prefix.to_string(),
-            "100".to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs")
+/// Sends mails `0..n` in the background with `threads` sessions (`support::smtp::load`);
+/// mail `i` is an invitation (text/calendar REQUEST, UID `{prefix}-{i}`) from an external
+/// organizer to `users[i % len]`. A connection error or a non-250 answer is retried (a new
+/// connection) until 100 seconds have passed, as an MTA would.
+fn start_load(
+    port: u16,
+    n: usize,
+    threads: usize,
+    users: &[String],
+    prefix: &str,
+) -> smtp::RunningLoad {
+    let message = format!(
+        "From: org@partner.example\r\nTo: {{rcpt}}\r\nSubject: Invitation {{i}}\r\n\
+         Message-ID: <{prefix}-{{i}}@partner.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n\
+         --b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n\
+         BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//faults//EN\r\nMETHOD:REQUEST\r\n\
+         BEGIN:VEVENT\r\nUID:{prefix}-{{i}}\r\nDTSTAMP:20261120T101500Z\r\n\
+         DTSTART:20261201T090000Z\r\nSEQUENCE:0\r\nORGANIZER:mailto:org@partner.example\r\n\
+         ATTENDEE;PARTSTAT=NEEDS-ACTION:mailto:{{rcpt}}\r\nSUMMARY:Meeting {{i}}\r\n\
+         END:VEVENT\r\nEND:VCALENDAR\r\n--b--\r\n"
+    );
+    smtp::load(&[port])
+        .sessions(threads)
+        .mails(0, n)
+        .mail("org@partner.example", users, &message)
+        .on_failure(smtp::OnFailure::Retry { secs: 100 })
+        .start()
 }
 
-fn finish_load(mut child: Child) -> LoadReport {
-    let mut text = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "the load script failed");
+/// Waits for the load: the mails acknowledged, and every failed attempt.
+fn finish_load(load: smtp::RunningLoad) -> LoadReport {
     let mut report = LoadReport {
         acked: BTreeSet::new(),
         failures: Vec::new(),
     };
-    for line in text.lines() {
-        if let Some(i) = line.strip_prefix("ack ") {
-            report.acked.insert(i.parse().unwrap());
-        } else if line.starts_with("fail ") {
-            report.failures.push(line.to_string());
+    for r in load.wait() {
+        if r.code == 250 {
+            report.acked.insert(r.mail);
+        } else {
+            report
+                .failures
+                .push(format!("fail {} {} {}", r.mail, r.code, r.reason));
         }
     }
     report

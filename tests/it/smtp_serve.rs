@@ -111,49 +111,26 @@ fn serve_smtp_source_20_sessions_2000_mails_all_spooled() {
 #[test]
 fn serve_kill_9_during_load_loses_no_acknowledged_mail() {
     let mut m = Mailetd::start(&[]);
-    let acks = m.dir.path().join("acks.txt");
-    // 8 client threads, each sender unique; a sender is written down only after its 250. A
-    // load generator killed with the server, not a one-off send: so not `support::smtp`.
-    let script = r#"
-import smtplib, sys, threading
-port, path = int(sys.argv[1]), sys.argv[2]
-lock = threading.Lock()
-out = open(path, "a", buffering=1)
-def worker(w):
-    n = 0
-    while True:
-        try:
-            s = smtplib.SMTP("127.0.0.1", port, timeout=10)
-            while True:
-                sender = f"k{w}x{n}@load.test"
-                s.sendmail(sender, ["r@collector.test"], b"Subject: load\r\n\r\n" + b"x" * 2000 + b"\r\n")
-                with lock:
-                    out.write(sender + "\n")
-                n += 1
-        except Exception:
-            return
-threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-for t in threads: t.start()
-for t in threads: t.join()
-"#;
-    let mut client = Command::new("python3")
-        .args(["-c", script, &m.smtp_port.to_string()])
-        .arg(&acks)
-        .spawn()
-        .unwrap();
+    // 8 sessions, each sender unique; a session ends at its first failure (the kill)
+    let load = smtp::load(&[m.smtp_port])
+        .sessions(8)
+        .timeout(10)
+        .mail(
+            "k{i}@load.test",
+            &["r@collector.test".to_string()],
+            &format!("Subject: load\r\n\r\n{}\r\n", "x".repeat(2000)),
+        )
+        .on_failure(smtp::OnFailure::EndSession)
+        .start();
     eventually("300 acknowledged mails", Duration::from_secs(60), || {
-        let n = std::fs::read_to_string(&acks)
-            .unwrap_or_default()
-            .lines()
-            .count();
-        (n >= 300).then_some(())
+        (load.count(250) >= 300).then_some(())
     });
     m.kill9();
-    client.wait().unwrap();
-    let acked: Vec<String> = std::fs::read_to_string(&acks)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
+    let acked: Vec<String> = load
+        .wait()
+        .into_iter()
+        .filter(|r| r.code == 250)
+        .map(|r| format!("k{}@load.test", r.mail))
         .collect();
     m.spawn();
     let missing = eventually(

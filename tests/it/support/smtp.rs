@@ -5,13 +5,16 @@
 //! implicit TLS (`SMTP_SSL`), MAIL parameters (`SMTPUTF8`, `BODY=8BITMIME`), single commands
 //! (`RSET`, `VRFY`, `RCPT TO:<postmaster>`), a bare `DATA`, and a DATA of any size streamed
 //! from a generator. What no client library does on purpose (pipelined batches, garbage,
-//! injection, a connection held open mid-command) stays raw TCP in the tests themselves;
-//! load generators (many concurrent sessions in the background while a test kills nodes)
-//! stay scripts of their own in broker.rs, faults.rs and smtp_serve.rs.
+//! injection, a connection held open mid-command) stays raw TCP in the tests themselves.
+//!
+//! [`load`] is the same client as a load generator: concurrent sessions in the background
+//! (while a test kills or restarts things), one result per mail as it comes.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 
@@ -267,4 +270,280 @@ pub fn send_file(port: u16, from: &str, rcpts: &[&str], path: impl AsRef<std::pa
     let path = path.as_ref();
     let message = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     send(port, from, rcpts, message);
+}
+
+/// Runs a load from a JSON spec on stdin; prints `mail code reason` per attempt.
+const LOAD: &str = r#"
+import json, os, smtplib, sys, threading, time
+spec = json.load(sys.stdin)
+lock = threading.Lock()
+sessions, start, count = spec["sessions"], spec["start"], spec["count"]
+deadline = time.time() + spec["retry_secs"]
+def mail(i):
+    rcpt = spec["rcpts"][i % len(spec["rcpts"])]
+    fill = lambda t: t.replace("{i}", str(i)).replace("{rcpt}", rcpt)
+    return fill(spec["from"]), rcpt, fill(spec["message"]).encode()
+def more(i):
+    if count:
+        return i < start + count
+    return not os.path.exists(spec["stop"])
+def close(conn):
+    try:
+        conn.close()
+    except Exception:
+        pass
+def session(k):
+    port = spec["ports"][k % len(spec["ports"])]
+    conn, i = None, start + k
+    while more(i):
+        sender, rcpt, msg = mail(i)
+        try:
+            if conn is None:
+                conn = smtplib.SMTP("127.0.0.1", port, timeout=spec["timeout"])
+            conn.sendmail(sender, [rcpt], msg)
+            code, reason = 250, ""
+        except smtplib.SMTPRecipientsRefused as e:
+            code, reason = list(e.recipients.values())[0][0], repr(e)
+        except smtplib.SMTPResponseException as e:
+            code, reason = e.smtp_code, repr(e)
+        except (smtplib.SMTPServerDisconnected, OSError) as e:
+            close(conn)
+            conn, code, reason = None, 0, repr(e)
+        with lock:
+            print(i, code, reason.replace("\n", " "), flush=True)
+        if code == 250:
+            i += sessions
+            if spec["pause"]:
+                time.sleep(spec["pause"])
+            continue
+        if spec["on_failure"] == "end":
+            break
+        if spec["on_failure"] == "retry":
+            if conn is not None:
+                close(conn)
+                conn = None
+            if time.time() > deadline:
+                return
+        else:
+            i += sessions
+            if conn is not None:
+                try:
+                    conn.rset()
+                except Exception:
+                    close(conn)
+                    conn = None
+        time.sleep(0.2)  # as an MTA would, rather than hammer a server that refuses
+    if conn is not None:
+        try:
+            conn.quit()
+        except Exception:
+            pass
+threads = [threading.Thread(target=session, args=(k,)) for k in range(sessions)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"#;
+
+/// What a load session does after a mail that did not get 250 (or lost its connection).
+#[derive(Clone, Copy, Debug)]
+pub enum OnFailure {
+    /// Go on with the next mail (after RSET, or on a new connection), 0.2 s later.
+    NextMail,
+    /// Send the same mail again on a new connection 0.2 s later, as an MTA would, until
+    /// `secs` seconds after the start; then the session ends.
+    Retry {
+        /// How long after the start retries stop.
+        secs: u64,
+    },
+    /// The session ends.
+    EndSession,
+}
+
+/// A load generator: `sessions` concurrent smtplib sessions spread over `ports`; session `k`
+/// sends mails `start + k`, `start + k + sessions`, …, each from [`Load::from`] to one
+/// recipient (`rcpts[i % rcpts.len()]`), `{i}` and `{rcpt}` replaced in the sender and the
+/// message. Built with [`load`], run in the background by [`Load::start`].
+#[derive(Clone, Debug)]
+pub struct Load {
+    ports: Vec<u16>,
+    sessions: usize,
+    start: usize,
+    count: usize,
+    pause_secs: f64,
+    timeout_secs: u32,
+    from: String,
+    rcpts: Vec<String>,
+    message: String,
+    on_failure: OnFailure,
+}
+
+/// A load on the listeners at `ports`: one session, no mail yet (see [`Load`]).
+pub fn load(ports: &[u16]) -> Load {
+    Load {
+        ports: ports.to_vec(),
+        sessions: 1,
+        start: 0,
+        count: 0,
+        pause_secs: 0.0,
+        timeout_secs: 30,
+        from: String::new(),
+        rcpts: Vec::new(),
+        message: String::new(),
+        on_failure: OnFailure::NextMail,
+    }
+}
+
+impl Load {
+    /// How many concurrent sessions.
+    pub fn sessions(mut self, n: usize) -> Load {
+        self.sessions = n;
+        self
+    }
+
+    /// Mails `start..start + count`; `count` 0 sends until [`RunningLoad::stop`].
+    pub fn mails(mut self, start: usize, count: usize) -> Load {
+        self.start = start;
+        self.count = count;
+        self
+    }
+
+    /// Seconds a session waits after each accepted mail.
+    pub fn pause(mut self, secs: f64) -> Load {
+        self.pause_secs = secs;
+        self
+    }
+
+    /// The socket timeout, in seconds (30 by default).
+    pub fn timeout(mut self, secs: u32) -> Load {
+        self.timeout_secs = secs;
+        self
+    }
+
+    /// Mail `i`: from `from`, to `rcpts[i % rcpts.len()]`, `message` (`{i}` and `{rcpt}`
+    /// replaced in `from` and `message`).
+    pub fn mail(mut self, from: &str, rcpts: &[String], message: &str) -> Load {
+        self.from = from.to_string();
+        self.rcpts = rcpts.to_vec();
+        self.message = message.to_string();
+        self
+    }
+
+    /// What a session does after a failed mail ([`OnFailure::NextMail`] by default).
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Load {
+        self.on_failure = on_failure;
+        self
+    }
+
+    /// Starts the load in the background.
+    pub fn start(self) -> RunningLoad {
+        assert!(!self.rcpts.is_empty(), "a load needs recipients");
+        let dir = tempfile::tempdir().unwrap();
+        let stop = dir.path().join("stop");
+        let (on_failure, retry_secs) = match self.on_failure {
+            OnFailure::NextMail => ("next", 0),
+            OnFailure::Retry { secs } => ("retry", secs),
+            OnFailure::EndSession => ("end", 0),
+        };
+        let spec = serde_json::json!({
+            "ports": self.ports, "sessions": self.sessions, "start": self.start,
+            "count": self.count, "pause": self.pause_secs, "timeout": self.timeout_secs,
+            "from": self.from, "rcpts": self.rcpts, "message": self.message,
+            "on_failure": on_failure, "retry_secs": retry_secs, "stop": stop,
+        });
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(LOAD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(spec.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = results.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut fields = line.splitn(3, ' ');
+                let (Some(mail), Some(code)) = (fields.next(), fields.next()) else {
+                    continue;
+                };
+                sink.lock().unwrap().push(LoadResult {
+                    mail: mail.parse().unwrap(),
+                    code: code.parse().unwrap_or(0),
+                    reason: fields.next().unwrap_or("").to_string(),
+                });
+            }
+        });
+        RunningLoad {
+            child,
+            results,
+            reader: Some(reader),
+            stop,
+            _dir: dir,
+        }
+    }
+}
+
+/// One attempt at one mail of a load.
+#[derive(Clone, Debug)]
+pub struct LoadResult {
+    /// The mail's index `i`.
+    pub mail: usize,
+    /// 250 when accepted, else the refusal's code; 0 when the connection was lost.
+    pub code: u16,
+    /// What went wrong (empty when accepted).
+    pub reason: String,
+}
+
+/// A load running in the background; its results accumulate as they come.
+pub struct RunningLoad {
+    child: Child,
+    results: Arc<Mutex<Vec<LoadResult>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stop: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningLoad {
+    /// The results so far.
+    pub fn results(&self) -> Vec<LoadResult> {
+        self.results.lock().unwrap().clone()
+    }
+
+    /// Results so far with this code.
+    pub fn count(&self, code: u16) -> usize {
+        self.results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.code == code)
+            .count()
+    }
+
+    /// Asks an open-ended load to stop, and waits for it.
+    pub fn stop(self) -> Vec<LoadResult> {
+        std::fs::write(&self.stop, "").unwrap();
+        self.wait()
+    }
+
+    /// Waits for the load to end (every mail sent, or every session ended).
+    pub fn wait(mut self) -> Vec<LoadResult> {
+        assert!(
+            self.child.wait().unwrap().success(),
+            "the load client failed"
+        );
+        self.reader.take().unwrap().join().unwrap();
+        self.results.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RunningLoad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
