@@ -160,7 +160,7 @@ impl CardDavContactHandler {
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
-        crate::observe::metrics().contacts_collected.inc();
+        crate::observe::Metrics::process().contact_collected();
         if let Err(e) = self
             .known
             .remember(CARDDAV_CONTACT, &contact.owner, &contact.contact)

@@ -64,7 +64,7 @@ impl EsnContactHandler {
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
-        crate::observe::metrics().contacts_collected.inc();
+        crate::observe::Metrics::process().contact_collected();
         if let Err(e) = self
             .known
             .remember(ESN_CONTACT, &contact.owner, &contact.contact)

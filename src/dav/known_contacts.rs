@@ -59,7 +59,7 @@ impl KnownContacts {
     /// A store that cannot be read counts as "not known": the DAV server is then asked.
     pub fn known(&self, kind: &str, owner: &str, contacts: &[&str]) -> Vec<bool> {
         let answers = self.lookup(kind, owner, contacts);
-        crate::observe::metrics::known_contacts(&answers);
+        crate::observe::Metrics::process().known_contacts(&answers);
         answers
     }
 

@@ -92,20 +92,19 @@ impl UserLookup {
         email: &str,
         provision: Option<(&Client, &DavConfig)>,
     ) -> Result<Option<String>, LookupError> {
-        let metrics = crate::observe::metrics();
+        let metrics = crate::observe::Metrics::process();
         if let Some(answer) = self.cached(email) {
-            metrics.user_cache_hits.inc();
+            metrics.user_cache_hit();
             return Ok(answer);
         }
         let _turn = self.in_flight[stripe(email)].lock().await;
         if let Some(answer) = self.cached(email) {
-            metrics.user_cache_hits.inc();
+            metrics.user_cache_hit();
             return Ok(answer);
         }
-        metrics.user_cache_misses.inc();
         let started = std::time::Instant::now();
         let fetched = self.fetch(email).await;
-        metrics.user_lookup_duration.observe(started.elapsed());
+        metrics.user_cache_miss(started.elapsed());
         let (mut found, mut ttl) = fetched?;
         if found.is_none()
             && let Some((client, dav)) = provision

@@ -89,6 +89,10 @@ pub struct Admin {
     pub probe_ttl: Duration,
     /// The RabbitMQ link, when the spool is on the broker (readiness follows its connection).
     pub broker: Option<Arc<crate::broker::Broker>>,
+    /// The metrics `/metrics` exposes and `/api/status` sums up.
+    pub metrics: Arc<crate::observe::Metrics>,
+    /// The recent errors `/api/status` lists.
+    pub errors: Arc<crate::observe::ErrorRing>,
 }
 
 /// Binds the endpoint and serves it until `shutdown`. Returns `None` when disabled, or when

@@ -1,17 +1,19 @@
-//! `GET /metrics` (Prometheus text) and `GET /api/status` (JSON for humans and scripts).
+//! `GET /metrics` (Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it) and
+//! `GET /api/status` (JSON for humans and scripts).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use redb::ReadableTableMetadata;
 use serde_json::json;
 
 use super::Admin;
 use crate::mail::now_ms;
-use crate::observe::{Sampled, status};
+use crate::observe::Sampled;
+use crate::observe::metrics::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 use crate::outbox::store::{DEAD, JOBS, pending_since};
 use crate::store::{Store, StoreError};
 
@@ -55,18 +57,21 @@ fn sample(admin: &Admin) -> Sampled {
     }
 }
 
-/// The Prometheus exposition.
-pub(super) async fn prometheus(State(admin): State<Arc<Admin>>) -> Response {
-    let body = crate::observe::metrics::render(&sample(&admin));
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+/// The exposition: OpenMetrics when the `Accept` header names it (Prometheus asks for it
+/// first), else the Prometheus text format 0.0.4 that every scraper and `curl` reads.
+pub(super) async fn prometheus(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let sampled = sample(&admin);
+    let (content_type, body) = if openmetrics {
+        (OPENMETRICS_TEXT, admin.metrics.render_openmetrics(&sampled))
+    } else {
+        (PROMETHEUS_TEXT, admin.metrics.render(&sampled))
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// RFC 3339 (UTC) of a time in ms since epoch.
@@ -77,8 +82,9 @@ fn rfc3339(ms: u64) -> String {
 /// Uptime, version, configuration summary, queues, counters, recent errors and clients.
 pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
     let sampled = sample(&admin);
-    let m = crate::observe::metrics();
-    let errors: Vec<_> = status::recent_errors()
+    let errors: Vec<_> = admin
+        .errors
+        .recent()
         .into_iter()
         .map(|e| {
             json!({
@@ -87,7 +93,10 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::
             })
         })
         .collect();
-    let clients: Vec<_> = status::clients()
+    let clients: Vec<_> = admin
+        .metrics
+        .clients
+        .list()
         .into_iter()
         .map(|c| {
             json!({
@@ -108,15 +117,7 @@ pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::
             "outbox_pending": sampled.outbox_pending,
             "outbox_dead": sampled.outbox_dead,
         },
-        "counters": {
-            "connections_current": m.connections_current.get().max(0),
-            "connections_total": m.connections_total.get(),
-            "connections_refused": m.connections_refused.total(),
-            "mails_accepted": m.mails_accepted.get(),
-            "smtp_rejections": m.smtp_rejections.total(),
-            "mails_processed": m.mails_processed.with(&["done"]).get(),
-            "contacts_collected": m.contacts_collected.get(),
-        },
+        "counters": admin.metrics.status_counters(),
         "errors": errors,
         "clients": clients,
         "sources": crate::consolidate::stats::status_json(),

@@ -165,8 +165,9 @@ impl Session {
                     "SMTP: mail spooled"
                 );
                 self.reply(250, [2, 6, 0], "Message received");
-                crate::observe::metrics().mails_accepted.inc();
-                crate::observe::status::record_client_mail(remote_addr);
+                let metrics = crate::observe::Metrics::process();
+                metrics.mail_accepted();
+                metrics.clients.record_mail(remote_addr);
             }
             Err(e) => {
                 tracing::error!(session = %self.id, error = %e, "SMTP: cannot spool a mail; answered 451");

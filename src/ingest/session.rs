@@ -314,10 +314,7 @@ impl Session {
     pub fn reply(&mut self, code: u16, esc: [u8; 3], message: impl Display) {
         self.closing |= code == 421;
         if code >= 400 {
-            crate::observe::metrics()
-                .smtp_rejections
-                .with(&[&code.to_string()])
-                .inc();
+            crate::observe::Metrics::process().smtp_rejection(code);
         }
         let _ = Response { code, esc, message }.write(&mut self.out);
     }

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::session;
-use crate::observe::metrics;
+use crate::observe::Metrics;
 use crate::sync::Locked;
 
 /// Refusals of clients outside `authorizedAddresses`, logged at a bounded rate.
@@ -50,7 +50,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
         let ip = canonical(peer.ip());
         if !shared.config.authorized.contains(&ip) {
             REFUSALS.refused(ip, "outside authorizedAddresses");
-            metrics().connections_refused.with(&["unauthorized"]).inc();
+            Metrics::process().connection_refused("unauthorized");
             let line = format!(
                 "554 5.7.1 {} Client {ip} is not allowed to connect\r\n",
                 shared.config.hello_name
@@ -64,7 +64,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, sess
             }
             Err(which) => {
                 tracing::debug!(client = %ip, "SMTP: {which} reached; connection refused");
-                metrics().connections_refused.with(&[which]).inc();
+                Metrics::process().connection_refused(which);
                 let line = format!(
                     "421 4.7.0 {} Too many connections ({which}), try again later\r\n",
                     shared.config.hello_name
@@ -124,8 +124,7 @@ impl Limits {
         }
         counts.0 += 1;
         *counts.1.entry(ip).or_insert(0) += 1;
-        metrics().connections_total.inc();
-        metrics().connections_current.add(1);
+        Metrics::process().connection_opened();
         Ok(ConnectionGuard { shared, ip })
     }
 }
@@ -134,7 +133,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut counts = self.shared.limits.counts.locked();
         counts.0 -= 1;
-        metrics().connections_current.add(-1);
+        Metrics::process().connection_closed();
         if let Some(n) = counts.1.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -47,7 +47,7 @@
 //!
 //! The outcome (`no_action`, `added`, `updated`, `error`) is known only when the outbox
 //! delivers the job, after the mail has left the pipeline: it is logged and counted there
-//! ([`crate::dav::caldav::handler::outcome_counts`]), not set as a mail attribute.
+//! (`mailetd_caldav_itip_outcomes_total`), not set as a mail attribute.
 
 use std::sync::Arc;
 
@@ -335,7 +335,7 @@ impl CalDavCollect {
                         } else {
                             "no_event"
                         };
-                        crate::observe::metrics().itip_skipped.with(&[reason]).inc();
+                        ctx.metrics.itip_skipped(reason);
                         tracing::info!(
                             mail = mail.name,
                             recipient,

@@ -62,7 +62,7 @@ impl MimeDecodingMailet {
 
 #[async_trait]
 impl Mailet for MimeDecodingMailet {
-    async fn service(&self, mail: &mut Mail, _ctx: &MailetContext) -> Result<(), MailetError> {
+    async fn service(&self, mail: &mut Mail, ctx: &MailetContext) -> Result<(), MailetError> {
         let entries = match mail.attribute(&self.attribute) {
             None => return Ok(()),
             Some(AttributeValue::Map(entries)) => entries,
@@ -86,7 +86,7 @@ impl Mailet for MimeDecodingMailet {
                     decoded.insert(key.clone(), AttributeValue::Bytes(part.content));
                 }
                 Err(reason) => {
-                    crate::observe::metrics().mime_parts_undecodable.inc();
+                    ctx.metrics.mime_part_undecodable();
                     tracing::warn!(mail = %mail.name, id = mail.id, %key, "cannot decode MIME part, entry dropped: {reason}");
                 }
             }

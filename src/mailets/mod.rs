@@ -27,8 +27,6 @@ mod strip_attachment;
 mod to_processor;
 mod to_repository;
 
-pub use metrics_mailet::metric_counts;
-
 use crate::config::ConfigError;
 use crate::pipeline::registry::{Builder, Registry};
 use crate::pipeline::{Mailet, MailetConfig, MailetContext};

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::admin::OutboxAdmin;
 use super::job::{JobHandler, OutboxJob};
 use super::store::JobState;
-use super::worker::{Decision, decide, deliver, handlers_by_kind};
+use super::worker::{Decision, count_attempt, decide, deliver, handlers_by_kind};
 use crate::broker::{self, Broker, BrokerError, RETRY_STEPS};
 use crate::config::settings::OutboxSettings;
 use crate::mail::now_ms;
@@ -86,8 +86,10 @@ async fn attempt(
             return;
         }
     };
+    let started = std::time::Instant::now();
     let outcome = deliver(handlers, &job).await;
     job.attempts += 1;
+    count_attempt(&job, &outcome, started.elapsed());
     let published = match decide(settings, &job, outcome) {
         Decision::Done => Ok(()),
         Decision::Dead(reason) => {

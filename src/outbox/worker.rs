@@ -133,12 +133,7 @@ async fn attempt(
     let delivery = deliver(handlers, &job).await;
     let mut job = job;
     job.attempts += 1;
-    let outcome = match &delivery {
-        Delivery::Done => "done",
-        Delivery::Retry(_) => "retry",
-        Delivery::Permanent(_) => "dead",
-    };
-    crate::observe::metrics::outbox_attempt(&job, outcome, started.elapsed());
+    count_attempt(&job, &delivery, started.elapsed());
     let result = record(store, settings, job, delivery).await;
     match result {
         Ok(outcome) => outcome,
@@ -147,6 +142,42 @@ async fn attempt(
             Outcome::Again(now_ms() + 5000)
         }
     }
+}
+
+/// Counts one attempt of `job` in the metrics (by kind, iTIP method and outcome); the same
+/// counting for every backend.
+pub fn count_attempt(job: &OutboxJob, delivery: &Delivery, elapsed: Duration) {
+    let outcome = match delivery {
+        Delivery::Done => "done",
+        Delivery::Retry(_) => "retry",
+        Delivery::Permanent(_) => "dead",
+    };
+    let method = itip_method(&job.payload);
+    crate::observe::Metrics::process().outbox_attempt(
+        &job.kind,
+        method.as_deref(),
+        outcome,
+        elapsed,
+    );
+}
+
+/// The iTIP method a job payload carries: `method`, inside the esn `document`, or inside the
+/// esn `body` JSON (or the `document` as JSON text, see `esn_itip::shared_payload`); `None`
+/// for jobs without one (contacts).
+fn itip_method(payload: &serde_json::Value) -> Option<String> {
+    if let Some(m) = payload
+        .get("method")
+        .or_else(|| payload.get("document")?.get("method"))
+        .and_then(|m| m.as_str())
+    {
+        return Some(m.to_string());
+    }
+    let text = payload
+        .get("body")
+        .or_else(|| payload.get("document"))?
+        .as_str()?;
+    let body: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(body.get("method")?.as_str()?.to_string())
 }
 
 /// What to do with a job after an attempt; the same policy for every backend.
@@ -175,17 +206,14 @@ pub fn decide(settings: &OutboxSettings, job: &OutboxJob, delivery: Delivery) ->
         Delivery::Done => Decision::Done,
         Delivery::Permanent(reason) => {
             tracing::warn!(
+                error_source = "outbox",
+                mail = %job.mail_name,
                 job = id,
                 kind,
                 target,
                 attempts,
                 reason,
                 "outbox: permanent failure, moved to the dead letters"
-            );
-            crate::observe::status::record_error(
-                "outbox",
-                job.mail_name.clone(),
-                format!("{kind} for {target}: {reason}"),
             );
             Decision::Dead(reason)
         }
@@ -200,16 +228,13 @@ pub fn decide(settings: &OutboxSettings, job: &OutboxJob, delivery: Delivery) ->
                     now.saturating_sub(job.first_seen_ms) / 1000
                 );
                 tracing::warn!(
+                    error_source = "outbox",
+                    mail = %job.mail_name,
                     job = id,
                     kind,
                     target,
                     reason,
                     "outbox: job too old, moved to the dead letters"
-                );
-                crate::observe::status::record_error(
-                    "outbox",
-                    job.mail_name.clone(),
-                    format!("{kind} for {target}: {reason}"),
                 );
                 return Decision::Dead(reason);
             }
@@ -289,6 +314,22 @@ mod tests {
     use crate::outbox::store::{JobState, insert_jobs, list};
     use crate::sync::Locked;
     use std::sync::Mutex;
+
+    #[test]
+    fn itip_method_comes_from_the_payload_or_the_esn_body() {
+        let method = |v: serde_json::Value| itip_method(&v);
+        let esn = serde_json::json!({"recipient": "b@x", "body": "{\"method\":\"CANCEL\"}"});
+        assert_eq!(method(esn).as_deref(), Some("CANCEL"));
+        let shared = serde_json::json!({"recipient": "b@x", "document": {"method": "REQUEST"}});
+        assert_eq!(method(shared).as_deref(), Some("REQUEST"));
+        let text = serde_json::json!({"recipient": "b@x", "document": "{\"method\":\"COUNTER\"}"});
+        assert_eq!(method(text).as_deref(), Some("COUNTER"));
+        assert_eq!(
+            method(serde_json::json!({"method": "reply"})).as_deref(),
+            Some("reply")
+        );
+        assert_eq!(method(serde_json::json!({"vcard": "…"})), None);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {

@@ -31,6 +31,8 @@ pub struct MailetContext {
     pub store: Option<Arc<Store>>,
     /// DAV services, created on first use and shared by every mailet and outbox handler.
     pub dav: Arc<OnceLock<Arc<DavServices>>>,
+    /// Where the pipeline and the mailets count (the server's; a fresh one in tests).
+    pub metrics: Arc<crate::observe::Metrics>,
 }
 
 impl MailetContext {
@@ -47,6 +49,7 @@ impl MailetContext {
             dry_run: false,
             store: None,
             dav: Arc::default(),
+            metrics: crate::observe::Metrics::process(),
         }
     }
 
@@ -63,6 +66,7 @@ impl MailetContext {
             dry_run: false,
             store: None,
             dav: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 

@@ -66,8 +66,7 @@ pub struct Processor {
 /// Marks a mail as failed and sends it to `state` (James `ProcessorUtil.handleException`).
 pub fn route_to_error(mail: &mut Mail, offender: &str, error: &anyhow::Error, state: &str) {
     let message = format!("Exception calling {offender}: {error:#}");
-    tracing::error!(mail = %mail.name, next_state = state, "{message}");
-    crate::observe::status::record_error("pipeline", mail.name.clone(), message.clone());
+    tracing::error!(error_source = "pipeline", mail = %mail.name, next_state = state, "{message}");
     mail.error_message = Some(message);
     mail.set_attribute(
         attributes::MAILET_ERROR,
@@ -146,7 +145,7 @@ impl Processor {
                 let mut error_text = None;
                 let started = std::time::Instant::now();
                 let result = step.mailet.service(&mut target, ctx).await;
-                crate::observe::metrics::mailet_run(
+                ctx.metrics.mailet_run(
                     &self.state,
                     &step.config.name,
                     started.elapsed(),

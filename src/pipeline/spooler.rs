@@ -101,7 +101,7 @@ pub async fn handle(
     let id = mail.id;
     match spool.begin_attempt(&mail).await {
         Ok(Some(attempt)) if attempt > settings.max_attempts => {
-            return set_aside(spool, settings, mail, attempt - 1).await;
+            return set_aside(container, spool, settings, mail, attempt - 1).await;
         }
         Ok(_) => {}
         Err(e) => {
@@ -150,10 +150,7 @@ pub async fn handle(
                 jobs = run.jobs.len(),
                 "mail processed"
             );
-            crate::observe::metrics()
-                .mails_processed
-                .with(&["done"])
-                .inc();
+            container.context().metrics.mail_processed("done");
             spool.complete(id, run.jobs).await
         }
         Err(e) => {
@@ -179,17 +176,12 @@ pub async fn handle(
                 attributes::PROCESSING_ERROR_COUNT,
                 AttributeValue::Long(count),
             );
-            crate::observe::status::record_error(
-                "spooler",
-                mail.name.clone(),
-                format!("processing failed ({count} times): {e:#}"),
-            );
             if count >= MAX_FAILURES {
-                crate::observe::metrics()
-                    .mails_processed
-                    .with(&["error_repository"])
-                    .inc();
-                tracing::error!(mail = %mail.name, failures = count, "processing failed {count} times, storing it in {}: {e:#}", settings.error_repository.url);
+                container
+                    .context()
+                    .metrics
+                    .mail_processed("error_repository");
+                tracing::error!(error_source = "spooler", mail = %mail.name, failures = count, "processing failed {count} times, storing it in {}: {e:#}", settings.error_repository.url);
                 mail.error_message = Some(format!("{e:#}"));
                 match settings.error_repository.store(&mail) {
                     Ok(_) => spool.complete(id, Vec::new()).await,
@@ -201,12 +193,9 @@ pub async fn handle(
                     }
                 }
             } else {
-                crate::observe::metrics()
-                    .mails_processed
-                    .with(&["retry"])
-                    .inc();
+                container.context().metrics.mail_processed("retry");
                 let delay = backoff_ms(settings, count);
-                tracing::warn!(mail = %mail.name, failures = count, "processing failed, retrying in {} s: {e:#}", delay / 1000);
+                tracing::warn!(error_source = "spooler", mail = %mail.name, failures = count, "processing failed, retrying in {} s: {e:#}", delay / 1000);
                 spool.retry_at(&mail, now_ms() + delay).await
             }
         }
@@ -236,15 +225,17 @@ fn return_memory() {
 
 /// Stores a mail whose last `unfinished` processing starts never ended in the error
 /// repository, unprocessed, and releases it.
-async fn set_aside(spool: &dyn Spool, settings: &SpoolerSettings, mut mail: Mail, unfinished: u32) {
+async fn set_aside(
+    container: &Container,
+    spool: &dyn Spool,
+    settings: &SpoolerSettings,
+    mut mail: Mail,
+    unfinished: u32,
+) {
     let reason = format!(
         "processing started {unfinished} times and never finished (the process died or was killed each time); set aside unprocessed as a poison mail"
     );
-    crate::observe::metrics()
-        .mails_processed
-        .with(&["poison"])
-        .inc();
-    crate::observe::status::record_error("spooler", mail.name.clone(), reason.clone());
+    container.context().metrics.mail_processed("poison");
     mail.error_message = Some(reason.clone());
     mail.set_attribute(
         UNFINISHED_ATTEMPTS,
@@ -252,7 +243,7 @@ async fn set_aside(spool: &dyn Spool, settings: &SpoolerSettings, mut mail: Mail
     );
     match settings.error_repository.store(&mail) {
         Ok(key) => {
-            tracing::error!(mail = mail.id, name = %mail.name, from = %mail.sender_text(), size = mail.size(), key, "{reason}; stored in {}", settings.error_repository.url);
+            tracing::error!(error_source = "spooler", mail = %mail.name, id = mail.id, from = %mail.sender_text(), size = mail.size(), key, "{reason}; stored in {}", settings.error_repository.url);
             if let Err(e) = spool.complete(mail.id, Vec::new()).await {
                 tracing::error!(mail = mail.id, "cannot release the mail in the spool: {e}");
             }
@@ -260,7 +251,7 @@ async fn set_aside(spool: &dyn Spool, settings: &SpoolerSettings, mut mail: Mail
         Err(e) => {
             // Stored again, it would count from zero and run again: it stays leased,
             // unprocessed, and the next start sets it aside again.
-            tracing::error!(mail = %mail.name, "{reason}; cannot store it in the error repository ({e:#}); it stays in the spool unprocessed");
+            tracing::error!(error_source = "spooler", mail = %mail.name, "{reason}; cannot store it in the error repository ({e:#}); it stays in the spool unprocessed");
         }
     }
 }

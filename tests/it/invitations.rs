@@ -106,7 +106,6 @@ async fn a_part_that_cannot_be_decoded_is_a_warning_naming_the_mail_and_is_count
         ),
     );
     mail.set_attribute("raw", mailetd::mail::AttributeValue::Map(parts));
-    let before = mailetd::observe::metrics().mime_parts_undecodable.get();
     let (result, log) = logged(mailet.service(&mut mail, &ctx)).await;
     result.unwrap();
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
@@ -116,10 +115,10 @@ async fn a_part_that_cannot_be_decoded_is_a_warning_naming_the_mail_and_is_count
         "{}",
         warnings[0]
     );
-    assert!(mailetd::observe::metrics().mime_parts_undecodable.get() > before);
-    let rendered = mailetd::observe::metrics::render(&Default::default());
+    assert_eq!(ctx.metrics.mime_parts_undecodable(), 1);
+    let rendered = ctx.metrics.render(&Default::default());
     assert!(
-        rendered.contains("mailetd_mime_parts_undecodable_total "),
+        rendered.contains("mailetd_mime_parts_undecodable_total 1\n"),
         "{rendered}"
     );
 }

@@ -13,7 +13,7 @@
 //! The outcome (`no_action`, `added`, `updated`, `error`) is known only here, after the
 //! mail has left the pipeline (the outbox is asynchronous by design: the mail is done once
 //! its jobs are durable). So it is logged with the job id and mail name, and counted
-//! ([`CalDavItipHandler::counts`], [`outcome_counts`] for the process), instead of being a
+//! ([`CalDavItipHandler::counts`], `mailetd_caldav_itip_outcomes_total` for the process), instead of being a
 //! mail attribute as RFC 9671 suggests for a synchronous Sieve action.
 
 use std::sync::Arc;
@@ -93,17 +93,20 @@ impl Counts {
     }
 }
 
-static PROCESS_COUNTS: Counts = Counts {
-    no_action: AtomicU64::new(0),
-    added: AtomicU64::new(0),
-    updated: AtomicU64::new(0),
-    error: AtomicU64::new(0),
-    conflicts: AtomicU64::new(0),
-};
-
-/// The outcome counts of every `caldav-itip` handler of this process (for metrics).
-pub fn outcome_counts() -> Vec<(&'static str, u64)> {
-    PROCESS_COUNTS.snapshot()
+impl Counts {
+    /// The outcome name of one of these counters.
+    fn name_of(&self, counter: &AtomicU64) -> &'static str {
+        [
+            (&self.no_action, "no_action"),
+            (&self.added, "added"),
+            (&self.updated, "updated"),
+            (&self.error, "error"),
+            (&self.conflicts, "conflicts"),
+        ]
+        .into_iter()
+        .find(|(c, _)| std::ptr::eq(*c, counter))
+        .map_or("error", |(_, name)| name)
+    }
 }
 
 /// A test seam run between reading the copy and writing it (to provoke a 412).
@@ -160,8 +163,9 @@ impl CalDavItipHandler {
     }
 
     fn count(&self, pick: fn(&Counts) -> &AtomicU64) {
-        pick(&self.counts).fetch_add(1, Ordering::Relaxed);
-        pick(&PROCESS_COUNTS).fetch_add(1, Ordering::Relaxed);
+        let counter = pick(&self.counts);
+        counter.fetch_add(1, Ordering::Relaxed);
+        crate::observe::Metrics::process().caldav_itip_outcome(self.counts.name_of(counter));
     }
 
     /// The recipient's copy: under the name mailetd gives events it creates, else by UID
