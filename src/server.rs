@@ -152,6 +152,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         stuck_after: Duration::from_secs(settings.http.stuck_after_secs),
         probe_ttl: Duration::from_secs(settings.http.probe_ttl_secs),
         broker: broker.clone(),
+        outbox_queue: settings.spool.outbox_queue.clone(),
         metrics: context.metrics.clone(),
         errors: crate::observe::ErrorRing::process(),
     };

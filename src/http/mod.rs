@@ -89,6 +89,8 @@ pub struct Admin {
     pub probe_ttl: Duration,
     /// The RabbitMQ link, when the spool is on the broker (readiness follows its connection).
     pub broker: Option<Arc<crate::broker::Broker>>,
+    /// The outbox queue on the broker (`[spool] outbox_queue`), whose depths `/metrics` shows.
+    pub outbox_queue: String,
     /// The metrics `/metrics` exposes and `/api/status` sums up.
     pub metrics: Arc<crate::observe::Metrics>,
     /// The recent errors `/api/status` lists.

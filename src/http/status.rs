@@ -11,6 +11,10 @@ use redb::ReadableTableMetadata;
 use serde_json::json;
 
 use super::Admin;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+
+use crate::broker::{self, Broker, BrokerError, RETRY_STEPS};
 use crate::mail::now_ms;
 use crate::observe::Sampled;
 use crate::observe::metrics::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
@@ -43,16 +47,66 @@ pub(super) fn outbox_counts(store: &Store) -> Result<OutboxCounts, StoreError> {
     })
 }
 
-fn sample(admin: &Admin) -> Sampled {
+/// Pending and dead outbox jobs: the store's tables, or on RabbitMQ the messages ready in
+/// the outbox queue and its retry queues, and in its dead-letter queue (the same figures on
+/// every node: the queues are shared).
+async fn outbox_sizes(admin: &Admin) -> (u64, u64) {
+    let Some(broker) = &admin.broker else {
+        return (
+            table_len(&admin.store, JOBS).unwrap_or(0),
+            table_len(&admin.store, DEAD).unwrap_or(0),
+        );
+    };
+    let counted = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        broker_outbox_sizes(broker, &admin.outbox_queue),
+    )
+    .await;
+    match counted {
+        Ok(Ok(sizes)) => sizes,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot count the outbox queues");
+            (0, 0)
+        }
+        Err(_) => {
+            tracing::debug!("the broker did not tell the outbox queue depths within 5 s");
+            (0, 0)
+        }
+    }
+}
+
+async fn broker_outbox_sizes(broker: &Broker, queue: &str) -> Result<(u64, u64), BrokerError> {
+    let channel = broker.channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut depths = Vec::with_capacity(RETRY_STEPS.len() + 2);
+    let queues = std::iter::once(queue.to_string())
+        .chain(RETRY_STEPS.iter().map(|s| broker::retry_queue(queue, *s)))
+        .chain(std::iter::once(broker::dead_queue(queue)));
+    for name in queues {
+        let declared = channel
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await;
+        depths.push(u64::from(declared?.message_count()));
+    }
+    let _ = channel.close(200, "counted".into()).await;
+    let dead = depths.pop().unwrap_or(0);
+    Ok((depths.iter().sum(), dead))
+}
+
+async fn sample(admin: &Admin) -> Sampled {
     let now = now_ms();
+    let (outbox_pending, outbox_dead) = outbox_sizes(admin).await;
     Sampled {
         spool_depth: admin.spool.depth() as u64,
         spool_oldest_age_secs: admin
             .spool
             .oldest_received_ms()
             .map_or(0, |at| now.saturating_sub(at) / 1000),
-        outbox_pending: table_len(&admin.store, JOBS).unwrap_or(0),
-        outbox_dead: table_len(&admin.store, DEAD).unwrap_or(0),
+        outbox_pending,
+        outbox_dead,
         uptime_secs: admin.started.elapsed().as_secs(),
     }
 }
@@ -65,7 +119,7 @@ pub(super) async fn prometheus(State(admin): State<Arc<Admin>>, headers: HeaderM
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let sampled = sample(&admin);
+    let sampled = sample(&admin).await;
     let (content_type, body) = if openmetrics {
         (OPENMETRICS_TEXT, admin.metrics.render_openmetrics(&sampled))
     } else {
@@ -81,7 +135,7 @@ fn rfc3339(ms: u64) -> String {
 
 /// Uptime, version, configuration summary, queues, counters, recent errors and clients.
 pub(super) async fn status(State(admin): State<Arc<Admin>>) -> Json<serde_json::Value> {
-    let sampled = sample(&admin);
+    let sampled = sample(&admin).await;
     let errors: Vec<_> = admin
         .errors
         .recent()

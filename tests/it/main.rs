@@ -22,6 +22,7 @@ mod hostile_secrets;
 mod invitations;
 mod james_confs;
 mod layers;
+mod metrics_rabbitmq;
 mod ops;
 mod ops_security;
 mod poison;
