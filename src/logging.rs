@@ -19,8 +19,10 @@ pub fn init() {
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(log)
-        .with(crate::observe::ErrorLayer(
-            crate::observe::ErrorRing::process(),
-        ))
+        // a filter of its own, so that DEBUG lines stay disabled at their call sites
+        .with(
+            crate::observe::ErrorLayer(crate::observe::ErrorRing::process())
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
         .try_init();
 }
