@@ -154,7 +154,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
         broker: broker.clone(),
         outbox_queue: settings.spool.outbox_queue.clone(),
         metrics: context.metrics.clone(),
-        errors: crate::observe::ErrorRing::process(),
+        errors: crate::logging::ErrorRing::process(),
     };
     let http = crate::http::start(&settings.http, admin, processing.clone()).await?;
     let ingest = if role.ingests() {

@@ -94,7 +94,7 @@ pub struct Admin {
     /// The metrics `/metrics` exposes and `/api/status` sums up.
     pub metrics: Arc<crate::observe::Metrics>,
     /// The recent errors `/api/status` lists.
-    pub errors: Arc<crate::observe::ErrorRing>,
+    pub errors: Arc<crate::logging::ErrorRing>,
 }
 
 /// Binds the endpoint and serves it until `shutdown`. Returns `None` when disabled, or when
