@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::esn_double::EsnDouble;
 use crate::support::rabbitmq::{self, RabbitMq};
-use crate::support::{eventually, free_port, python, wait_for_port, write_files};
+use crate::support::{eventually, free_port, smtp, wait_for_port, write_files};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -110,27 +110,21 @@ impl Drop for Node {
     }
 }
 
-/// Sends one invitation (METHOD:REQUEST, uid `UID`) to RCPT on PORT.
-const INVITE: &str = r#"
-import smtplib, sys
-port, uid, rcpt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-ics = ('BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\nMETHOD:REQUEST\r\n'
-       'BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\n'
-       'DTEND:20261201T100000Z\r\nSUMMARY:Metrics\r\nORGANIZER:mailto:alice@partner.example\r\n'
-       'ATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:%s\r\nSEQUENCE:0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n') % (uid, rcpt)
-msg = ('From: alice@partner.example\r\nTo: %s\r\nSubject: Metrics\r\nMessage-ID: <%s>\r\n'
-       'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
-       '--b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n'
-       '--b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n%s'
-       '--b--\r\n') % (rcpt, uid, ics)
-with smtplib.SMTP('127.0.0.1', port, timeout=30) as s:
-    s.sendmail('alice@partner.example', [rcpt], msg)
-print('250')
-"#;
-
+/// Sends one invitation (METHOD:REQUEST) with `uid` to `rcpt`.
 fn invite(node: &Node, uid: &str, rcpt: &str) {
-    let out = python(INVITE, &[&node.smtp_port.to_string(), uid, rcpt]);
-    assert_eq!(out.trim(), "250", "{out}");
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailetd tests//EN\r\nMETHOD:REQUEST\r\n\
+         BEGIN:VEVENT\r\nUID:{uid}\r\nDTSTAMP:20261120T101500Z\r\nDTSTART:20261201T090000Z\r\n\
+         DTEND:20261201T100000Z\r\nSUMMARY:Metrics\r\nORGANIZER:mailto:alice@partner.example\r\n\
+         ATTENDEE;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:{rcpt}\r\nSEQUENCE:0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    );
+    let message = format!(
+        "From: alice@partner.example\r\nTo: {rcpt}\r\nSubject: Metrics\r\nMessage-ID: <{uid}>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nYou are invited.\r\n\
+         --b\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{ics}--b--\r\n"
+    );
+    smtp::send(node.smtp_port, "alice@partner.example", &[rcpt], message);
 }
 
 #[test]
