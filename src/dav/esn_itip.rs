@@ -9,8 +9,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::DavServices;
+use super::http::DavError;
 use super::itip_body::ItipBody;
-use super::users::{excerpt, impersonation};
+use super::users::impersonation;
 use crate::ical_json::ItipDocument;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
@@ -71,20 +72,13 @@ fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
     Some((reqwest::Body::wrap(ItipBody::new(&document, ical)), uid))
 }
 
-/// How an HTTP status from esn-sabre is handled.
-pub fn classify(status: StatusCode, body: &[u8]) -> Delivery {
+/// How esn-sabre's answer to `what` (an `ITIP` request) is handled: 204 is done; any other
+/// status is retried or dead-lettered by the shared rule ([`super::http::is_transient_status`]).
+pub fn classify(what: &str, status: StatusCode, body: &[u8]) -> Delivery {
     if status == StatusCode::NO_CONTENT {
         return Delivery::Done;
     }
-    let reason = format!("HTTP {}: {}", status.as_u16(), excerpt(body));
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
-        Delivery::Retry(reason)
-    } else {
-        Delivery::Permanent(reason)
-    }
+    DavError::status(what, status, body).into()
 }
 
 /// With `updatesOnly`, the UID to look up first; `None` for a REPLY, which goes through
@@ -168,25 +162,17 @@ impl JobHandler for EsnItipHandler {
             .body(body)
             .send()
             .await;
-        match response {
-            Err(e) => Delivery::Retry(format!("ITIP {url}: {e}")),
-            Ok(response) => {
-                let status = response.status();
-                let body = response.bytes().await.unwrap_or_default();
-                match classify(status, &body) {
-                    Delivery::Done => {
-                        tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
-                        Delivery::Done
-                    }
-                    Delivery::Retry(r) => {
-                        Delivery::Retry(format!("ITIP /calendars/{user_id}: {r}"))
-                    }
-                    Delivery::Permanent(r) => {
-                        Delivery::Permanent(format!("ITIP /calendars/{user_id}: {r}"))
-                    }
-                }
-            }
+        let response = match response {
+            Err(e) => return DavError::transport(format!("ITIP {url}"), e).into(),
+            Ok(response) => response,
+        };
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        let delivery = classify(&format!("ITIP /calendars/{user_id}"), status, &body);
+        if delivery == Delivery::Done {
+            tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
         }
+        delivery
     }
 }
 
@@ -196,20 +182,16 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_as_the_issue_says() {
-        assert_eq!(classify(StatusCode::NO_CONTENT, b""), Delivery::Done);
+        let classify =
+            |s: u16, body: &[u8]| classify("ITIP /x", StatusCode::from_u16(s).unwrap(), body);
+        assert_eq!(classify(204, b""), Delivery::Done);
         for s in [500u16, 502, 503, 504, 429] {
-            assert!(
-                matches!(
-                    classify(StatusCode::from_u16(s).unwrap(), b""),
-                    Delivery::Retry(_)
-                ),
-                "{s}"
-            );
+            assert!(matches!(classify(s, b""), Delivery::Retry(_)), "{s}");
         }
         for s in [400u16, 401, 403, 404] {
-            assert!(
-                matches!(classify(StatusCode::from_u16(s).unwrap(), b"no"), Delivery::Permanent(r) if r.starts_with(&format!("HTTP {s}: no"))),
-                "{s}"
+            assert_eq!(
+                classify(s, b"no"),
+                Delivery::Permanent(format!("ITIP /x: HTTP {s}: no"))
             );
         }
     }

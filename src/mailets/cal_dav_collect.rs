@@ -184,7 +184,7 @@ impl CalDavCollect {
                 "parameter <{name}> of CalDavCollect applies to [dav] dialect = \"caldav\" only (mailetd.toml)"
             )));
         }
-        let services = DavServices::get(ctx)?;
+        let services = DavServices::shared(&ctx.properties, &ctx.dav)?;
         let dav_uri = services
             .as_ref()
             .and_then(|s| s.openpaas.dav.as_ref())

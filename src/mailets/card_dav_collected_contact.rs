@@ -124,14 +124,11 @@ impl CardDavCollectedContact {
     }
 }
 
-/// The shared OpenPaaS user lookup, when the process has one.
-///
-/// STAND-IN: on merge with the `esn` branch this becomes
-/// `DavServices::get(ctx).ok().flatten().map(|s| s as Arc<dyn OwnerIds>)` (with
-/// `impl OwnerIds for DavServices` calling `users.find`). Until then the handler alone
-/// decides, which loses nothing but queues jobs for unknown owners.
+/// The shared OpenPaaS user lookup, when the process has one (a bad openpaas.properties is
+/// reported by the handlers; without a lookup, the handler alone decides, which loses
+/// nothing but queues jobs for unknown owners).
 fn esn_owner_ids(ctx: &MailetContext) -> Option<Arc<dyn OwnerIds>> {
-    crate::dav::DavServices::get(ctx)
+    crate::dav::DavServices::shared(&ctx.properties, &ctx.dav)
         .ok()
         .flatten()
         .map(|s| s as Arc<dyn OwnerIds>)
@@ -311,7 +308,7 @@ mod tests {
 
     #[async_trait]
     impl OwnerIds for OnlyAlice {
-        async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
+        async fn user_id(&self, email: &str) -> Result<Option<String>, crate::dav::LookupError> {
             Ok((email == "alice@example.org").then(|| "id-alice".to_string()))
         }
     }

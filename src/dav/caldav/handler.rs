@@ -240,7 +240,8 @@ impl CalDavItipHandler {
             .await
         {
             Ok(status) if status.is_success() => Ok(true),
-            Ok(_) | Err(DavError::Permanent(_)) => Ok(false),
+            Ok(_) => Ok(false),
+            Err(e) if !e.is_transient() => Ok(false),
             Err(transient) => Err(transient),
         }
     }
@@ -443,8 +444,9 @@ impl JobHandler for CalDavItipHandler {
                 );
                 Delivery::Done
             }
-            Err(DavError::Transient(reason)) => Delivery::Retry(reason),
-            Err(DavError::Permanent(reason)) => {
+            Err(e) if e.is_transient() => Delivery::Retry(e.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
                 self.count(|c| &c.error);
                 tracing::warn!(
                     job = job.id,

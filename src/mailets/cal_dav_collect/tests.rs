@@ -253,7 +253,7 @@ async fn accepted_documents_become_outbox_jobs_with_the_json_unchanged() {
     assert_eq!(job.payload["recipient"], "bob@example.org");
 
     // a recipient the API said it does not know gets no job while that is cached
-    DavServices::get(&ctx)
+    DavServices::shared(&ctx.properties, &ctx.dav)
         .unwrap()
         .unwrap()
         .users
