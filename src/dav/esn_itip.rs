@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use super::DavServices;
 use super::http::DavError;
 use super::itip_body::ItipBody;
+use super::itip_target::{ItipMessage, ItipTarget, ItipText};
 use super::users::impersonation;
 use crate::ical_json::ItipDocument;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
@@ -28,6 +29,80 @@ impl EsnItipHandler {
     /// A handler using the shared clients and user cache.
     pub fn new(services: Arc<DavServices>) -> Self {
         EsnItipHandler { services }
+    }
+}
+
+/// The esn dialect as an [`ItipTarget`]: one `esn-itip` job per recipient, sent by
+/// [`EsnItipHandler`] to esn-sabre's `ITIP` endpoint.
+pub struct EsnItipTarget {
+    /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
+    /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
+    services: Option<Arc<DavServices>>,
+    /// `updatesOnly` (tmail's RestrictiveCalDavCollect): the handler looks the event up first.
+    updates_only: bool,
+}
+
+impl EsnItipTarget {
+    /// A target using the process's DAV services (none when running dry without them).
+    pub fn new(services: Option<Arc<DavServices>>, updates_only: bool) -> Self {
+        EsnItipTarget {
+            services,
+            updates_only,
+        }
+    }
+
+    /// `dav.api.uri` without its trailing `/`, when configured.
+    pub fn dav_uri(&self) -> Option<&str> {
+        let dav = self.services.as_ref()?.openpaas.dav.as_ref()?;
+        Some(dav.api_uri.as_str().trim_end_matches('/'))
+    }
+}
+
+impl ItipTarget for EsnItipTarget {
+    fn takes_tasks(&self) -> bool {
+        false
+    }
+
+    fn local_recipients_only(&self) -> bool {
+        false
+    }
+
+    fn known_absent(&self, recipient: &str) -> bool {
+        self.services
+            .as_ref()
+            .is_some_and(|s| s.users.cached(recipient) == Some(None))
+    }
+
+    fn describe(&self, message: &ItipMessage<'_>) -> String {
+        format!(
+            "ITIP {}/calendars/{{OpenPaaS _id of {}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{}:***)\n\n{}\n",
+            self.dav_uri().unwrap_or("{dav.api.uri}"),
+            message.recipient,
+            message.recipient,
+            message.text.json()
+        )
+    }
+
+    fn job(&self, message: &ItipMessage<'_>) -> OutboxJob {
+        let recipient = message.recipient;
+        let mut job = match &message.text {
+            ItipText::Shared(d) => {
+                let mut job = OutboxJob::new(
+                    KIND,
+                    recipient.to_string(),
+                    shared_payload(recipient, &d.document),
+                );
+                job.shared = Some(d.ical.clone());
+                job
+            }
+            ItipText::Json(text) => {
+                OutboxJob::new(KIND, recipient.to_string(), payload(recipient, text))
+            }
+        };
+        if self.updates_only {
+            job.payload["updatesOnly"] = true.into();
+        }
+        job
     }
 }
 

@@ -9,6 +9,7 @@ pub mod esn_event_lookup;
 pub mod esn_itip;
 pub mod http;
 pub mod itip_body;
+pub mod itip_target;
 pub mod known_contacts;
 pub mod openpaas;
 pub mod users;

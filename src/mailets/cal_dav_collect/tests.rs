@@ -1,6 +1,7 @@
 //! `CalDavCollect`: decisions per document, construction checks and the outbox jobs queued.
 
 use super::*;
+use crate::dav::caldav::handler::ItipJob;
 use serde_json::json;
 
 fn ics(method: &str, organizer: &str, attendees: &[&str]) -> String {
