@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use calcard::icalendar::{ICalendar, ICalendarProperty, ICalendarValue};
+use calcard::icalendar::ICalendar;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -340,13 +340,10 @@ impl CalDavItipHandler {
 /// most likely new to the recipient. Later versions usually update a copy, which the
 /// lookup finds in one request where a refused creation would cost one more.
 fn first_version(message: &ICalendar) -> bool {
-    message.components.iter().all(|c| {
-        c.property(&ICalendarProperty::Sequence)
-            .and_then(|e| e.values.first())
-            .and_then(ICalendarValue::as_integer)
-            .unwrap_or(0)
-            == 0
-    })
+    message
+        .components
+        .iter()
+        .all(|c| crate::ical::sequence(c).unwrap_or(0) == 0)
 }
 
 fn condition(fetched: &Fetched) -> Condition<'_> {

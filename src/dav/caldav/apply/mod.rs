@@ -42,13 +42,7 @@ pub enum Method {
 impl Method {
     /// The METHOD of a calendar, if it is an iTIP one.
     pub fn of(calendar: &ICalendar) -> Option<Method> {
-        let root = calendar.components.first()?;
-        let text = root
-            .property(&ICalendarProperty::Method)?
-            .values
-            .first()?
-            .as_text()?;
-        Method::named(text)
+        Method::named(crate::ical::method(calendar)?)
     }
 
     /// The iTIP method of that name (any case, surrounding blanks ignored).
