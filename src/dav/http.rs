@@ -201,6 +201,9 @@ impl From<DavError> for Delivery {
 pub(crate) mod recorder;
 
 #[cfg(test)]
+mod user_agent_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
