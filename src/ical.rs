@@ -24,24 +24,40 @@ pub use props::{
     recurrence_id, sequence, uid, value_text,
 };
 
+/// Why a text is not an iCalendar object.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing but blanks.
+    #[error("empty calendar")]
+    Empty,
+    /// Another component at the top (a bare VEVENT).
+    #[error("top-level component is {0}, not VCALENDAR")]
+    NotVCalendar(String),
+    /// No component at all.
+    #[error("no VCALENDAR component")]
+    NoVCalendar,
+    /// What calcard stopped at (a line that is no property, a missing END…), described.
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
 /// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
 /// at end of input is tolerated. Fails when the text is not a `VCALENDAR` at all.
-pub fn parse(text: &str) -> Result<ICalendar, String> {
+pub fn parse(text: &str) -> Result<ICalendar, ParseError> {
     let text = text.trim_start_matches('\u{feff}').trim_start();
     if text.is_empty() {
-        return Err("empty calendar".into());
+        return Err(ParseError::Empty);
     }
     match ICalendar::parse(text) {
         Ok(calendar) => match calendar.components.first() {
             Some(root) if root.component_type == ICalendarComponentType::VCalendar => Ok(calendar),
-            Some(root) => Err(format!(
-                "top-level component is {}, not VCALENDAR",
-                root.component_type.as_str()
+            Some(root) => Err(ParseError::NotVCalendar(
+                root.component_type.as_str().to_string(),
             )),
-            None => Err("no VCALENDAR component".into()),
+            None => Err(ParseError::NoVCalendar),
         },
-        Err(entry) => Err(describe_failure(entry)),
+        Err(entry) => Err(ParseError::Malformed(describe_failure(entry))),
     }
 }
 
@@ -148,7 +164,7 @@ pub struct ParsedCalendar {
 
 impl ParsedCalendar {
     /// Parses `text` (see [`parse`]) and keeps its facts.
-    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, String> {
+    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, ParseError> {
         let text = text.into();
         let facts = facts(&text)?;
         Ok(ParsedCalendar { text, facts })
@@ -184,7 +200,7 @@ impl PartialEq for ParsedCalendar {
 /// The facts of a calendar text. A large one is parsed one top-level component at a time
 /// (see [`pieces`]): calcard's tree of a whole calendar is several times its text (a 25 MB
 /// calendar of 100,000 events took over 300 MB), a piece's tree is small.
-pub fn facts(text: &str) -> Result<CalendarFacts, String> {
+pub fn facts(text: &str) -> Result<CalendarFacts, ParseError> {
     if text.len() >= PIECEWISE_FROM
         && let Some(pieces) = pieces(text)
     {
@@ -194,7 +210,7 @@ pub fn facts(text: &str) -> Result<CalendarFacts, String> {
 }
 
 /// The scheduling fields of a calendar text (see [`facts`]).
-pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
+pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, ParseError> {
     facts(text).map(|f| f.fields)
 }
 

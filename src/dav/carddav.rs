@@ -188,7 +188,7 @@ impl JobHandler for CardDavContactHandler {
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
         let contact = match ContactJob::from_job(job) {
             Ok(c) => c,
-            Err(e) => return Delivery::Permanent(e),
+            Err(e) => return Delivery::Permanent(e.to_string()),
         };
         if !self.has_credentials(&contact.owner) {
             tracing::debug!(owner = %contact.owner, "no DAV credentials for this owner: contact not collected");

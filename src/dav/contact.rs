@@ -31,6 +31,11 @@ pub fn uid(normalized: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A contact job whose payload is not a [`ContactJob`] (written by another version?).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed contact job payload: {0}")]
+pub struct MalformedJob(#[from] serde_json::Error);
+
 /// What an outbox job carries for one contact (the job payload).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactJob {
@@ -68,8 +73,8 @@ impl ContactJob {
     }
 
     /// Reads the payload of a contact job.
-    pub fn from_job(job: &OutboxJob) -> Result<Self, String> {
-        Self::deserialize(&job.payload).map_err(|e| format!("malformed contact job payload: {e}"))
+    pub fn from_job(job: &OutboxJob) -> Result<Self, MalformedJob> {
+        Ok(Self::deserialize(&job.payload)?)
     }
 }
 

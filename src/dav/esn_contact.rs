@@ -85,7 +85,7 @@ impl JobHandler for EsnContactHandler {
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
         let contact = match ContactJob::from_job(job) {
             Ok(c) => c,
-            Err(e) => return Delivery::Permanent(e),
+            Err(e) => return Delivery::Permanent(e.to_string()),
         };
         let owner_id = match self.users.user_id(&contact.owner).await {
             Ok(Some(id)) => id,
