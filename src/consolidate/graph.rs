@@ -41,7 +41,7 @@ use crate::config::ConfigError;
 use crate::config::consolidate::DestinationSettings;
 use crate::config::settings::Secret;
 use crate::dav::caldav::apply::{Change, Options, apply};
-use crate::dav::http::{self as dav_http, ClientSettings, DavError};
+use crate::dav::transport::{self, ClientSettings, DavError};
 
 /// The property set of mailetd's extended properties (a GUID of its own).
 const PROPERTY_SET: &str = "{5b1c6b0e-7c1a-4c39-9d5e-6d0c5e4b1a23}";
@@ -103,7 +103,7 @@ impl GraphDestination {
                 )));
             }
         }
-        let http = dav_http::client(ClientSettings::from_secs(s.timeout_secs, s.trust_all_certs))?;
+        let http = transport::client(ClientSettings::from_secs(s.timeout_secs, s.trust_all_certs))?;
         let segment = crate::dav::carddav::segment;
         Ok(GraphDestination {
             http,

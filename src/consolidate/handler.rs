@@ -22,7 +22,7 @@ use crate::config::consolidate::{DestinationKind, DestinationSettings};
 use crate::config::settings::{DavDialect, DavSettings, Settings};
 use crate::dav::caldav::apply::{Method, Options};
 use crate::dav::caldav::handler::{CalDavItipHandler, ItipJob, Outcome};
-use crate::dav::http::DavError;
+use crate::dav::transport::DavError;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.

@@ -12,8 +12,8 @@ use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob};
 use crate::dav::credentials::Credentials;
-use crate::dav::http::{ClientSettings, DavError, client};
 use crate::dav::known_contacts::KnownContacts;
+use crate::dav::transport::{ClientSettings, DavError, client};
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
 /// Extended MKCOL (RFC 5689) body creating an address book.

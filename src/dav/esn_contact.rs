@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use reqwest::StatusCode;
 
 use crate::dav::contact::{ContactJob, ESN_CONTACT};
-use crate::dav::http::DavError;
 use crate::dav::known_contacts::KnownContacts;
 use crate::dav::openpaas::DavConfig;
+use crate::dav::transport::DavError;
 use crate::dav::users::{LookupError, impersonation};
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 

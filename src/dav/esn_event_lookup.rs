@@ -8,8 +8,8 @@ use quick_xml::events::Event;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
-use super::http::DavError;
 use super::openpaas::DavConfig;
+use super::transport::DavError;
 use super::users::impersonation;
 
 /// Whether `uid` is an event of one of the calendars of `user_id` (`email`).

@@ -9,9 +9,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::DavServices;
-use super::http::DavError;
 use super::itip_body::ItipBody;
 use super::itip_target::{ItipMessage, ItipTarget, ItipText};
+use super::transport::DavError;
 use super::users::impersonation;
 use crate::ical_json::ItipDocument;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
@@ -148,7 +148,7 @@ fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
 }
 
 /// How esn-sabre's answer to `what` (an `ITIP` request) is handled: 204 is done; any other
-/// status is retried or dead-lettered by the shared rule ([`super::http::is_transient_status`]).
+/// status is retried or dead-lettered by the shared rule ([`super::transport::is_transient_status`]).
 pub fn classify(what: &str, status: StatusCode, body: &[u8]) -> Delivery {
     if status == StatusCode::NO_CONTENT {
         return Delivery::Done;

@@ -7,11 +7,11 @@ pub mod credentials;
 pub mod esn_contact;
 pub mod esn_event_lookup;
 pub mod esn_itip;
-pub mod http;
 pub mod itip_body;
 pub mod itip_target;
 pub mod known_contacts;
 pub mod openpaas;
+pub mod transport;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};
@@ -20,7 +20,7 @@ use crate::config::settings::{DavDialect, DavSettings};
 use crate::config::{ConfigError, Properties};
 use crate::outbox::JobHandler;
 use crate::spool::Store;
-use http::ClientSettings;
+use transport::ClientSettings;
 
 pub use openpaas::{DavConfig, OpenPaasConfig, Secret};
 pub use users::{LookupError, UserLookup};
@@ -62,12 +62,12 @@ impl DavServices {
         for warning in &openpaas.warnings {
             tracing::warn!("openpaas.properties: {warning}");
         }
-        let openpaas_client = http::client(ClientSettings {
+        let openpaas_client = transport::client(ClientSettings {
             timeout: openpaas.response_timeout,
             trust_all_certs: openpaas.trust_all_certs,
         })?;
         let dav_client = match &openpaas.dav {
-            Some(dav) => Some(http::client(ClientSettings {
+            Some(dav) => Some(transport::client(ClientSettings {
                 timeout: dav.response_timeout,
                 trust_all_certs: dav.trust_all_certs,
             })?),

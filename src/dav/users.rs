@@ -10,8 +10,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, HeaderValue};
 use reqwest::{Client, Method, StatusCode};
 use serde::Deserialize;
 
-use super::http::body_excerpt;
 use super::openpaas::{DavConfig, OpenPaasConfig};
+use super::transport::body_excerpt;
 
 /// Largest number of cached answers before expired ones are swept.
 const CACHE_SWEEP_AT: usize = 50_000;
@@ -30,7 +30,7 @@ pub enum LookupError {
         body: String,
     },
     /// Connection error, timeout, unreadable body.
-    #[error("{what}: {}", super::http::transport_reason(.source))]
+    #[error("{what}: {}", super::transport::transport_reason(.source))]
     Transport {
         /// Which request.
         what: String,

@@ -82,7 +82,7 @@ pub fn probes(settings: &Settings, dav: &OnceLock<Arc<DavServices>>) -> Vec<Prob
         }
     }
     if settings.dav.dialect == DavDialect::Caldav && !settings.dav.base_url.is_empty() {
-        match crate::dav::http::client((&settings.dav).into()) {
+        match crate::dav::transport::client((&settings.dav).into()) {
             Ok(client) => probes.push(Probe::new("dav", settings.dav.base_url.clone(), client)),
             Err(e) => tracing::warn!("no readiness probe for [dav] base_url: {e}"),
         }

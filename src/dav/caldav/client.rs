@@ -1,6 +1,6 @@
 //! Plain CalDAV over HTTP: `REPORT calendar-query` by UID, `GET`, `PUT` and `DELETE` with
 //! ETags, Basic auth with a service account or per-user credentials. TLS is verified unless
-//! `[dav] trust_all_certs` is set (the client comes from [`crate::dav::http::client`]).
+//! `[dav] trust_all_certs` is set (the client comes from [`crate::dav::transport::client`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode, Url};
 use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
 use crate::dav::credentials::Credentials;
-pub use crate::dav::http::DavError;
-use crate::dav::http::{ClientSettings, client};
+pub use crate::dav::transport::DavError;
+use crate::dav::transport::{ClientSettings, client};
 
 /// A calendar object read from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -204,6 +204,9 @@ pub(crate) mod recorder;
 mod user_agent_tests;
 
 #[cfg(test)]
+mod tls_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
