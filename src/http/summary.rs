@@ -3,7 +3,6 @@
 //! content, URLs with their userinfo password hidden.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use serde_json::json;
 

@@ -7,7 +7,7 @@ use calcard::icalendar::{
     ICalendarProperty, ICalendarValue, ICalendarValueType,
 };
 
-use crate::mail::MailAddress;
+use crate::address::MailAddress;
 
 /// The first value of a component's first `prop`.
 pub fn first_value<'a>(
