@@ -198,7 +198,7 @@ impl PartialEq for ParsedCalendar {
 }
 
 /// The facts of a calendar text. A large one is parsed one top-level component at a time
-/// (see [`pieces`]): calcard's tree of a whole calendar is several times its text (a 25 MB
+/// (see `ical::pieces`): calcard's tree of a whole calendar is several times its text (a 25 MB
 /// calendar of 100,000 events took over 300 MB), a piece's tree is small.
 pub fn facts(text: &str) -> Result<CalendarFacts, ParseError> {
     if text.len() >= PIECEWISE_FROM

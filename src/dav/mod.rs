@@ -1,4 +1,6 @@
-//! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
+//! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV. A client library:
+//! everything here is built from settings (`openpaas.properties`, `[dav]` of mailetd.toml)
+//! and delivers outbox jobs; the mailets that decide what to queue live above it.
 
 pub mod caldav;
 pub mod carddav;

@@ -45,9 +45,13 @@
 //! </mailet>
 //! ```
 //!
+//! The dialect is chosen once, at construction: an [`ItipTarget`] (esn-sabre's `ITIP` or
+//! the standard CalDAV apply) turns each accepted document into its outbox job.
+//!
 //! The outcome (`no_action`, `added`, `updated`, `error`) is known only when the outbox
 //! delivers the job, after the mail has left the pipeline: it is logged and counted there
 //! ([`crate::dav::caldav::handler::outcome_counts`]), not set as a mail attribute.
+
 use async_trait::async_trait;
 
 use crate::config::ConfigError;
