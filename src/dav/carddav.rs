@@ -14,7 +14,7 @@ use crate::dav::contact::{CARDDAV_CONTACT, ContactJob};
 use crate::dav::credentials::Credentials;
 use crate::dav::known_contacts::KnownContacts;
 use crate::dav::transport::{ClientSettings, DavError, client};
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// Extended MKCOL (RFC 5689) body creating an address book.
 const MKCOL_ADDRESSBOOK: &str = r#"<?xml version="1.0" encoding="utf-8"?>

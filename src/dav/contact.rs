@@ -5,8 +5,8 @@ use calcard::vcard::{VCard, VCardEntry, VCardParameter, VCardProperty, VCardType
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::mail::MailAddress;
-use crate::outbox::OutboxJob;
+use crate::address::MailAddress;
+use crate::mail::job::OutboxJob;
 
 /// Job kind of a contact for esn-sabre (impersonated GET then PUT).
 pub const ESN_CONTACT: &str = "esn-contact";

@@ -18,7 +18,7 @@ use crate::dav::known_contacts::KnownContacts;
 use crate::dav::openpaas::DavConfig;
 use crate::dav::transport::DavError;
 use crate::dav::users::{LookupError, impersonation};
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// Resolves an owner's address to the OpenPaaS user id esn-sabre names its books by
 /// (implemented by [`DavServices`](crate::dav::DavServices) with its cached user lookup).

@@ -14,7 +14,7 @@ use super::itip_target::{ItipMessage, ItipTarget, ItipText};
 use super::transport::DavError;
 use super::users::impersonation;
 use crate::ical_json::ItipDocument;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
 pub const KIND: &str = "esn-itip";

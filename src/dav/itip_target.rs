@@ -5,7 +5,7 @@
 //! on a standard CalDAV server ([`CalDavItipTarget`](super::caldav::target::CalDavItipTarget)).
 
 use crate::ical_json::DocumentRef;
-use crate::outbox::OutboxJob;
+use crate::mail::job::OutboxJob;
 
 /// One iTIP JSON document as `CalDavCollect` read it.
 pub enum ItipText<'a> {

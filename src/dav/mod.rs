@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::settings::{DavDialect, DavSettings};
 use crate::config::{ConfigError, Properties};
-use crate::outbox::JobHandler;
-use crate::spool::Store;
+use crate::mail::job::JobHandler;
+use crate::store::Store;
 use transport::ClientSettings;
 
 pub use openpaas::{DavConfig, OpenPaasConfig, Secret};

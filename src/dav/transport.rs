@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 
 use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
-use crate::outbox::Delivery;
+use crate::mail::job::Delivery;
 
 /// The User-Agent of every request mailetd sends.
 pub const USER_AGENT: &str = concat!("mailetd/", env!("CARGO_PKG_VERSION"));

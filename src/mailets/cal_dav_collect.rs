@@ -61,8 +61,8 @@ use crate::dav::caldav::apply::Options;
 use crate::dav::caldav::target::CalDavItipTarget;
 use crate::dav::esn_itip::EsnItipTarget;
 use crate::dav::itip_target::{ItipMessage, ItipTarget, ItipText};
+use crate::mail::job::OutboxJob;
 use crate::mail::{AttributeValue, Mail};
-use crate::outbox::OutboxJob;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
 mod decision;

@@ -84,17 +84,13 @@ impl CardDavCollectedContact {
             },
         };
         let dav = &ctx.settings.dav;
-        let (kind, local_owners_only) = match dav.dialect {
-            DavDialect::Esn => (ESN_CONTACT, false),
+        let (kind, local_owners_only, owners) = match dav.dialect {
+            DavDialect::Esn => (ESN_CONTACT, false, esn_owner_ids(ctx)),
             DavDialect::Caldav => {
                 // `mailetd check` reports a bad [dav] here, not at the first delivery.
                 CardDavContactHandler::new(dav, KnownContacts::new(None, 1))?;
-                (CARDDAV_CONTACT, true)
+                (CARDDAV_CONTACT, true, None)
             }
-        };
-        let owners = match dav.dialect {
-            DavDialect::Esn => esn_owner_ids(ctx),
-            DavDialect::Caldav => None,
         };
         Ok(Box::new(CardDavCollectedContact {
             limit,

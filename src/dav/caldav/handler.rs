@@ -28,7 +28,7 @@ use super::client::{CalDavClient, Condition, DavError, Fetched, Query};
 use super::locate::{Locator, resource_name};
 use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
 pub const KIND: &str = "caldav-itip";

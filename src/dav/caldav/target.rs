@@ -4,7 +4,7 @@
 use super::apply::Options;
 use super::handler::ItipJob;
 use crate::dav::itip_target::{ItipMessage, ItipTarget, ItipText};
-use crate::outbox::OutboxJob;
+use crate::mail::job::OutboxJob;
 
 /// Queues `caldav-itip` jobs with the mailet's options (RFC 9671 tagged arguments).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::dav::caldav::handler::{CalDavItipHandler, ItipJob};
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob, ESN_CONTACT};
 use crate::dav::known_contacts::KnownContacts;
 use crate::dav::{DavServices, carddav, contact_handlers, esn_itip, outbox_handlers};
-use crate::outbox::Delivery;
+use crate::mail::job::Delivery;
 
 const INVITE: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\nMETHOD:REQUEST\r\n\
 BEGIN:VEVENT\r\nUID:ua-1\r\nSEQUENCE:0\r\nDTSTAMP:20260101T100000Z\r\nDTSTART:20260102T100000Z\r\n\
@@ -53,7 +53,7 @@ async fn openpaas_and_esn_sabre_requests_carry_the_user_agent() {
     .unwrap();
     let cell = OnceLock::<Arc<DavServices>>::new();
     let itip = outbox_handlers(&properties, &cell).unwrap();
-    let job = crate::outbox::OutboxJob::new(
+    let job = crate::mail::job::OutboxJob::new(
         esn_itip::KIND,
         "bob@example.org",
         esn_itip::payload(
@@ -84,7 +84,7 @@ async fn caldav_and_carddav_requests_carry_the_user_agent() {
         calendar_id: None,
     }
     .into_job();
-    use crate::outbox::JobHandler;
+    use crate::mail::job::JobHandler;
     assert_eq!(calendar.deliver(&job).await, Delivery::Done);
     let book =
         carddav::CardDavContactHandler::new(&settings, KnownContacts::new(None, 10)).unwrap();

@@ -99,7 +99,7 @@ impl Options {
             return Ok(());
         }
         let organizer = organizer.unwrap_or("").to_ascii_lowercase();
-        if crate::mail::in_address_list(&self.organizers, &organizer) {
+        if crate::address::in_address_list(&self.organizers, &organizer) {
             Ok(())
         } else {
             Err(CreateRefused::Organizer(organizer))
