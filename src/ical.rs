@@ -9,31 +9,55 @@ use std::sync::Arc;
 
 use calcard::Entry;
 use calcard::icalendar::{
-    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarParameterName,
-    ICalendarProperty, ICalendarValue, ICalendarValueType,
+    ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarProperty,
 };
 use mail_parser::decoders::charsets::map::charset_decoder;
 
 use crate::address::MailAddress;
 
+mod pieces;
+pub mod props;
+
+use pieces::{PIECEWISE_FROM, facts_of_pieces, pieces};
+pub use props::{
+    address_text, cal_address, date_time_text, dtstamp, first_value, method, method_field,
+    recurrence_id, sequence, uid, value_text,
+};
+
+/// Why a text is not an iCalendar object.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Nothing but blanks.
+    #[error("empty calendar")]
+    Empty,
+    /// Another component at the top (a bare VEVENT).
+    #[error("top-level component is {0}, not VCALENDAR")]
+    NotVCalendar(String),
+    /// No component at all.
+    #[error("no VCALENDAR component")]
+    NoVCalendar,
+    /// What calcard stopped at (a line that is no property, a missing END…), described.
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// Parses an iCalendar object the way ical4j's relaxed mode would accept it: unknown
 /// properties and malformed lines are skipped, folded lines are unfolded, a missing `END`
 /// at end of input is tolerated. Fails when the text is not a `VCALENDAR` at all.
-pub fn parse(text: &str) -> Result<ICalendar, String> {
+pub fn parse(text: &str) -> Result<ICalendar, ParseError> {
     let text = text.trim_start_matches('\u{feff}').trim_start();
     if text.is_empty() {
-        return Err("empty calendar".into());
+        return Err(ParseError::Empty);
     }
     match ICalendar::parse(text) {
         Ok(calendar) => match calendar.components.first() {
             Some(root) if root.component_type == ICalendarComponentType::VCalendar => Ok(calendar),
-            Some(root) => Err(format!(
-                "top-level component is {}, not VCALENDAR",
-                root.component_type.as_str()
+            Some(root) => Err(ParseError::NotVCalendar(
+                root.component_type.as_str().to_string(),
             )),
-            None => Err("no VCALENDAR component".into()),
+            None => Err(ParseError::NoVCalendar),
         },
-        Err(entry) => Err(describe_failure(entry)),
+        Err(entry) => Err(ParseError::Malformed(describe_failure(entry))),
     }
 }
 
@@ -58,14 +82,7 @@ pub struct CalendarFacts {
 impl CalendarFacts {
     /// Reads the facts of a parsed calendar.
     pub fn of(calendar: &ICalendar) -> CalendarFacts {
-        let method = calendar
-            .components
-            .iter()
-            .filter(|c| c.component_type == ICalendarComponentType::VCalendar)
-            .find_map(|c| c.property(&ICalendarProperty::Method))
-            .and_then(|e| e.values.first())
-            .and_then(ICalendarValue::as_text)
-            .map(str::to_string);
+        let method = method(calendar).map(str::to_string);
         let addresses = |prop: ICalendarProperty| -> Vec<MailAddress> {
             calendar
                 .components
@@ -90,31 +107,6 @@ pub fn is_scheduled(kind: &ICalendarComponentType) -> bool {
         kind,
         ICalendarComponentType::VEvent | ICalendarComponentType::VTodo
     )
-}
-
-/// The mail address of an ORGANIZER or ATTENDEE, as written: the `mailto:` value, else the
-/// RFC 7986 `EMAIL` parameter (Apple CalendarServer writes principal URLs and `urn:uuid:`
-/// values with the address in `EMAIL="…"`), else a bare value that looks like an address.
-pub fn address_text(entry: &ICalendarEntry) -> Option<&str> {
-    let value = entry.values.first().and_then(ICalendarValue::as_text);
-    let value = value.map(str::trim).unwrap_or_default();
-    match value.split_once(':') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mailto") => Some(rest.trim()),
-        _ => entry
-            .parameter(&ICalendarParameterName::Email)
-            .and_then(|p| p.as_text())
-            .map(str::trim)
-            .map(|p| p.strip_prefix("mailto:").unwrap_or(p))
-            .filter(|p| !p.is_empty())
-            .or_else(|| (!value.contains(':') && value.contains('@')).then_some(value)),
-    }
-}
-
-/// A cal-address as a mail address ([`address_text`]); invalid ones are ignored.
-fn cal_address(entry: &ICalendarEntry) -> Option<MailAddress> {
-    MailAddress::parse(address_text(entry)?)
-        .ok()
-        .filter(|a| !a.domain.is_empty())
 }
 
 /// The byte ranges of the VCALENDAR objects of a text, each from its `BEGIN:VCALENDAR`
@@ -172,7 +164,7 @@ pub struct ParsedCalendar {
 
 impl ParsedCalendar {
     /// Parses `text` (see [`parse`]) and keeps its facts.
-    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, String> {
+    pub fn parse(text: impl Into<Arc<str>>) -> Result<ParsedCalendar, ParseError> {
         let text = text.into();
         let facts = facts(&text)?;
         Ok(ParsedCalendar { text, facts })
@@ -206,9 +198,9 @@ impl PartialEq for ParsedCalendar {
 }
 
 /// The facts of a calendar text. A large one is parsed one top-level component at a time
-/// (see [`pieces`]): calcard's tree of a whole calendar is several times its text (a 25 MB
+/// (see `ical::pieces`): calcard's tree of a whole calendar is several times its text (a 25 MB
 /// calendar of 100,000 events took over 300 MB), a piece's tree is small.
-pub fn facts(text: &str) -> Result<CalendarFacts, String> {
+pub fn facts(text: &str) -> Result<CalendarFacts, ParseError> {
     if text.len() >= PIECEWISE_FROM
         && let Some(pieces) = pieces(text)
     {
@@ -217,126 +209,8 @@ pub fn facts(text: &str) -> Result<CalendarFacts, String> {
     parse(text).map(|calendar| CalendarFacts::of(&calendar))
 }
 
-/// The size from which a calendar is parsed piecewise.
-const PIECEWISE_FROM: usize = 256 * 1024;
-
-/// The body of a well-formed VCALENDAR cut into its top-level components and the runs of
-/// VCALENDAR properties between them, in order, each a slice of `text`. `None` when the
-/// structure is not plain (no `BEGIN:VCALENDAR` first, an `END` missing or unmatched): such
-/// a calendar is parsed whole, with all of calcard's leniency.
-fn pieces(text: &str) -> Option<Vec<&str>> {
-    let body = text.trim_start_matches('\u{feff}').trim_start();
-    let mut lines = body.split_inclusive('\n');
-    let first = lines.next()?;
-    if !first.trim_end().eq_ignore_ascii_case("BEGIN:VCALENDAR") {
-        return None;
-    }
-    let mut pieces = Vec::new();
-    let mut depth = 1usize;
-    let mut start = first.len();
-    let mut at = first.len();
-    let keyword = |line: &str, word: &str| {
-        line.len() > word.len() && line[..word.len()].eq_ignore_ascii_case(word)
-    };
-    for line in lines {
-        let end = at + line.len();
-        if keyword(line, "BEGIN:") {
-            if depth == 1 && start < at {
-                pieces.push(&body[start..at]);
-                start = at;
-            }
-            depth += 1;
-        } else if keyword(line, "END:") {
-            depth -= 1;
-            if depth == 1 {
-                pieces.push(&body[start..end]);
-                start = end;
-            } else if depth == 0 {
-                if start < at {
-                    pieces.push(&body[start..at]);
-                }
-                return Some(pieces);
-            }
-        }
-        at = end;
-    }
-    None
-}
-
-/// [`CalendarFacts`] read piece by piece, as one parse of the whole would give them.
-fn facts_of_pieces(pieces: &[&str]) -> CalendarFacts {
-    let mut facts = CalendarFacts::default();
-    let mut method_value = None;
-    for piece in pieces {
-        let text = piece_calendar(piece);
-        let Ok(calendar) = parse(&text) else {
-            continue;
-        };
-        let of_piece = CalendarFacts::of(&calendar);
-        if facts.method.is_none() {
-            facts.method = of_piece.method;
-            method_value = calendar
-                .components
-                .first()
-                .and_then(|root| property_value(root, &ICalendarProperty::Method))
-                .and_then(value_text);
-        }
-        // the first VEVENT's fields, else the first VTODO's, as in a whole parse
-        if facts.fields.is_none() || (!facts.has_event && of_piece.has_event) {
-            facts.fields = of_piece.fields;
-        }
-        facts.has_event |= of_piece.has_event;
-        facts.organizers.extend(of_piece.organizers);
-        facts.attendees.extend(of_piece.attendees);
-    }
-    if let Some(fields) = &mut facts.fields {
-        fields.method = method_value;
-    }
-    facts
-}
-
-/// The properties [`CalendarFacts::of`] reads, with the component boundaries.
-const READ_PROPERTIES: [&str; 9] = [
-    "BEGIN",
-    "END",
-    "UID",
-    "SEQUENCE",
-    "DTSTAMP",
-    "RECURRENCE-ID",
-    "METHOD",
-    "ORGANIZER",
-    "ATTENDEE",
-];
-
-/// A piece as a calendar of its own. From [`SKIM_FROM`] bytes on, only the lines of
-/// [`READ_PROPERTIES`] (and their folded continuations) are kept: calcard's tree of a
-/// megabyte DESCRIPTION is several times its size, and nothing reads it.
-fn piece_calendar(piece: &str) -> String {
-    const BEGIN: &str = "BEGIN:VCALENDAR\r\n";
-    const END: &str = "END:VCALENDAR\r\n";
-    if piece.len() < SKIM_FROM {
-        return format!("{BEGIN}{piece}{END}");
-    }
-    let mut text = String::from(BEGIN);
-    let mut keep = false;
-    for line in piece.split_inclusive('\n') {
-        if !line.starts_with([' ', '\t']) {
-            let name = line.split([';', ':']).next().unwrap_or_default().trim();
-            keep = READ_PROPERTIES.iter().any(|p| p.eq_ignore_ascii_case(name));
-        }
-        if keep {
-            text.push_str(line);
-        }
-    }
-    text.push_str(END);
-    text
-}
-
-/// The size from which a piece is skimmed (see [`piece_calendar`]).
-const SKIM_FROM: usize = 64 * 1024;
-
 /// The scheduling fields of a calendar text (see [`facts`]).
-pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, String> {
+pub fn scheduling_fields(text: &str) -> Result<Option<SchedulingFields>, ParseError> {
     facts(text).map(|f| f.fields)
 }
 
@@ -411,61 +285,20 @@ impl SchedulingFields {
     /// only; tasks are collected by the caldav dialect); `None` with neither.
     pub fn of(calendar: &ICalendar) -> Option<SchedulingFields> {
         let event = first_scheduled(calendar)?;
-        let method = calendar
-            .components
-            .first()
-            .and_then(|root| property_value(root, &ICalendarProperty::Method))
-            .and_then(value_text);
-        let event_value = |prop| property_value(event, &prop);
         Some(SchedulingFields {
-            method,
-            uid: event_value(ICalendarProperty::Uid).and_then(value_text),
-            sequence: event_value(ICalendarProperty::Sequence)
-                .and_then(ICalendarValue::as_integer)
-                .map(|n| n.to_string()),
-            dtstamp: event_value(ICalendarProperty::Dtstamp).and_then(date_time_text),
-            recurrence_id: event_value(ICalendarProperty::RecurrenceId).and_then(date_time_text),
+            method: method_field(calendar),
+            uid: uid(event),
+            sequence: sequence(event).map(|n| n.to_string()),
+            dtstamp: dtstamp(event),
+            recurrence_id: recurrence_id(event),
         })
     }
-}
-
-fn property_value<'a>(
-    component: &'a ICalendarComponent,
-    prop: &ICalendarProperty,
-) -> Option<&'a ICalendarValue> {
-    component.property(prop)?.values.first()
-}
-
-fn value_text(value: &ICalendarValue) -> Option<String> {
-    let text = match value {
-        ICalendarValue::Integer(n) => n.to_string(),
-        ICalendarValue::PartialDateTime(_) => date_time_text(value)?,
-        other => other.as_text()?.to_string(),
-    };
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
-}
-
-/// A DATE or DATE-TIME value as iCalendar writes it (`20240115`, `20240115T100000`,
-/// `20240115T090000Z`); text that calcard could not read as a date is no date.
-pub fn date_time_text(value: &ICalendarValue) -> Option<String> {
-    let ICalendarValue::PartialDateTime(dt) = value else {
-        return None;
-    };
-    dt.year?;
-    let format = if dt.hour.is_some() {
-        ICalendarValueType::DateTime
-    } else {
-        ICalendarValueType::Date
-    };
-    let mut out = String::new();
-    dt.format_as_ical(&mut out, &format).ok()?;
-    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pieces::{SKIM_FROM, piece_calendar};
 
     const INVITE: &str = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n\
         UID:abc-123\r\nSEQUENCE:2\r\nDTSTAMP:20170106T115036Z\r\n\

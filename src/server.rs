@@ -82,7 +82,12 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     // The handlers share the context's DavServices with the mailets: one HTTP client pool,
     // one user-lookup cache.
     let mut handlers = crate::dav::outbox_handlers(&context.properties, &context.dav)?;
-    handlers.extend(crate::dav::contact_handlers(&context)?);
+    handlers.extend(crate::dav::contact_handlers(
+        &settings.dav,
+        &context.properties,
+        &context.dav,
+        context.store.clone(),
+    )?);
     handlers.extend(crate::dav::standard_handlers(&settings.dav)?);
     if let Some(amqp) = crate::outbox::amqp_forward::handler(&conf.container) {
         handlers.push(Arc::new(amqp));

@@ -31,7 +31,12 @@ pub fn run(conf_dir: &Path) -> anyhow::Result<String> {
     // Building the handlers validates openpaas.properties and the [dav] settings too.
     for handlers in [
         crate::dav::outbox_handlers(&context.properties, &context.dav),
-        crate::dav::contact_handlers(&context),
+        crate::dav::contact_handlers(
+            &conf.settings.dav,
+            &context.properties,
+            &context.dav,
+            context.store.clone(),
+        ),
         crate::dav::standard_handlers(&conf.settings.dav),
     ] {
         if let Err(e) = handlers

@@ -41,7 +41,7 @@ use crate::config::ConfigError;
 use crate::config::consolidate::DestinationSettings;
 use crate::config::settings::Secret;
 use crate::dav::caldav::apply::{Change, Options, apply};
-use crate::dav::caldav::client::DavError;
+use crate::dav::transport::{self, ClientSettings, DavError};
 
 /// The property set of mailetd's extended properties (a GUID of its own).
 const PROPERTY_SET: &str = "{5b1c6b0e-7c1a-4c39-9d5e-6d0c5e4b1a23}";
@@ -103,12 +103,7 @@ impl GraphDestination {
                 )));
             }
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(s.timeout_secs.max(1)))
-            .danger_accept_invalid_certs(s.trust_all_certs)
-            .user_agent(concat!("mailetd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::new(format!("cannot build the Graph HTTP client: {e}")))?;
+        let http = transport::client(ClientSettings::from_secs(s.timeout_secs, s.trust_all_certs))?;
         let segment = crate::dav::carddav::segment;
         Ok(GraphDestination {
             http,
@@ -149,23 +144,17 @@ impl GraphDestination {
             .body(form.query().unwrap_or_default().to_string())
             .send()
             .await
-            .map_err(|e| transport("token", &e))?;
+            .map_err(|e| DavError::transport("token endpoint", e))?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             // error and error_description name the problem; they carry no secret
             let reason = format!(
-                "token endpoint: {status}: {} {}",
+                "{} {}",
                 body["error"].as_str().unwrap_or(""),
                 body["error_description"].as_str().unwrap_or("")
             );
-            return Err(
-                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    DavError::Transient(reason)
-                } else {
-                    DavError::Permanent(reason)
-                },
-            );
+            return Err(DavError::status("token endpoint", status, reason));
         }
         let token = body["access_token"]
             .as_str()
@@ -208,7 +197,10 @@ impl GraphDestination {
             request = request.json(&body);
         }
         let what = format!("{method} {url}");
-        let response = request.send().await.map_err(|e| transport(&what, &e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| DavError::transport(what.as_str(), e))?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -228,14 +220,9 @@ impl GraphDestination {
             *self.token.lock().await = None;
             return Err(DavError::Transient(format!("{what}: 401 (token refused)")));
         }
-        if status.is_server_error() {
-            return Err(DavError::Transient(format!("{what}: {status}")));
-        }
         if !status.is_success() && status != StatusCode::NOT_FOUND {
-            return Err(DavError::Permanent(format!(
-                "{what}: {status}: {}",
-                body["error"]["message"].as_str().unwrap_or("")
-            )));
+            let message = body["error"]["message"].as_str().unwrap_or("");
+            return Err(DavError::status(what, status, message));
         }
         Ok((status, body))
     }
@@ -281,13 +268,6 @@ impl GraphDestination {
         }
         Ok(None)
     }
-}
-
-fn transport(what: &str, e: &reqwest::Error) -> DavError {
-    DavError::Transient(format!(
-        "{what}: {}",
-        crate::dav::carddav::transport_error(e)
-    ))
 }
 
 /// The unfolded property lines of the first VEVENT without RECURRENCE-ID.

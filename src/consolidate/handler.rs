@@ -21,8 +21,8 @@ use crate::config::ConfigError;
 use crate::config::consolidate::{DestinationKind, DestinationSettings};
 use crate::config::settings::{DavDialect, DavSettings, Settings};
 use crate::dav::caldav::apply::{Method, Options};
-use crate::dav::caldav::client::DavError;
 use crate::dav::caldav::handler::{CalDavItipHandler, ItipJob, Outcome};
+use crate::dav::transport::DavError;
 use crate::outbox::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
@@ -237,8 +237,9 @@ impl JobHandler for ConsolidatedHandler {
             .await;
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(DavError::Transient(reason)) => return Delivery::Retry(reason),
-            Err(DavError::Permanent(reason)) => {
+            Err(e) if e.is_transient() => return Delivery::Retry(e.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
                 tracing::warn!(
                     job = job.id,
                     mail = job.mail_name,

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 
@@ -14,7 +13,8 @@ use crate::config::settings::DavSettings;
 use crate::dav::contact::{CARDDAV_CONTACT, ContactJob};
 use crate::dav::credentials::Credentials;
 use crate::dav::known_contacts::KnownContacts;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::dav::transport::{ClientSettings, DavError, client};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// Extended MKCOL (RFC 5689) body creating an address book.
 const MKCOL_ADDRESSBOOK: &str = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -32,15 +32,6 @@ pub struct CardDavContactHandler {
     known: KnownContacts,
     /// HTTP requests sent so far (for metrics and the request-count replay).
     requests: AtomicU64,
-}
-
-/// Builds the shared HTTP client of the DAV handlers from `[dav]`.
-pub fn http_client(settings: &DavSettings) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
-        .danger_accept_invalid_certs(settings.trust_all_certs)
-        .build()
-        .map_err(|e| ConfigError::new(format!("cannot build the DAV HTTP client: {e}")))
 }
 
 impl CardDavContactHandler {
@@ -63,7 +54,7 @@ impl CardDavContactHandler {
         }
         let credentials = Credentials::from_settings(settings)?;
         Ok(CardDavContactHandler {
-            client: http_client(settings)?,
+            client: client(ClientSettings::from(settings))?,
             base,
             template: settings.addressbook_url.clone(),
             credentials,
@@ -103,7 +94,7 @@ impl CardDavContactHandler {
             .authorize(self.client.request(method, url), owner)
     }
 
-    async fn put(&self, url: &str, contact: &ContactJob) -> Result<StatusCode, Delivery> {
+    async fn put(&self, url: &str, contact: &ContactJob) -> Result<StatusCode, DavError> {
         let request = self
             .request(Method::PUT, url, &contact.owner)
             .expect("credentials checked before")
@@ -114,10 +105,10 @@ impl CardDavContactHandler {
             .send()
             .await
             .map(|r| r.status())
-            .map_err(|e| Delivery::Retry(format!("PUT {url}: {}", transport_error(&e))))
+            .map_err(|e| DavError::transport(format!("PUT {url}"), e))
     }
 
-    async fn mkcol(&self, url: &str, owner: &str, extended: bool) -> Result<StatusCode, Delivery> {
+    async fn mkcol(&self, url: &str, owner: &str, extended: bool) -> Result<StatusCode, DavError> {
         let mut request = self
             .request(
                 Method::from_bytes(b"MKCOL").expect("valid method"),
@@ -134,12 +125,12 @@ impl CardDavContactHandler {
             .send()
             .await
             .map(|r| r.status())
-            .map_err(|e| Delivery::Retry(format!("MKCOL {url}: {}", transport_error(&e))))
+            .map_err(|e| DavError::transport(format!("MKCOL {url}"), e))
     }
 
     /// Creates the address book (and its parent, which Radicale does not create for a
     /// service account). 405 means it exists already.
-    async fn create_book(&self, book: &str, owner: &str) -> Result<(), Delivery> {
+    async fn create_book(&self, book: &str, owner: &str) -> Result<(), DavError> {
         let status = self.mkcol(book, owner, true).await?;
         if status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED {
             return Ok(());
@@ -148,15 +139,15 @@ impl CardDavContactHandler {
             let parent = parent_url(book);
             let status = self.mkcol(&parent, owner, false).await?;
             if !(status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED) {
-                return Err(classify("MKCOL", &parent, status));
+                return Err(DavError::status(format!("MKCOL {parent}"), status, ""));
             }
             let status = self.mkcol(book, owner, true).await?;
             if status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED {
                 return Ok(());
             }
-            return Err(classify("MKCOL", book, status));
+            return Err(DavError::status(format!("MKCOL {book}"), status, ""));
         }
-        Err(classify("MKCOL", book, status))
+        Err(DavError::status(format!("MKCOL {book}"), status, ""))
     }
 
     async fn done(&self, contact: &ContactJob) -> Delivery {
@@ -188,30 +179,6 @@ fn parent_url(book: &str) -> String {
     }
 }
 
-/// The reason of a transport failure, without the URL's credentials (there are none in it).
-pub(crate) fn transport_error(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        format!("cannot connect: {e}")
-    } else {
-        e.to_string()
-    }
-}
-
-/// Transient (5xx, 408, 429) → retry; any other failure → permanent.
-pub fn classify(method: &str, url: &str, status: StatusCode) -> Delivery {
-    let reason = format!("{method} {url}: {status}");
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
-        Delivery::Retry(reason)
-    } else {
-        Delivery::Permanent(reason)
-    }
-}
-
 #[async_trait::async_trait]
 impl JobHandler for CardDavContactHandler {
     fn kinds(&self) -> &[&'static str] {
@@ -221,7 +188,7 @@ impl JobHandler for CardDavContactHandler {
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
         let contact = match ContactJob::from_job(job) {
             Ok(c) => c,
-            Err(e) => return Delivery::Permanent(e),
+            Err(e) => return Delivery::Permanent(e.to_string()),
         };
         if !self.has_credentials(&contact.owner) {
             tracing::debug!(owner = %contact.owner, "no DAV credentials for this owner: contact not collected");
@@ -231,7 +198,7 @@ impl JobHandler for CardDavContactHandler {
         let url = format!("{book}{}.vcf", contact.uid);
         let mut status = match self.put(&url, &contact).await {
             Ok(s) => s,
-            Err(d) => return d,
+            Err(e) => return e.into(),
         };
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
             if !self.create_collections {
@@ -247,10 +214,10 @@ impl JobHandler for CardDavContactHandler {
                 if !created.contains(&book) {
                     match self.create_book(&book, &contact.owner).await {
                         Ok(()) => tracing::info!(%book, "address book created"),
-                        Err(d @ Delivery::Retry(_)) => return d,
-                        Err(d) => {
+                        Err(e) if e.is_transient() => return e.into(),
+                        Err(e) => {
                             created.insert(book.clone());
-                            return d;
+                            return e.into();
                         }
                     }
                     created.insert(book.clone());
@@ -258,7 +225,7 @@ impl JobHandler for CardDavContactHandler {
             }
             status = match self.put(&url, &contact).await {
                 Ok(s) => s,
-                Err(d) => return d,
+                Err(e) => return e.into(),
             };
             if matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT) {
                 return Delivery::Permanent(format!(
@@ -269,7 +236,7 @@ impl JobHandler for CardDavContactHandler {
         match status {
             s if s.is_success() => self.done(&contact).await,
             StatusCode::PRECONDITION_FAILED => self.done(&contact).await,
-            s => classify("PUT", &url, s),
+            s => DavError::status(format!("PUT {url}"), s, "").into(),
         }
     }
 }
@@ -310,20 +277,6 @@ mod tests {
             ..DavSettings::default()
         };
         assert!(!format!("{settings:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        for (code, retry) in [
-            (500, true),
-            (503, true),
-            (429, true),
-            (400, false),
-            (403, false),
-        ] {
-            let d = classify("PUT", "u", StatusCode::from_u16(code).unwrap());
-            assert_eq!(matches!(d, Delivery::Retry(_)), retry, "{code}");
-        }
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use calcard::vcard::{VCard, VCardEntry, VCardParameter, VCardProperty, VCardType
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::mail::MailAddress;
-use crate::outbox::OutboxJob;
+use crate::address::MailAddress;
+use crate::mail::job::OutboxJob;
 
 /// Job kind of a contact for esn-sabre (impersonated GET then PUT).
 pub const ESN_CONTACT: &str = "esn-contact";
@@ -30,6 +30,11 @@ pub fn uid(normalized: &str) -> String {
     let digest = Sha1::digest(normalized.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A contact job whose payload is not a [`ContactJob`] (written by another version?).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed contact job payload: {0}")]
+pub struct MalformedJob(#[from] serde_json::Error);
 
 /// What an outbox job carries for one contact (the job payload).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +73,8 @@ impl ContactJob {
     }
 
     /// Reads the payload of a contact job.
-    pub fn from_job(job: &OutboxJob) -> Result<Self, String> {
-        Self::deserialize(&job.payload).map_err(|e| format!("malformed contact job payload: {e}"))
+    pub fn from_job(job: &OutboxJob) -> Result<Self, MalformedJob> {
+        Ok(Self::deserialize(&job.payload)?)
     }
 }
 

@@ -13,19 +13,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use reqwest::StatusCode;
 
-use crate::dav::carddav::classify;
 use crate::dav::contact::{ContactJob, ESN_CONTACT};
 use crate::dav::known_contacts::KnownContacts;
 use crate::dav::openpaas::DavConfig;
-use crate::dav::users::impersonation;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::dav::transport::DavError;
+use crate::dav::users::{LookupError, impersonation};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// Resolves an owner's address to the OpenPaaS user id esn-sabre names its books by
 /// (implemented by [`DavServices`](crate::dav::DavServices) with its cached user lookup).
 #[async_trait::async_trait]
 pub trait OwnerIds: Send + Sync {
     /// `Ok(None)` for an unknown user; `Err` for a failure worth retrying.
-    async fn user_id(&self, email: &str) -> Result<Option<String>, String>;
+    async fn user_id(&self, email: &str) -> Result<Option<String>, LookupError>;
 }
 
 /// Delivers `esn-contact` jobs.
@@ -76,15 +76,6 @@ impl EsnContactHandler {
     }
 }
 
-fn transport(method: &str, url: &str, e: &reqwest::Error) -> Delivery {
-    let what = if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    Delivery::Retry(format!("{method} {url}: {what}"))
-}
-
 #[async_trait::async_trait]
 impl JobHandler for EsnContactHandler {
     fn kinds(&self) -> &[&'static str] {
@@ -94,7 +85,7 @@ impl JobHandler for EsnContactHandler {
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
         let contact = match ContactJob::from_job(job) {
             Ok(c) => c,
-            Err(e) => return Delivery::Permanent(e),
+            Err(e) => return Delivery::Permanent(e.to_string()),
         };
         let owner_id = match self.users.user_id(&contact.owner).await {
             Ok(Some(id)) => id,
@@ -122,12 +113,12 @@ impl JobHandler for EsnContactHandler {
             .send()
             .await;
         match put.map(|r| r.status()) {
-            Err(e) => transport("PUT", &url, &e),
+            Err(e) => DavError::transport(format!("PUT {url}"), e).into(),
             // 412: the card exists already (the user may have edited it: left alone).
             Ok(s) if s.is_success() || s == StatusCode::PRECONDITION_FAILED => {
                 self.done(&contact).await
             }
-            Ok(s) => classify("PUT", &url, s),
+            Ok(s) => DavError::status(format!("PUT {url}"), s, "").into(),
         }
     }
 }

@@ -9,7 +9,8 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use super::openpaas::DavConfig;
-use super::users::{excerpt, impersonation};
+use super::transport::DavError;
+use super::users::impersonation;
 
 /// Whether `uid` is an event of one of the calendars of `user_id` (`email`).
 pub async fn event_exists(
@@ -18,7 +19,7 @@ pub async fn event_exists(
     user_id: &str,
     email: &str,
     uid: &str,
-) -> Result<bool, String> {
+) -> Result<bool, DavError> {
     let base = dav.api_uri.as_str().trim_end_matches('/');
     let home = format!("/calendars/{user_id}");
     let listing = dav_request(
@@ -55,7 +56,7 @@ async fn dav_request(
     method: &str,
     url: &str,
     body: String,
-) -> Result<String, String> {
+) -> Result<String, DavError> {
     let response = client
         .request(Method::from_bytes(method.as_bytes()).expect("valid"), url)
         .header(CONTENT_TYPE, "application/xml; charset=utf-8")
@@ -64,15 +65,11 @@ async fn dav_request(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("{method} {url}: {e}"))?;
+        .map_err(|e| DavError::transport(format!("{method} {url}"), e))?;
     let status = response.status();
     let text = response.bytes().await.unwrap_or_default();
-    if status.as_u16() != 207 {
-        return Err(format!(
-            "{method} {url}: HTTP {}: {}",
-            status.as_u16(),
-            excerpt(&text)
-        ));
+    if status != reqwest::StatusCode::MULTI_STATUS {
+        return Err(DavError::status(format!("{method} {url}"), status, &text));
     }
     Ok(String::from_utf8_lossy(&text).into_owned())
 }

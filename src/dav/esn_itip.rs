@@ -10,9 +10,11 @@ use reqwest::{Method, StatusCode};
 
 use super::DavServices;
 use super::itip_body::ItipBody;
-use super::users::{excerpt, impersonation};
+use super::itip_target::{ItipMessage, ItipTarget, ItipText};
+use super::transport::DavError;
+use super::users::impersonation;
 use crate::ical_json::ItipDocument;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
 pub const KIND: &str = "esn-itip";
@@ -27,6 +29,80 @@ impl EsnItipHandler {
     /// A handler using the shared clients and user cache.
     pub fn new(services: Arc<DavServices>) -> Self {
         EsnItipHandler { services }
+    }
+}
+
+/// The esn dialect as an [`ItipTarget`]: one `esn-itip` job per recipient, sent by
+/// [`EsnItipHandler`] to esn-sabre's `ITIP` endpoint.
+pub struct EsnItipTarget {
+    /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
+    /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
+    services: Option<Arc<DavServices>>,
+    /// `updatesOnly` (tmail's RestrictiveCalDavCollect): the handler looks the event up first.
+    updates_only: bool,
+}
+
+impl EsnItipTarget {
+    /// A target using the process's DAV services (none when running dry without them).
+    pub fn new(services: Option<Arc<DavServices>>, updates_only: bool) -> Self {
+        EsnItipTarget {
+            services,
+            updates_only,
+        }
+    }
+
+    /// `dav.api.uri` without its trailing `/`, when configured.
+    pub fn dav_uri(&self) -> Option<&str> {
+        let dav = self.services.as_ref()?.openpaas.dav.as_ref()?;
+        Some(dav.api_uri.as_str().trim_end_matches('/'))
+    }
+}
+
+impl ItipTarget for EsnItipTarget {
+    fn takes_tasks(&self) -> bool {
+        false
+    }
+
+    fn local_recipients_only(&self) -> bool {
+        false
+    }
+
+    fn known_absent(&self, recipient: &str) -> bool {
+        self.services
+            .as_ref()
+            .is_some_and(|s| s.users.cached(recipient) == Some(None))
+    }
+
+    fn describe(&self, message: &ItipMessage<'_>) -> String {
+        format!(
+            "ITIP {}/calendars/{{OpenPaaS _id of {}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{}:***)\n\n{}\n",
+            self.dav_uri().unwrap_or("{dav.api.uri}"),
+            message.recipient,
+            message.recipient,
+            message.text.json()
+        )
+    }
+
+    fn job(&self, message: &ItipMessage<'_>) -> OutboxJob {
+        let recipient = message.recipient;
+        let mut job = match &message.text {
+            ItipText::Shared(d) => {
+                let mut job = OutboxJob::new(
+                    KIND,
+                    recipient.to_string(),
+                    shared_payload(recipient, &d.document),
+                );
+                job.shared = Some(d.ical.clone());
+                job
+            }
+            ItipText::Json(text) => {
+                OutboxJob::new(KIND, recipient.to_string(), payload(recipient, text))
+            }
+        };
+        if self.updates_only {
+            job.payload["updatesOnly"] = true.into();
+        }
+        job
     }
 }
 
@@ -71,20 +147,13 @@ fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
     Some((reqwest::Body::wrap(ItipBody::new(&document, ical)), uid))
 }
 
-/// How an HTTP status from esn-sabre is handled.
-pub fn classify(status: StatusCode, body: &[u8]) -> Delivery {
+/// How esn-sabre's answer to `what` (an `ITIP` request) is handled: 204 is done; any other
+/// status is retried or dead-lettered by the shared rule ([`super::transport::is_transient_status`]).
+pub fn classify(what: &str, status: StatusCode, body: &[u8]) -> Delivery {
     if status == StatusCode::NO_CONTENT {
         return Delivery::Done;
     }
-    let reason = format!("HTTP {}: {}", status.as_u16(), excerpt(body));
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
-        Delivery::Retry(reason)
-    } else {
-        Delivery::Permanent(reason)
-    }
+    DavError::status(what, status, body).into()
 }
 
 /// With `updatesOnly`, the UID to look up first; `None` for a REPLY, which goes through
@@ -168,25 +237,17 @@ impl JobHandler for EsnItipHandler {
             .body(body)
             .send()
             .await;
-        match response {
-            Err(e) => Delivery::Retry(format!("ITIP {url}: {e}")),
-            Ok(response) => {
-                let status = response.status();
-                let body = response.bytes().await.unwrap_or_default();
-                match classify(status, &body) {
-                    Delivery::Done => {
-                        tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
-                        Delivery::Done
-                    }
-                    Delivery::Retry(r) => {
-                        Delivery::Retry(format!("ITIP /calendars/{user_id}: {r}"))
-                    }
-                    Delivery::Permanent(r) => {
-                        Delivery::Permanent(format!("ITIP /calendars/{user_id}: {r}"))
-                    }
-                }
-            }
+        let response = match response {
+            Err(e) => return DavError::transport(format!("ITIP {url}"), e).into(),
+            Ok(response) => response,
+        };
+        let status = response.status();
+        let body = response.bytes().await.unwrap_or_default();
+        let delivery = classify(&format!("ITIP /calendars/{user_id}"), status, &body);
+        if delivery == Delivery::Done {
+            tracing::info!(recipient, job = job.id, "iTIP delivered to esn-sabre");
         }
+        delivery
     }
 }
 
@@ -196,20 +257,16 @@ mod tests {
 
     #[test]
     fn statuses_are_classified_as_the_issue_says() {
-        assert_eq!(classify(StatusCode::NO_CONTENT, b""), Delivery::Done);
+        let classify =
+            |s: u16, body: &[u8]| classify("ITIP /x", StatusCode::from_u16(s).unwrap(), body);
+        assert_eq!(classify(204, b""), Delivery::Done);
         for s in [500u16, 502, 503, 504, 429] {
-            assert!(
-                matches!(
-                    classify(StatusCode::from_u16(s).unwrap(), b""),
-                    Delivery::Retry(_)
-                ),
-                "{s}"
-            );
+            assert!(matches!(classify(s, b""), Delivery::Retry(_)), "{s}");
         }
         for s in [400u16, 401, 403, 404] {
-            assert!(
-                matches!(classify(StatusCode::from_u16(s).unwrap(), b"no"), Delivery::Permanent(r) if r.starts_with(&format!("HTTP {s}: no"))),
-                "{s}"
+            assert_eq!(
+                classify(s, b"no"),
+                Delivery::Permanent(format!("ITIP /x: HTTP {s}: no"))
             );
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
 
-use crate::spool::{Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Known pairs: `kind \0 owner \0 contact` → sequence number.
 const KNOWN: TableDefinition<&str, u64> = TableDefinition::new("known_contacts");

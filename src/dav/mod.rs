@@ -1,4 +1,6 @@
-//! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV.
+//! DAV clients: the esn (Twake) dialect and standard CalDAV/CardDAV. A client library:
+//! everything here is built from settings (`openpaas.properties`, `[dav]` of mailetd.toml)
+//! and delivers outbox jobs; the mailets that decide what to queue live above it.
 
 pub mod caldav;
 pub mod carddav;
@@ -8,24 +10,22 @@ pub mod esn_contact;
 pub mod esn_event_lookup;
 pub mod esn_itip;
 pub mod itip_body;
+pub mod itip_target;
 pub mod known_contacts;
 pub mod openpaas;
+pub mod transport;
 pub mod users;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use reqwest::header::HeaderValue;
-
+use crate::config::settings::{DavDialect, DavSettings};
 use crate::config::{ConfigError, Properties};
-use crate::outbox::JobHandler;
-use crate::pipeline::MailetContext;
+use crate::mail::job::JobHandler;
+use crate::store::Store;
+use transport::ClientSettings;
 
 pub use openpaas::{DavConfig, OpenPaasConfig, Secret};
 pub use users::{LookupError, UserLookup};
-
-/// How long an idle keep-alive connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// HTTP clients, the user-lookup cache and DAV settings shared by the DAV mailets and the
 /// outbox handlers of one process (built once, on first use, from the configuration).
@@ -42,14 +42,10 @@ pub struct DavServices {
 }
 
 impl DavServices {
-    /// The process's DAV services, built on first use from `ctx.properties`; `None` when
-    /// there is no OpenPaaS configuration.
-    pub fn get(ctx: &MailetContext) -> Result<Option<Arc<DavServices>>, ConfigError> {
-        Self::get_in(&ctx.properties, &ctx.dav)
-    }
-
-    /// [`get`](Self::get) with the properties and the shared cell given separately.
-    pub fn get_in(
+    /// The process's DAV services: the ones in `cell`, else built from the OpenPaaS
+    /// settings of `properties` and kept in `cell`, so that every mailet and handler shares
+    /// one client pool and one user cache; `None` without `openpaas.api.uri`.
+    pub fn shared(
         properties: &Properties,
         cell: &OnceLock<Arc<DavServices>>,
     ) -> Result<Option<Arc<DavServices>>, ConfigError> {
@@ -68,9 +64,15 @@ impl DavServices {
         for warning in &openpaas.warnings {
             tracing::warn!("openpaas.properties: {warning}");
         }
-        let openpaas_client = client(openpaas.trust_all_certs, openpaas.response_timeout)?;
+        let openpaas_client = transport::client(ClientSettings {
+            timeout: openpaas.response_timeout,
+            trust_all_certs: openpaas.trust_all_certs,
+        })?;
         let dav_client = match &openpaas.dav {
-            Some(dav) => Some(client(dav.trust_all_certs, dav.response_timeout)?),
+            Some(dav) => Some(transport::client(ClientSettings {
+                timeout: dav.response_timeout,
+                trust_all_certs: dav.trust_all_certs,
+            })?),
             None => None,
         };
         let users = UserLookup::new(openpaas_client.clone(), &openpaas);
@@ -88,19 +90,14 @@ impl DavServices {
     }
 }
 
-/// The esn-sabre impersonation header for `email` (`admin&email:password`).
-pub fn impersonation_header(dav: &DavConfig, email: &str) -> HeaderValue {
-    users::impersonation(dav, email)
-}
-
 /// The outbox handlers for the DAV configuration found in `properties` (none without one).
-/// `cell` is the shared [`MailetContext::dav`], so mailets and handlers share one cache.
+/// `cell` is the process's shared one (see [`DavServices::shared`]).
 pub fn outbox_handlers(
     properties: &Properties,
     cell: &OnceLock<Arc<DavServices>>,
 ) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
     let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
-    if let Some(services) = DavServices::get_in(properties, cell)?
+    if let Some(services) = DavServices::shared(properties, cell)?
         && services.dav().is_some()
     {
         handlers.push(Arc::new(esn_itip::EsnItipHandler::new(services)));
@@ -109,39 +106,31 @@ pub fn outbox_handlers(
 }
 
 /// The outbox handlers of the standard dialect (`[dav] dialect = "caldav"`): none for esn.
-pub fn standard_handlers(
-    settings: &crate::config::settings::DavSettings,
-) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+pub fn standard_handlers(settings: &DavSettings) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
     let mut handlers: Vec<Arc<dyn JobHandler>> = Vec::new();
-    if settings.dialect == crate::config::settings::DavDialect::Caldav {
+    if settings.dialect == DavDialect::Caldav {
         handlers.push(Arc::new(caldav::handler::CalDavItipHandler::new(settings)?));
     }
     Ok(handlers)
 }
 
-fn client(trust_all: bool, timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_idle_timeout(POOL_IDLE)
-        .tls_danger_accept_invalid_certs(trust_all)
-        .user_agent(concat!("mailetd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ConfigError::new(format!("cannot build the HTTP client: {e}")))
-}
-
 /// The collected-contact handler for `[dav]` of mailetd.toml: CardDAV for the standard
-/// dialect, esn-sabre (with the shared user lookup) for esn; none when esn has no DAV.
-pub fn contact_handlers(ctx: &MailetContext) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
-    use crate::config::settings::DavDialect;
-    let settings = &ctx.settings.dav;
-    let known = known_contacts::KnownContacts::new(ctx.store.clone(), settings.known_contacts_max);
+/// dialect, esn-sabre (with the shared user lookup of `properties` and `cell`, see
+/// [`DavServices::shared`]) for esn; none when esn has no DAV. `store` keeps the contacts
+/// known to exist (none: every contact is sent).
+pub fn contact_handlers(
+    settings: &DavSettings,
+    properties: &Properties,
+    cell: &OnceLock<Arc<DavServices>>,
+    store: Option<Arc<Store>>,
+) -> Result<Vec<Arc<dyn JobHandler>>, ConfigError> {
+    let known = known_contacts::KnownContacts::new(store, settings.known_contacts_max);
     match settings.dialect {
         DavDialect::Caldav => Ok(vec![Arc::new(carddav::CardDavContactHandler::new(
             settings, known,
         )?)]),
         DavDialect::Esn => {
-            let Some(services) = DavServices::get(ctx)? else {
+            let Some(services) = DavServices::shared(properties, cell)? else {
                 return Ok(Vec::new());
             };
             let Some((client, dav)) = services.dav() else {
@@ -159,7 +148,7 @@ pub fn contact_handlers(ctx: &MailetContext) -> Result<Vec<Arc<dyn JobHandler>>,
 
 #[async_trait::async_trait]
 impl esn_contact::OwnerIds for DavServices {
-    async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
-        self.users.find(email).await.map_err(|e| e.to_string())
+    async fn user_id(&self, email: &str) -> Result<Option<String>, LookupError> {
+        self.users.find(email).await
     }
 }

@@ -197,21 +197,47 @@ fn duration(props: &Properties, key: &str, default: Duration) -> Result<Duration
     }
 }
 
+/// A duration setting that James's `DurationParser` would refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    /// No number first.
+    #[error("{text:?} is not a duration (expected e.g. 30s, 500ms, 2m)")]
+    NotANumber {
+        /// The setting.
+        text: String,
+        /// Why the number does not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A negative amount.
+    #[error("{0:?}: a duration must not be negative")]
+    Negative(String),
+    /// A unit James does not know.
+    #[error("{text:?}: unknown unit {unit:?} (expected ms, s, m, h, d, w, month or y)")]
+    UnknownUnit {
+        /// The setting.
+        text: String,
+        /// The unit as written (lowercased).
+        unit: String,
+    },
+}
+
 /// Parses a duration in James `DurationParser` syntax: `<n> [unit]`, bare numbers in
 /// milliseconds, units ms/msec(s), s/sec(s)/second(s), m/min(s)/minute(s), h/hour(s),
 /// d/day(s), w/week(s), month(s), y/year(s), case-insensitive.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let digits = text
         .char_indices()
         .find(|(_, c)| !c.is_ascii_digit() && *c != '-')
         .map_or(text.len(), |(i, _)| i);
     let (number, unit) = text.split_at(digits);
-    let amount: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (expected e.g. 30s, 500ms, 2m)"))?;
+    let amount: i64 = number.parse().map_err(|source| DurationError::NotANumber {
+        text: text.to_string(),
+        source,
+    })?;
     if amount < 0 {
-        return Err(format!("{text:?}: a duration must not be negative"));
+        return Err(DurationError::Negative(text.to_string()));
     }
     let amount = amount as u64;
     let seconds = |factor: u64| Duration::from_secs(amount.saturating_mul(factor));
@@ -225,9 +251,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         // java.time's estimated month and year
         "month" | "months" => Ok(seconds(2_629_746)),
         "y" | "year" | "years" => Ok(seconds(31_556_952)),
-        other => Err(format!(
-            "{text:?}: unknown unit {other:?} (expected ms, s, m, h, d, w, month or y)"
-        )),
+        other => Err(DurationError::UnknownUnit {
+            text: text.to_string(),
+            unit: other.to_string(),
+        }),
     }
 }
 
@@ -254,12 +281,14 @@ mod tests {
             parse_duration("3d").unwrap(),
             Duration::from_secs(3 * 86400)
         );
-        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
-        assert!(
-            parse_duration("5 fortnights")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert!(matches!(
+            parse_duration("-5s"),
+            Err(e @ DurationError::Negative(_)) if e.to_string().contains("negative")
+        ));
+        assert!(matches!(
+            parse_duration("5 fortnights"),
+            Err(e @ DurationError::UnknownUnit { .. }) if e.to_string().contains("unknown unit")
+        ));
         assert!(parse_duration("soon").is_err());
     }
 

@@ -11,12 +11,13 @@ use reqwest::{Client, Method, StatusCode};
 use serde::Deserialize;
 
 use super::openpaas::{DavConfig, OpenPaasConfig};
+use super::transport::body_excerpt;
 
 /// Largest number of cached answers before expired ones are swept.
 const CACHE_SWEEP_AT: usize = 50_000;
 
 /// A lookup that could not be answered; always transient (retry later).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     /// The API answered with an unexpected status.
     #[error("HTTP {status} from {what}: {body}")]
@@ -29,11 +30,25 @@ pub enum LookupError {
         body: String,
     },
     /// Connection error, timeout, unreadable body.
-    #[error("{0}")]
-    Transport(String),
+    #[error("{what}: {}", super::transport::transport_reason(.source))]
+    Transport {
+        /// Which request.
+        what: String,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A 200 whose body is not the expected JSON array.
-    #[error("unexpected users response: {0}")]
-    BadResponse(String),
+    #[error("unexpected users response: HTTP 200 from {what}: {source}: {body}")]
+    BadResponse {
+        /// Which request.
+        what: String,
+        /// The start of the response body.
+        body: String,
+        /// Why it is not the expected JSON.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 #[derive(Deserialize)]
@@ -162,7 +177,10 @@ impl UserLookup {
             .header(AUTHORIZATION, self.authorization.clone())
             .send()
             .await
-            .map_err(|e| LookupError::Transport(format!("GET {}: {}", self.users_url, e)))?;
+            .map_err(|source| LookupError::Transport {
+                what: format!("GET {}", self.users_url),
+                source,
+            })?;
         let status = response.status();
         let max_age = response
             .headers()
@@ -172,22 +190,23 @@ impl UserLookup {
         let body = response
             .bytes()
             .await
-            .map_err(|e| LookupError::Transport(format!("GET {}: {e}", self.users_url)))?;
+            .map_err(|source| LookupError::Transport {
+                what: format!("GET {}", self.users_url),
+                source,
+            })?;
         if status != StatusCode::OK {
             return Err(LookupError::Status {
                 what: format!("GET {}", self.users_url),
                 status: status.as_u16(),
-                body: excerpt(&body),
+                body: body_excerpt(&body),
             });
         }
-        let users: Vec<UserEntry> = serde_json::from_slice(&body).map_err(|e| {
-            LookupError::BadResponse(format!(
-                "HTTP {} from GET {}: {e}: {}",
-                status.as_u16(),
-                self.users_url,
-                excerpt(&body)
-            ))
-        })?;
+        let users: Vec<UserEntry> =
+            serde_json::from_slice(&body).map_err(|source| LookupError::BadResponse {
+                what: format!("GET {}", self.users_url),
+                body: body_excerpt(&body),
+                source,
+            })?;
         Ok((pick_user(email, users), max_age))
     }
 }
@@ -225,7 +244,10 @@ pub async fn provisioning_probe(
         .body(r#"<d:propfind xmlns:d="DAV:"><d:prop><d:current-user-principal/></d:prop></d:propfind>"#)
         .send()
         .await
-        .map_err(|e| LookupError::Transport(format!("PROPFIND {url}: {e}")))?;
+        .map_err(|source| LookupError::Transport {
+            what: format!("PROPFIND {url}"),
+            source,
+        })?;
     Ok(response.status().as_u16())
 }
 
@@ -258,16 +280,6 @@ fn max_age(cache_control: &str) -> Option<Duration> {
         .filter_map(|d| d.trim().strip_prefix("max-age="))
         .find_map(|v| v.trim().parse().ok())
         .map(Duration::from_secs)
-}
-
-/// The start of a response body, for error messages.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text.chars().take(500).collect();
-    if text.chars().count() > 500 {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

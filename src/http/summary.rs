@@ -3,7 +3,6 @@
 //! content, URLs with their userinfo password hidden.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -82,12 +81,7 @@ pub fn probes(settings: &Settings, dav: &OnceLock<Arc<DavServices>>) -> Vec<Prob
         }
     }
     if settings.dav.dialect == DavDialect::Caldav && !settings.dav.base_url.is_empty() {
-        let timeout = Duration::from_secs(settings.dav.timeout_secs.max(1));
-        match reqwest::Client::builder()
-            .timeout(timeout)
-            .tls_danger_accept_invalid_certs(settings.dav.trust_all_certs)
-            .build()
-        {
+        match crate::dav::transport::client((&settings.dav).into()) {
             Ok(client) => probes.push(Probe::new("dav", settings.dav.base_url.clone(), client)),
             Err(e) => tracing::warn!("no readiness probe for [dav] base_url: {e}"),
         }

@@ -45,11 +45,12 @@
 //! </mailet>
 //! ```
 //!
+//! The dialect is chosen once, at construction: an [`ItipTarget`] (esn-sabre's `ITIP` or
+//! the standard CalDAV apply) turns each accepted document into its outbox job.
+//!
 //! The outcome (`no_action`, `added`, `updated`, `error`) is known only when the outbox
 //! delivers the job, after the mail has left the pipeline: it is logged and counted there
 //! (`mailetd_caldav_itip_outcomes_total`), not set as a mail attribute.
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -57,31 +58,24 @@ use crate::config::ConfigError;
 use crate::config::settings::DavDialect;
 use crate::dav::DavServices;
 use crate::dav::caldav::apply::Options;
-use crate::dav::caldav::handler::ItipJob;
-use crate::dav::esn_itip;
-use crate::ical_json::DocumentRef;
+use crate::dav::caldav::target::CalDavItipTarget;
+use crate::dav::esn_itip::EsnItipTarget;
+use crate::dav::itip_target::{ItipMessage, ItipTarget, ItipText};
+use crate::mail::job::OutboxJob;
 use crate::mail::{AttributeValue, Mail};
-use crate::outbox::OutboxJob;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
 mod decision;
 
 pub use decision::{Accepted, AlignmentMode, Policy, Skip, decide, decide_on};
 
-/// Queues one `esn-itip` outbox job per accepted iTIP JSON.
+/// Queues one outbox job per accepted iTIP JSON and recipient, for the dialect's target.
 pub struct CalDavCollect {
     source: String,
     policy: Policy,
     skip_non_local: bool,
-    /// `dav.api.uri`, for dry-run printouts.
-    dav_uri: Option<String>,
-    /// For the user cache: a recipient the OpenPaaS API just said it does not know gets
-    /// no job (one lookup per unknown partner per TTL, not one dead letter per mail).
-    services: Option<Arc<DavServices>>,
-    /// The caldav dialect's settings; `None` for esn.
-    caldav: Option<CalDavParams>,
-    /// esn: `updatesOnly` (RestrictiveCalDavCollect): the outbox looks the event up first.
-    esn_updates_only: bool,
+    /// esn-sabre or the standard CalDAV server, after `[dav] dialect`.
+    target: Box<dyn ItipTarget>,
 }
 
 /// The caldav dialect's parameters (RFC 9671 tagged arguments).
@@ -142,6 +136,16 @@ impl CalDavParams {
     }
 }
 
+impl From<CalDavParams> for CalDavItipTarget {
+    fn from(params: CalDavParams) -> Self {
+        CalDavItipTarget {
+            options: params.options,
+            calendar_id: params.calendar_id,
+            tasks_calendar_id: params.tasks_calendar_id,
+        }
+    }
+}
+
 impl CalDavCollect {
     /// Reads `source`, `alignmentMode`, `skipNonLocalRecipients`; needs the OpenPaaS and DAV
     /// settings of `openpaas.properties` unless running dry.
@@ -156,25 +160,34 @@ impl CalDavCollect {
         let alignment = AlignmentMode::from_config(config)?;
         let skip_non_local = config.get_bool("skipNonLocalRecipients", false)?;
         let allow_public = config.get_bool("allowPublic", false)?;
-        if ctx.settings.dav.dialect == DavDialect::Caldav {
-            // `mailetd check` builds the mailets, not the outbox handlers: [dav] is
-            // validated here too so that check reports a bad base_url or template.
-            crate::dav::caldav::locate::Locator::new(&ctx.settings.dav)?;
-            return Ok(Box::new(CalDavCollect {
-                source,
-                policy: Policy {
-                    alignment,
-                    allow_public,
-                    allow_tasks: true,
-                },
-                skip_non_local: true,
-                dav_uri: None,
-                services: None,
-                caldav: Some(CalDavParams::from_config(config)?),
-                esn_updates_only: false,
-            }));
-        }
-        let esn_updates_only = config.get_bool("updatesOnly", false)?;
+        let target: Box<dyn ItipTarget> = match ctx.settings.dav.dialect {
+            DavDialect::Caldav => {
+                // `mailetd check` builds the mailets, not the outbox handlers: [dav] is
+                // validated here too so that check reports a bad base_url or template.
+                crate::dav::caldav::locate::Locator::new(&ctx.settings.dav)?;
+                Box::new(CalDavItipTarget::from(CalDavParams::from_config(config)?))
+            }
+            DavDialect::Esn => Box::new(Self::esn_target(config, ctx)?),
+        };
+        Ok(Box::new(CalDavCollect {
+            source,
+            policy: Policy {
+                alignment,
+                allow_public,
+                allow_tasks: target.takes_tasks(),
+            },
+            skip_non_local: skip_non_local || target.local_recipients_only(),
+            target,
+        }))
+    }
+
+    /// The esn dialect's target: `updatesOnly` only, and the OpenPaaS and DAV settings of
+    /// `openpaas.properties` unless running dry.
+    fn esn_target(
+        config: &MailetConfig,
+        ctx: &MailetContext,
+    ) -> Result<EsnItipTarget, ConfigError> {
+        let updates_only = config.get_bool("updatesOnly", false)?;
         if let Some(name) = CALDAV_PARAMETERS
             .iter()
             .filter(|n| **n != "updatesOnly")
@@ -184,29 +197,16 @@ impl CalDavCollect {
                 "parameter <{name}> of CalDavCollect applies to [dav] dialect = \"caldav\" only (mailetd.toml)"
             )));
         }
-        let services = DavServices::get(ctx)?;
-        let dav_uri = services
-            .as_ref()
-            .and_then(|s| s.openpaas.dav.as_ref())
-            .map(|d| d.api_uri.as_str().trim_end_matches('/').to_string());
-        if dav_uri.is_none() && !ctx.dry_run {
+        let target = EsnItipTarget::new(
+            DavServices::shared(&ctx.properties, &ctx.dav)?,
+            updates_only,
+        );
+        if target.dav_uri().is_none() && !ctx.dry_run {
             return Err(config.error(
                 "CalDavCollect needs openpaas.properties with openpaas.api.uri, dav.api.uri and their admin credentials",
             ));
         }
-        Ok(Box::new(CalDavCollect {
-            source,
-            policy: Policy {
-                alignment,
-                allow_public,
-                allow_tasks: false,
-            },
-            skip_non_local,
-            dav_uri,
-            services,
-            caldav: None,
-            esn_updates_only,
-        }))
+        Ok(target)
     }
 
     /// tmail's `RestrictiveCalDavCollect`: `CalDavCollect` that only updates events already
@@ -229,22 +229,6 @@ impl CalDavCollect {
     /// tmail's decision for one JSON document.
     pub fn decide(&self, json: &serde_json::Value) -> Result<Accepted, Skip> {
         decide(self.policy, json)
-    }
-}
-
-/// One iTIP JSON document as `CalDavCollect` reads it: the text some other mailet wrote,
-/// or one of `ICALToJsonAttribute`'s, whose calendar is parsed and shared.
-enum Document<'a> {
-    Text(String),
-    Shared(DocumentRef<'a>),
-}
-
-impl Document<'_> {
-    fn text(&self) -> String {
-        match self {
-            Document::Text(text) => text.clone(),
-            Document::Shared(d) => String::from_utf8_lossy(&d.render()).into_owned(),
-        }
     }
 }
 
@@ -272,7 +256,7 @@ impl Mailet for CalDavCollect {
                     ctx,
                     &recipient,
                     decision,
-                    Document::Shared(d),
+                    ItipText::Shared(&d),
                     &mut jobs,
                 );
             }
@@ -302,7 +286,7 @@ impl Mailet for CalDavCollect {
                 ctx,
                 recipient,
                 decision,
-                Document::Text(text.clone()),
+                ItipText::Json(&text),
                 &mut jobs,
             );
         }
@@ -319,7 +303,7 @@ impl CalDavCollect {
         ctx: &MailetContext,
         recipient: &str,
         decision: Result<Accepted, Skip>,
-        document: Document<'_>,
+        text: ItipText<'_>,
         jobs: &mut Vec<OutboxJob>,
     ) {
         let accepted = match decision {
@@ -355,82 +339,24 @@ impl CalDavCollect {
             return;
         }
         let recipient = accepted.recipient.to_string();
-        if let Some(params) = &self.caldav {
-            if ctx.dry_run {
-                let ical = match &document {
-                    Document::Shared(d) => d.ical.to_string(),
-                    Document::Text(text) => serde_json::from_str::<serde_json::Value>(text)
-                        .ok()
-                        .and_then(|j| j.get("ical")?.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                };
-                println!("caldav-itip for {recipient}: apply to their calendar\n\n{ical}\n");
-                return;
-            }
-            let (ical, shared) = match &document {
-                // one copy of the calendar for all the recipients' jobs
-                Document::Shared(d) => (String::new(), Some(d.ical.clone())),
-                Document::Text(text) => (
-                    serde_json::from_str::<serde_json::Value>(text)
-                        .ok()
-                        .and_then(|j| j.get("ical")?.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    None,
-                ),
-            };
-            let calendar_id = match &params.tasks_calendar_id {
-                Some(tasks) if accepted.is_task => Some(tasks.clone()),
-                _ => params.calendar_id.clone(),
-            };
-            let mut job = ItipJob {
-                recipient,
-                ical,
-                options: params.options.clone(),
-                calendar_id,
-            }
-            .into_job();
-            job.shared = shared;
-            job.mail_name = mail.name.clone();
-            jobs.push(job);
-            return;
-        }
-        if let Some(services) = &self.services
-            && services.users.cached(&recipient) == Some(None)
-        {
+        if self.target.known_absent(&recipient) {
             tracing::debug!(
                 mail = mail.name,
                 recipient,
-                "CalDavCollect: not an OpenPaaS user (cached); skipped"
+                "CalDavCollect: not a user of the DAV server (cached); skipped"
             );
             return;
         }
-        if ctx.dry_run {
-            println!(
-                "ITIP {}/calendars/{{OpenPaaS _id of {recipient}}}\nContent-Type: application/json\nAuthorization: Basic base64(<dav.admin.user>&{recipient}:***)\n\n{}\n",
-                self.dav_uri.as_deref().unwrap_or("{dav.api.uri}"),
-                document.text()
-            );
-            return;
-        }
-        let mut job = match &document {
-            Document::Shared(d) => {
-                let mut job = OutboxJob::new(
-                    esn_itip::KIND,
-                    recipient.clone(),
-                    esn_itip::shared_payload(&recipient, &d.document),
-                );
-                job.shared = Some(d.ical.clone());
-                job
-            }
-            Document::Text(text) => OutboxJob::new(
-                esn_itip::KIND,
-                recipient.clone(),
-                esn_itip::payload(&recipient, text),
-            ),
+        let message = ItipMessage {
+            recipient: &recipient,
+            is_task: accepted.is_task,
+            text,
         };
-        if self.esn_updates_only {
-            job.payload["updatesOnly"] = true.into();
+        if ctx.dry_run {
+            println!("{}", self.target.describe(&message));
+            return;
         }
+        let mut job = self.target.job(&message);
         job.mail_name = mail.name.clone();
         jobs.push(job);
     }

@@ -84,17 +84,13 @@ impl CardDavCollectedContact {
             },
         };
         let dav = &ctx.settings.dav;
-        let (kind, local_owners_only) = match dav.dialect {
-            DavDialect::Esn => (ESN_CONTACT, false),
+        let (kind, local_owners_only, owners) = match dav.dialect {
+            DavDialect::Esn => (ESN_CONTACT, false, esn_owner_ids(ctx)),
             DavDialect::Caldav => {
                 // `mailetd check` reports a bad [dav] here, not at the first delivery.
                 CardDavContactHandler::new(dav, KnownContacts::new(None, 1))?;
-                (CARDDAV_CONTACT, true)
+                (CARDDAV_CONTACT, true, None)
             }
-        };
-        let owners = match dav.dialect {
-            DavDialect::Esn => esn_owner_ids(ctx),
-            DavDialect::Caldav => None,
         };
         Ok(Box::new(CardDavCollectedContact {
             limit,
@@ -124,14 +120,11 @@ impl CardDavCollectedContact {
     }
 }
 
-/// The shared OpenPaaS user lookup, when the process has one.
-///
-/// STAND-IN: on merge with the `esn` branch this becomes
-/// `DavServices::get(ctx).ok().flatten().map(|s| s as Arc<dyn OwnerIds>)` (with
-/// `impl OwnerIds for DavServices` calling `users.find`). Until then the handler alone
-/// decides, which loses nothing but queues jobs for unknown owners.
+/// The shared OpenPaaS user lookup, when the process has one (a bad openpaas.properties is
+/// reported by the handlers; without a lookup, the handler alone decides, which loses
+/// nothing but queues jobs for unknown owners).
 fn esn_owner_ids(ctx: &MailetContext) -> Option<Arc<dyn OwnerIds>> {
-    crate::dav::DavServices::get(ctx)
+    crate::dav::DavServices::shared(&ctx.properties, &ctx.dav)
         .ok()
         .flatten()
         .map(|s| s as Arc<dyn OwnerIds>)
@@ -311,7 +304,7 @@ mod tests {
 
     #[async_trait]
     impl OwnerIds for OnlyAlice {
-        async fn user_id(&self, email: &str) -> Result<Option<String>, String> {
+        async fn user_id(&self, email: &str) -> Result<Option<String>, crate::dav::LookupError> {
             Ok((email == "alice@example.org").then(|| "id-alice".to_string()))
         }
     }

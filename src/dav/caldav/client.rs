@@ -1,6 +1,6 @@
 //! Plain CalDAV over HTTP: `REPORT calendar-query` by UID, `GET`, `PUT` and `DELETE` with
 //! ETags, Basic auth with a service account or per-user credentials. TLS is verified unless
-//! `[dav] trust_all_certs` is set (the client comes from [`crate::dav::carddav::http_client`]).
+//! `[dav] trust_all_certs` is set (the client comes from [`crate::dav::transport::client`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -10,8 +10,9 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
-use crate::dav::carddav::{http_client, transport_error};
 use crate::dav::credentials::Credentials;
+pub use crate::dav::transport::DavError;
+use crate::dav::transport::{ClientSettings, client};
 
 /// A calendar object read from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,23 +32,6 @@ pub enum Query {
     NoCalendar,
     /// The objects matching the query.
     Objects(Vec<Fetched>),
-}
-
-/// A failed request: worth retrying later or not.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DavError {
-    /// Connect error, timeout, 5xx, 408, 429.
-    Transient(String),
-    /// Anything else (401, 403, 400, 415…).
-    Permanent(String),
-}
-
-impl std::fmt::Display for DavError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DavError::Transient(r) | DavError::Permanent(r) => f.write_str(r),
-        }
-    }
 }
 
 /// The precondition of a write.
@@ -73,7 +57,7 @@ impl CalDavClient {
     pub fn new(settings: &DavSettings) -> Result<Self, ConfigError> {
         let credentials = Credentials::from_settings(settings)?;
         Ok(CalDavClient {
-            http: http_client(settings)?,
+            http: client(ClientSettings::from(settings))?,
             credentials,
             requests: AtomicU64::new(0),
         })
@@ -110,7 +94,7 @@ impl CalDavClient {
         let response = request
             .send()
             .await
-            .map_err(|e| DavError::Transient(format!("{what} {url}: {}", transport_error(&e))))?;
+            .map_err(|e| DavError::transport(format!("{what} {url}"), e))?;
         let status = response.status();
         let etag = response
             .headers()
@@ -120,7 +104,7 @@ impl CalDavClient {
         let body = response
             .text()
             .await
-            .map_err(|e| DavError::Transient(format!("{what} {url}: {}", transport_error(&e))))?;
+            .map_err(|e| DavError::transport(format!("{what} {url}"), e))?;
         Ok((status, etag, body))
     }
 
@@ -152,12 +136,19 @@ impl CalDavClient {
             return Ok(Query::NoCalendar);
         }
         if status != StatusCode::MULTI_STATUS {
-            return Err(classify("REPORT", calendar, status));
+            return Err(DavError::status(
+                format!("REPORT {calendar}"),
+                status,
+                &text,
+            ));
         }
         let base = Url::parse(calendar)
-            .map_err(|e| DavError::Permanent(format!("calendar URL {calendar}: {e}")))?;
+            .map_err(|e| DavError::bad_url(format!("calendar URL {calendar}"), e))?;
         let objects = parse_multistatus(&text)
-            .map_err(|e| DavError::Transient(format!("REPORT {calendar}: {e}")))?
+            .map_err(|source| DavError::Malformed {
+                what: format!("REPORT {calendar}"),
+                source,
+            })?
             .into_iter()
             .filter_map(|(href, etag, data)| {
                 Some(Fetched {
@@ -190,7 +181,7 @@ impl CalDavClient {
         match status {
             StatusCode::MULTI_STATUS => Ok(Some(text)),
             StatusCode::NOT_FOUND => Ok(None),
-            s => Err(classify("PROPFIND", url, s)),
+            s => Err(DavError::status(format!("PROPFIND {url}"), s, &text)),
         }
     }
 
@@ -205,7 +196,7 @@ impl CalDavClient {
                 etag,
                 data,
             })),
-            s => Err(classify("GET", url, s)),
+            s => Err(DavError::status(format!("GET {url}"), s, &data)),
         }
     }
 
@@ -231,7 +222,7 @@ impl CalDavClient {
         if status == StatusCode::CONFLICT && matches!(condition, Condition::Absent) {
             return Ok(StatusCode::PRECONDITION_FAILED);
         }
-        Err(with_body(classify("PUT", url, status), &text))
+        Err(DavError::status(format!("PUT {url}"), status, &text))
     }
 
     /// `DELETE url` under `condition`; 404 counts as done (someone deleted it first).
@@ -242,14 +233,14 @@ impl CalDavClient {
         condition: Condition<'_>,
     ) -> Result<StatusCode, DavError> {
         let request = with_condition(self.request(Method::DELETE, url, owner), condition);
-        let (status, _, _) = self.send("DELETE", url, request).await?;
+        let (status, _, text) = self.send("DELETE", url, request).await?;
         if status.is_success()
             || status == StatusCode::PRECONDITION_FAILED
             || status == StatusCode::NOT_FOUND
         {
             return Ok(status);
         }
-        Err(classify("DELETE", url, status))
+        Err(DavError::status(format!("DELETE {url}"), status, &text))
     }
 }
 
@@ -264,45 +255,18 @@ fn with_condition(
     }
 }
 
-/// Transient (5xx, 408, 429) or permanent (any other failure).
-pub fn classify(method: &str, url: &str, status: StatusCode) -> DavError {
-    let reason = format!("{method} {url}: {status}");
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
-        DavError::Transient(reason)
-    } else {
-        DavError::Permanent(reason)
-    }
-}
-
-fn with_body(error: DavError, body: &str) -> DavError {
-    let excerpt: String = body.trim().chars().take(200).collect();
-    if excerpt.is_empty() {
-        return error;
-    }
-    match error {
-        DavError::Transient(r) => DavError::Transient(format!("{r}: {excerpt}")),
-        DavError::Permanent(r) => DavError::Permanent(format!("{r}: {excerpt}")),
-    }
-}
-
 /// `(href, getetag, calendar-data)` of one `DAV:response`.
 pub type ResponseProps = (String, Option<String>, Option<String>);
 
 /// The [`ResponseProps`] of each `DAV:response` of a multistatus body.
-pub fn parse_multistatus(xml: &str) -> Result<Vec<ResponseProps>, String> {
+pub fn parse_multistatus(xml: &str) -> Result<Vec<ResponseProps>, quick_xml::Error> {
     let mut reader = Reader::from_str(xml);
     let mut out = Vec::new();
     let mut current: Option<ResponseProps> = None;
     let mut field: Option<&'static str> = None;
     let mut text = String::new();
     loop {
-        match reader
-            .read_event()
-            .map_err(|e| format!("malformed XML: {e}"))?
-        {
+        match reader.read_event()? {
             Event::Start(e) => match e.local_name().as_ref() {
                 "response" => current = Some((String::new(), None, None)),
                 "href" => (field, text) = (Some("href"), String::new()),
@@ -472,21 +436,5 @@ END:VCALENDAR
                 .unwrap()
                 .starts_with("BEGIN:VCALENDAR\nEND")
         );
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        for s in [500u16, 503, 429, 408] {
-            assert!(matches!(
-                classify("PUT", "u", StatusCode::from_u16(s).unwrap()),
-                DavError::Transient(_)
-            ));
-        }
-        for s in [400u16, 401, 403, 415] {
-            assert!(matches!(
-                classify("PUT", "u", StatusCode::from_u16(s).unwrap()),
-                DavError::Permanent(_)
-            ));
-        }
     }
 }

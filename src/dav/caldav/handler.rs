@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use calcard::icalendar::{ICalendar, ICalendarProperty, ICalendarValue};
+use calcard::icalendar::ICalendar;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use super::client::{CalDavClient, Condition, DavError, Fetched, Query};
 use super::locate::{Locator, resource_name};
 use crate::config::ConfigError;
 use crate::config::settings::DavSettings;
-use crate::outbox::{Delivery, JobHandler, OutboxJob};
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 
 /// The job kind.
 pub const KIND: &str = "caldav-itip";
@@ -244,7 +244,8 @@ impl CalDavItipHandler {
             .await
         {
             Ok(status) if status.is_success() => Ok(true),
-            Ok(_) | Err(DavError::Permanent(_)) => Ok(false),
+            Ok(_) => Ok(false),
+            Err(e) if !e.is_transient() => Ok(false),
             Err(transient) => Err(transient),
         }
     }
@@ -343,13 +344,10 @@ impl CalDavItipHandler {
 /// most likely new to the recipient. Later versions usually update a copy, which the
 /// lookup finds in one request where a refused creation would cost one more.
 fn first_version(message: &ICalendar) -> bool {
-    message.components.iter().all(|c| {
-        c.property(&ICalendarProperty::Sequence)
-            .and_then(|e| e.values.first())
-            .and_then(ICalendarValue::as_integer)
-            .unwrap_or(0)
-            == 0
-    })
+    message
+        .components
+        .iter()
+        .all(|c| crate::ical::sequence(c).unwrap_or(0) == 0)
 }
 
 fn condition(fetched: &Fetched) -> Condition<'_> {
@@ -447,8 +445,9 @@ impl JobHandler for CalDavItipHandler {
                 );
                 Delivery::Done
             }
-            Err(DavError::Transient(reason)) => Delivery::Retry(reason),
-            Err(DavError::Permanent(reason)) => {
+            Err(e) if e.is_transient() => Delivery::Retry(e.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
                 self.count(|c| &c.error);
                 tracing::warn!(
                     job = job.id,

@@ -129,7 +129,7 @@ impl Locator {
             Url::parse(base)
                 .and_then(|b| b.join(href))
                 .map(|u| u.to_string())
-                .map_err(|e| DavError::Permanent(format!("discovery: bad href {href:?}: {e}")))
+                .map_err(|e| DavError::bad_url(format!("discovery: href {href:?}"), e))
         };
         let Some(xml) = client
             .propfind(owner, &root, 0, "<D:current-user-principal/>")

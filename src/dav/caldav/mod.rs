@@ -5,3 +5,4 @@ pub mod apply;
 pub mod client;
 pub mod handler;
 pub mod locate;
+pub mod target;

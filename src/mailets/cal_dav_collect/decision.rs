@@ -1,9 +1,9 @@
 //! The decision whether one iTIP JSON document is passed on: sender alignment, own replies,
 //! PUBLISH and task filtering (shared by `CalDavCollect` and `ConsolidatedCalendar`).
 
+use crate::address::MailAddress;
 use crate::config::ConfigError;
 use crate::ical::{self, CalendarFacts};
-use crate::mail::MailAddress;
 use crate::pipeline::MailetConfig;
 
 /// How the JSON `sender` must relate to the calendar.

@@ -1,6 +1,7 @@
 //! `CalDavCollect`: decisions per document, construction checks and the outbox jobs queued.
 
 use super::*;
+use crate::dav::caldav::handler::ItipJob;
 use serde_json::json;
 
 fn ics(method: &str, organizer: &str, attendees: &[&str]) -> String {
@@ -253,7 +254,7 @@ async fn accepted_documents_become_outbox_jobs_with_the_json_unchanged() {
     assert_eq!(job.payload["recipient"], "bob@example.org");
 
     // a recipient the API said it does not know gets no job while that is cached
-    DavServices::get(&ctx)
+    DavServices::shared(&ctx.properties, &ctx.dav)
         .unwrap()
         .unwrap()
         .users

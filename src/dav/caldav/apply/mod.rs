@@ -42,13 +42,7 @@ pub enum Method {
 impl Method {
     /// The METHOD of a calendar, if it is an iTIP one.
     pub fn of(calendar: &ICalendar) -> Option<Method> {
-        let root = calendar.components.first()?;
-        let text = root
-            .property(&ICalendarProperty::Method)?
-            .values
-            .first()?
-            .as_text()?;
-        Method::named(text)
+        Method::named(crate::ical::method(calendar)?)
     }
 
     /// The iTIP method of that name (any case, surrounding blanks ignored).
@@ -97,22 +91,31 @@ pub struct Options {
 }
 
 impl Options {
-    fn may_create(&self, organizer: Option<&str>) -> Result<(), String> {
+    fn may_create(&self, organizer: Option<&str>) -> Result<(), CreateRefused> {
         if self.updates_only {
-            return Err("the event is not in the calendar and updatesOnly is set".into());
+            return Err(CreateRefused::UpdatesOnly);
         }
         if self.organizers.is_empty() {
             return Ok(());
         }
         let organizer = organizer.unwrap_or("").to_ascii_lowercase();
-        if crate::mail::in_address_list(&self.organizers, &organizer) {
+        if crate::address::in_address_list(&self.organizers, &organizer) {
             Ok(())
         } else {
-            Err(format!(
-                "organizer {organizer:?} is not in organizers: it may not create events"
-            ))
+            Err(CreateRefused::Organizer(organizer))
         }
     }
+}
+
+/// Why a message may not create an event the recipient does not have.
+#[derive(Debug, thiserror::Error)]
+enum CreateRefused {
+    /// `updatesOnly`.
+    #[error("the event is not in the calendar and updatesOnly is set")]
+    UpdatesOnly,
+    /// The organizer is not in `organizers`.
+    #[error("organizer {0:?} is not in organizers: it may not create events")]
+    Organizer(String),
 }
 
 /// What to do with the stored copy.

@@ -1,10 +1,12 @@
-//! Property accessors on components: RECURRENCE-ID, SEQUENCE, DTSTAMP, addresses.
+//! What iTIP application reads and writes on components, after RFC 5546's defaults (a
+//! missing SEQUENCE is 0), on top of the shared accessors of [`crate::ical::props`].
 
 use std::cmp::Ordering;
 
 use calcard::icalendar::{ICalendarComponent, ICalendarEntry, ICalendarProperty, ICalendarValue};
 
-use crate::ical::date_time_text;
+use crate::ical::props::{self, date_time_text};
+pub(super) use crate::ical::props::{address_lowercase as address, organizer};
 
 pub(super) fn timestamp(entry: Option<&ICalendarEntry>) -> Option<i64> {
     match entry?.values.first()? {
@@ -15,24 +17,17 @@ pub(super) fn timestamp(entry: Option<&ICalendarEntry>) -> Option<i64> {
 
 /// The RECURRENCE-ID as text (`20240115T100000`), or none for a master.
 pub(super) fn rid(comp: &ICalendarComponent) -> Option<String> {
-    comp.property(&ICalendarProperty::RecurrenceId)
-        .and_then(|e| e.values.first())
-        .and_then(date_time_text)
+    props::recurrence_id(comp)
 }
 
+/// The SEQUENCE, 0 when absent (RFC 5545 3.8.7.4).
 pub(super) fn sequence(comp: &ICalendarComponent) -> i64 {
-    comp.property(&ICalendarProperty::Sequence)
-        .and_then(|e| e.values.first())
-        .and_then(ICalendarValue::as_integer)
-        .unwrap_or(0)
+    props::sequence(comp).unwrap_or(0)
 }
 
 /// DTSTAMP as UTC text, which sorts in time order.
 pub(super) fn dtstamp(comp: &ICalendarComponent) -> String {
-    comp.property(&ICalendarProperty::Dtstamp)
-        .and_then(|e| e.values.first())
-        .and_then(date_time_text)
-        .unwrap_or_default()
+    props::dtstamp(comp).unwrap_or_default()
 }
 
 /// RFC 5546 §2.1.5: SEQUENCE, then DTSTAMP.
@@ -40,17 +35,6 @@ pub(super) fn version_cmp(a: &ICalendarComponent, b: &ICalendarComponent) -> Ord
     sequence(a)
         .cmp(&sequence(b))
         .then_with(|| dtstamp(a).cmp(&dtstamp(b)))
-}
-
-pub(super) fn organizer(comp: &ICalendarComponent) -> Option<String> {
-    comp.property(&ICalendarProperty::Organizer)
-        .and_then(address)
-}
-
-pub(super) fn address(entry: &ICalendarEntry) -> Option<String> {
-    crate::ical::address_text(entry)
-        .map(|a| a.trim().to_ascii_lowercase())
-        .filter(|a| !a.is_empty())
 }
 
 pub(super) fn address_eq(entry: &ICalendarEntry, lowercased: &str) -> bool {

@@ -24,7 +24,7 @@ pub(super) fn request(
                 msg.remove(&ICalendarProperty::Method);
                 Change::Create(msg.into_calendar())
             }
-            Err(reason) => Change::Nothing(reason),
+            Err(refused) => Change::Nothing(refused.to_string()),
         };
     };
     let incoming: Vec<Node> = msg.events().cloned().collect();
