@@ -8,7 +8,6 @@ pub mod cal_dav_collect;
 mod card_dav_collected_contact;
 mod consolidated_calendar;
 mod contact_extractor;
-pub use crate::mail::headers;
 mod i_calendar_parser;
 mod ical_to_header;
 mod ical_to_json_attribute;

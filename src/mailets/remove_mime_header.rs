@@ -13,7 +13,7 @@ use crate::config::ConfigError;
 use crate::mail::Mail;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
-use super::headers;
+use crate::mail::headers;
 
 /// Removes the named headers.
 pub struct RemoveMimeHeader {

@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 use crate::mail::Mail;
 use crate::pipeline::{Mailet, MailetConfig, MailetContext, MailetError};
 
-use super::headers;
+use crate::mail::headers;
 
 /// Sets one header.
 pub struct SetMimeHeader {

@@ -20,7 +20,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::job::OutboxJob;
+use crate::mail::job::OutboxJob;
 use crate::mail::now_ms;
 
 /// Dedup keys: SHA-256 of (mail key, job) → expiry (ms since epoch).
@@ -30,8 +30,6 @@ pub const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("outb
 
 /// Largest number of expired keys removed per insert (bounds the work of one commit).
 const PRUNE_BATCH: usize = 256;
-
-pub use crate::mail::job::{DedupKey, mail_key, stamp};
 
 /// Inside the insert transaction: `true` when `job` duplicates one stored within its window
 /// (drop it); otherwise records its key and returns `false`. Also prunes expired keys.
@@ -71,6 +69,7 @@ pub fn is_duplicate(txn: &WriteTransaction, job: &OutboxJob) -> Result<bool, red
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::job::{mail_key, stamp};
     use crate::mail::{Mail, MailAddress};
     use crate::outbox::store::{JobState, insert_jobs, list};
     use crate::store::Store;

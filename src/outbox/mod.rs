@@ -4,9 +4,8 @@
 pub mod admin;
 pub mod amqp_forward;
 pub mod dedup;
-pub use crate::mail::job;
 pub mod rabbitmq;
 pub mod store;
 pub mod worker;
 
-pub use job::{Delivery, JobHandler, OutboxJob};
+pub use crate::mail::job::{Delivery, JobHandler, OutboxJob};

@@ -17,11 +17,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::admin::OutboxAdmin;
-use super::job::{JobHandler, OutboxJob};
 use super::store::JobState;
 use super::worker::{Decision, count_attempt, decide, deliver, handlers_by_kind};
 use crate::broker::{self, Broker, BrokerError, RETRY_STEPS};
 use crate::config::settings::OutboxSettings;
+use crate::mail::job::{JobHandler, OutboxJob};
 use crate::mail::now_ms;
 
 /// Runs the delivery workers on `queue` until `shutdown`; attempts in flight finish first.

@@ -7,7 +7,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::job::OutboxJob;
+use crate::mail::job::OutboxJob;
 use crate::mail::now_ms;
 use crate::store::{JobSink, Store, StoreError};
 use crate::sync::Locked;

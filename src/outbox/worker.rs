@@ -12,9 +12,9 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::job::{Delivery, JobHandler, OutboxJob};
 use super::store;
 use crate::config::settings::OutboxSettings;
+use crate::mail::job::{Delivery, JobHandler, OutboxJob};
 use crate::mail::now_ms;
 use crate::store::Store;
 

@@ -128,11 +128,11 @@ pub async fn handle(
     let original = (!spool.rereads()).then(|| mail.clone());
     // the dedup key covers the mail as received (the mailets may change its headers)
     let mail_key = (!settings.dedup_window.is_zero())
-        .then(|| crate::outbox::dedup::mail_key(&mail))
+        .then(|| crate::mail::job::mail_key(&mail))
         .flatten();
     let mut run = Run::default();
     let result = container.process(mail, &mut run).await;
-    crate::outbox::dedup::stamp(
+    crate::mail::job::stamp(
         mail_key,
         &mut run.jobs,
         settings.dedup_window.as_millis() as u64,

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::mail::job::OutboxJob;
 use crate::mail::{Mail, MailId};
 
-pub use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 pub use embedded::EmbeddedSpool;
 
 /// A spool operation failed (disk full, I/O error, corrupt record, broker down), with its
