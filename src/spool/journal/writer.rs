@@ -52,7 +52,14 @@ pub(super) struct Writer {
     next_number: u64,
     /// Releases whose write failed, tried again with the next batch.
     pending_releases: Vec<MailId>,
+    /// The previous batch's buffer, kept for the next one: a new one per batch above the
+    /// allocator's mmap threshold (128 KiB, src/allocator.rs) was mapped, zeroed page by
+    /// page and unmapped again at every batch.
+    scratch: Vec<u8>,
 }
+
+/// Largest batch buffer kept between batches.
+const SCRATCH_KEPT: usize = 4 << 20;
 
 /// A put on its way to the file: id, due time, payload, who to tell.
 type Put<'a> = (MailId, u64, &'a [&'a [u8]], Done);
@@ -81,6 +88,7 @@ impl Writer {
             active,
             next_number,
             pending_releases: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -239,7 +247,9 @@ impl Writer {
                 return Err(e);
             }
         };
-        let mut buf = Vec::with_capacity(incoming);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.reserve(incoming);
         let mut slots = Vec::with_capacity(puts.len());
         let mut waiters = Vec::with_capacity(puts.len());
         for (id, due_ms, payload, done) in puts {
@@ -263,7 +273,11 @@ impl Writer {
         if let Some((id, attempts)) = attempt {
             append_attempt(&mut buf, id, attempts);
         }
-        if let Err(e) = self.append(&buf) {
+        let appended = self.append(&buf);
+        if buf.capacity() <= SCRATCH_KEPT {
+            self.scratch = buf;
+        }
+        if let Err(e) = appended {
             let error = JournalError::io("writing the spool journal", e);
             tracing::error!(error = %error, "spool: journal write failed; the batch is refused");
             let puts = slots
