@@ -12,6 +12,8 @@ use crate::mail::{AttributeValue, Mail, attributes, now_ms};
 
 /// Bytes reserved for a DATA body before it arrives.
 const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
+/// Up to this size a received body is copied into an exact buffer (see `accept_mail`).
+const EXACT_COPY_MAX: usize = 64 * 1024;
 
 impl Session {
     pub(super) async fn handle_data(&mut self) -> io::Result<Flow> {
@@ -141,10 +143,22 @@ impl Session {
     async fn accept_mail(&mut self, tx: Transaction, body: Vec<u8>) {
         let received_at_ms = now_ms();
         let header = self.received_header(&tx, received_at_ms);
-        // the header goes in front of the body where it is: a copy of a large mail, even
-        // for a moment, is as much memory again
-        let mut message = body;
-        message.splice(0..0, header.bytes());
+        let message = if body.len() <= EXACT_COPY_MAX {
+            // Small: header and body copied once into a buffer of exactly their size (the
+            // splice below moves the body as well), so that the receive buffer goes back to
+            // the allocator whole for the next DATA instead of staying with a queued mail,
+            // mostly empty, or leaving a hole no next buffer fits in.
+            let mut exact = Vec::with_capacity(header.len() + body.len());
+            exact.extend_from_slice(header.as_bytes());
+            exact.extend_from_slice(&body);
+            exact
+        } else {
+            // the header goes in front of the body where it is: a copy of a large mail, even
+            // for a moment, is as much memory again
+            let mut message = body;
+            message.splice(0..0, header.bytes());
+            message
+        };
         let mut mail = Mail::new(tx.sender, tx.recipients, message);
         mail.received_at_ms = received_at_ms;
         mail.remote_addr = self.client_ip();
