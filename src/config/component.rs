@@ -185,35 +185,26 @@ pub trait ComponentConfig: Clone {
     fn error(&self, message: impl Into<String>) -> ConfigError;
 }
 
-impl ComponentConfig for MailetConfig {
-    fn class(&self) -> &str {
-        &self.class
-    }
-    fn named(&self, name: &str) -> Self {
-        MailetConfig {
-            name: name.to_string(),
-            ..self.clone()
+/// The same accessors for both configurations.
+macro_rules! component_config {
+    ($($config:ident),*) => {$(
+        impl ComponentConfig for $config {
+            fn class(&self) -> &str {
+                &self.class
+            }
+            fn named(&self, name: &str) -> Self {
+                $config {
+                    name: name.to_string(),
+                    ..self.clone()
+                }
+            }
+            fn error(&self, message: impl Into<String>) -> ConfigError {
+                $config::error(self, message)
+            }
         }
-    }
-    fn error(&self, message: impl Into<String>) -> ConfigError {
-        MailetConfig::error(self, message)
-    }
+    )*};
 }
-
-impl ComponentConfig for MatcherConfig {
-    fn class(&self) -> &str {
-        &self.class
-    }
-    fn named(&self, name: &str) -> Self {
-        MatcherConfig {
-            name: name.to_string(),
-            ..self.clone()
-        }
-    }
-    fn error(&self, message: impl Into<String>) -> ConfigError {
-        MatcherConfig::error(self, message)
-    }
-}
+component_config!(MailetConfig, MatcherConfig);
 
 /// The last dot-separated segment of a class name: the name a component is shown under until
 /// a loader resolves it (`org.apache.james.transport.mailets.Null` → `Null`).
