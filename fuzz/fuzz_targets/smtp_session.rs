@@ -18,7 +18,7 @@ struct CountingSpool;
 
 #[async_trait::async_trait]
 impl Spool for CountingSpool {
-    async fn enqueue(&self, mail: &Mail) -> Result<MailId, SpoolError> {
+    async fn enqueue(&self, mail: Mail) -> Result<MailId, SpoolError> {
         // a mail that got this far is whole: envelope set, message not empty
         assert!(!mail.recipients.is_empty());
         Ok(1)
