@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
 
-use super::davhttp::{self, CALENDAR_QUERY_ALL};
+use super::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
 use super::eventually;
 use super::mailetd::Mailetd;
 use super::radicale::{self, Radicale};
@@ -150,6 +150,15 @@ impl Server {
         }
     }
 
+    /// The server behind its [`DavServer`] requests and queries.
+    pub fn dav(&self) -> &dyn DavServer {
+        match self {
+            Server::Radicale(r) => r,
+            Server::Sabre(s) => s,
+            Server::Xandikos(x) => x,
+        }
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -157,11 +166,7 @@ impl Server {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> davhttp::Response {
-        match self {
-            Server::Radicale(r) => r.request(method, path, headers, body),
-            Server::Sabre(s) => s.request(method, path, headers, body),
-            Server::Xandikos(x) => x.request(method, path, headers, body),
-        }
+        self.dav().request(method, path, headers, body)
     }
 
     /// Every calendar object of the user's calendar.

@@ -169,9 +169,18 @@ impl Card {
     }
 }
 
-/// A DAV server started by a test harness (Radicale, SabreDAV, Xandikos): the queries every
-/// harness shares, on top of its own authenticated `request`.
+/// A DAV server started by a test harness (Radicale, SabreDAV, Xandikos, a SOGo user): the
+/// requests and queries every harness shares, on top of its address and credentials.
 pub trait DavServer {
+    /// `http://127.0.0.1:port`, without a trailing `/`.
+    fn url(&self) -> String;
+
+    /// The Basic credentials the harness's requests carry, if any.
+    fn credentials(&self) -> Option<(&str, &str)>;
+
+    /// The server's own log, for assertion messages.
+    fn log(&self) -> String;
+
     /// A request to `path` (starting with `/`) with the harness's credentials.
     fn request(
         &self,
@@ -179,10 +188,53 @@ pub trait DavServer {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<&str>,
-    ) -> Response;
+    ) -> Response {
+        request(
+            method,
+            &format!("{}{path}", self.url()),
+            self.credentials(),
+            headers,
+            body,
+        )
+    }
 
-    /// The server's own log, for assertion messages.
-    fn log(&self) -> String;
+    /// Waits until `PROPFIND /` answers 207 (`what` names the server in the timeout panic).
+    fn wait_until_answering(&self, what: &str) {
+        super::eventually(what, std::time::Duration::from_secs(30), || {
+            let r = self.request("PROPFIND", "/", &[("Depth", "0")], None);
+            (r.status == 207).then_some(())
+        });
+    }
+
+    /// `MKCOL` of a plain collection (a user's home) at `path`; one already there is fine.
+    fn create_collection(&self, path: &str) {
+        let r = self.request("MKCOL", path, &[], None);
+        assert!(matches!(r.status, 201 | 405), "MKCOL home: {r:?}");
+    }
+
+    /// Extended `MKCOL` of the address book `name` at `path`.
+    fn create_addressbook_at(&self, path: &str, name: &str) {
+        let body = mkcol_addressbook_body(name);
+        let r = self.request(
+            "MKCOL",
+            path,
+            &[("Content-Type", "application/xml")],
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "MKCOL address book: {r:?}\n{}", self.log());
+    }
+
+    /// `MKCALENDAR` of the VEVENT calendar `name` at `path`.
+    fn create_calendar_at(&self, path: &str, name: &str) {
+        let body = mkcalendar_body(name);
+        let r = self.request(
+            "MKCALENDAR",
+            path,
+            &[("Content-Type", "application/xml")],
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "MKCALENDAR: {r:?}\n{}", self.log());
+    }
 
     /// `REPORT` on a collection path with `Depth: 1`.
     fn report(&self, path: &str, body: &str) -> Response {

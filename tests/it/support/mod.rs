@@ -7,6 +7,7 @@ pub mod davhttp;
 pub mod esn_double;
 pub mod graph_double;
 pub mod mailetd;
+pub mod peer;
 pub mod rabbitmq;
 pub mod radicale;
 pub mod sabredav;

@@ -3,11 +3,11 @@
 //! write every user's collections while users keep to their own.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use super::davhttp::{self, DavServer, Response};
-use super::{eventually, free_port};
+use super::davhttp::DavServer;
+use super::free_port;
+use super::peer::PeerProcess;
 
 /// The service account every Radicale harness has.
 pub const SERVICE_USER: &str = "svc";
@@ -16,8 +16,7 @@ pub const SERVICE_PASSWORD: &str = "svc-secret";
 
 /// A running Radicale; killed on drop.
 pub struct Radicale {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: PeerProcess,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
@@ -58,39 +57,18 @@ impl Radicale {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(root.join("radicale.log")).unwrap();
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .args(["-m", "radicale", "--config"])
-            .arg(root.join("config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("python3 -m radicale starts");
-        let radicale = Radicale { child, dir, port };
-        eventually("Radicale answers", Duration::from_secs(30), || {
-            let probe = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-                .arg(radicale.url())
-                .output()
-                .ok()?;
-            (!probe.stdout.is_empty() && probe.stdout != b"000").then_some(())
-        });
+            .arg(root.join("config"));
+        let process = PeerProcess::spawn(command, dir, "radicale.log", "python3 -m radicale");
+        let radicale = Radicale { process, port };
+        radicale.wait_until_answering("Radicale answers");
         radicale
     }
 
-    /// `http://127.0.0.1:port`, without a trailing `/`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Radicale's own log (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("radicale.log")).unwrap_or_default()
-    }
-
     fn users_file(&self) -> PathBuf {
-        self.dir.path().join("users")
+        self.process.dir().join("users")
     }
 
     /// Adds a user (Radicale reads the htpasswd file on every login).
@@ -100,76 +78,35 @@ impl Radicale {
         std::fs::write(self.users_file(), users).unwrap();
     }
 
-    /// A request to `path` (starting with `/`) as the service account.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        davhttp::request(
-            method,
-            &format!("{}{path}", self.url()),
-            Some((SERVICE_USER, SERVICE_PASSWORD)),
-            headers,
-            body,
-        )
-    }
-
     /// Creates the principal collection `/{user}/` (Radicale makes it on the user's first
     /// login; a service account must create it).
     pub fn create_home(&self, user: &str) {
-        let r = self.request("MKCOL", &format!("/{user}/"), &[], None);
-        assert!(matches!(r.status, 201 | 405), "MKCOL home: {r:?}");
+        self.create_collection(&format!("/{user}/"));
     }
 
     /// Creates the address book `/{user}/{book}/` (and the user's home).
     pub fn create_addressbook(&self, user: &str, book: &str) {
         self.create_home(user);
-        let body = davhttp::mkcol_addressbook_body(book);
-        let r = self.request(
-            "MKCOL",
-            &format!("/{user}/{book}/"),
-            &[("Content-Type", "application/xml")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "MKCOL address book: {r:?}");
+        self.create_addressbook_at(&format!("/{user}/{book}/"), book);
     }
 
     /// Creates the calendar `/{user}/{calendar}/` (and the user's home).
     pub fn create_calendar(&self, user: &str, calendar: &str) {
         self.create_home(user);
-        let body = davhttp::mkcalendar_body(calendar);
-        let r = self.request(
-            "MKCALENDAR",
-            &format!("/{user}/{calendar}/"),
-            &[("Content-Type", "application/xml")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "MKCALENDAR: {r:?}");
+        self.create_calendar_at(&format!("/{user}/{calendar}/"), calendar);
     }
 }
 
 impl DavServer for Radicale {
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        Radicale::request(self, method, path, headers, body)
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn credentials(&self) -> Option<(&str, &str)> {
+        Some((SERVICE_USER, SERVICE_PASSWORD))
     }
 
     fn log(&self) -> String {
-        Radicale::log(self)
-    }
-}
-
-impl Drop for Radicale {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }

@@ -3,11 +3,11 @@
 //! against the digest table (reqwest has no Digest). `admin` is the service account: it is
 //! an ACL admin principal, so it may write into every user's address books and calendars.
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use super::davhttp::{self, DavServer, Response};
-use super::{eventually, free_port, python};
+use super::davhttp::DavServer;
+use super::peer::PeerProcess;
+use super::{free_port, python};
 
 /// The service account (created by the Debian sample schema).
 pub const SERVICE_USER: &str = "admin";
@@ -40,8 +40,7 @@ c.commit()
 
 /// A running SabreDAV; killed on drop.
 pub struct SabreDav {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: PeerProcess,
     /// Its port on 127.0.0.1.
     pub port: u16,
 }
@@ -56,101 +55,45 @@ impl SabreDav {
         std::fs::write(root.join("server.php"), SERVER_PHP).unwrap();
         let db = root.join("data/db.sqlite");
         python(SCHEMA_PY, &[db.to_str().unwrap()]);
-        let log = std::fs::File::create(root.join("php.log")).unwrap();
-        let child = Command::new("php")
+        let mut command = Command::new("php");
+        command
             .args(["-S", &format!("127.0.0.1:{port}"), "server.php"])
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("php -S starts");
-        let sabre = SabreDav { child, dir, port };
-        eventually("SabreDAV answers", Duration::from_secs(30), || {
-            let r = sabre.request("PROPFIND", "/", &[("Depth", "0")], None);
-            (r.status == 207).then_some(())
-        });
+            .current_dir(root);
+        let process = PeerProcess::spawn(command, dir, "php.log", "php -S");
+        let sabre = SabreDav { process, port };
+        sabre.wait_until_answering("SabreDAV answers");
         sabre
-    }
-
-    /// `http://127.0.0.1:port`, without a trailing `/`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The PHP server's log (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("php.log")).unwrap_or_default()
     }
 
     /// Adds a user and its principal (`principals/{user}`), so it has a calendar and an
     /// address-book home.
     pub fn add_user(&self, user: &str, password: &str) {
-        let db = self.dir.path().join("data/db.sqlite");
+        let db = self.process.dir().join("data/db.sqlite");
         python(ADD_USER_PY, &[db.to_str().unwrap(), user, password]);
-    }
-
-    /// A request to `path` (starting with `/`) as the service account.
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        davhttp::request(
-            method,
-            &format!("{}{path}", self.url()),
-            Some((SERVICE_USER, SERVICE_PASSWORD)),
-            headers,
-            body,
-        )
     }
 
     /// Creates `/addressbooks/{user}/{book}/`.
     pub fn create_addressbook(&self, user: &str, book: &str) {
-        let body = davhttp::mkcol_addressbook_body(book);
-        let r = self.request(
-            "MKCOL",
-            &format!("/addressbooks/{user}/{book}/"),
-            &[("Content-Type", "application/xml")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "MKCOL address book: {r:?}\n{}", self.log());
+        self.create_addressbook_at(&format!("/addressbooks/{user}/{book}/"), book);
     }
 
     /// Creates `/calendars/{user}/{calendar}/`.
     pub fn create_calendar(&self, user: &str, calendar: &str) {
-        let body = davhttp::mkcalendar_body(calendar);
-        let r = self.request(
-            "MKCALENDAR",
-            &format!("/calendars/{user}/{calendar}/"),
-            &[("Content-Type", "application/xml")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "MKCALENDAR: {r:?}\n{}", self.log());
+        self.create_calendar_at(&format!("/calendars/{user}/{calendar}/"), calendar);
     }
 }
 
 impl DavServer for SabreDav {
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        SabreDav::request(self, method, path, headers, body)
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
+    fn credentials(&self) -> Option<(&str, &str)> {
+        Some((SERVICE_USER, SERVICE_PASSWORD))
+    }
+
+    /// The PHP server's log.
     fn log(&self) -> String {
-        SabreDav::log(self)
-    }
-}
-
-impl Drop for SabreDav {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }

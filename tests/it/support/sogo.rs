@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::davhttp::{self, DavServer, Response};
+use super::davhttp::DavServer;
 use super::{eventually, free_port, peer_installed, wait_for_port};
 
 const SOGOD: &str = "/usr/sbin/sogod";
@@ -193,9 +193,7 @@ impl Sogo {
                 "SOGo serves the user's calendars",
                 Duration::from_secs(60),
                 || {
-                    let r = sogo.request_as(
-                        login,
-                        password,
+                    let r = sogo.user(login, password).request(
                         "PROPFIND",
                         &format!("/SOGo/dav/{login}/Calendar/personal/"),
                         &[("Depth", "0")],
@@ -218,23 +216,13 @@ impl Sogo {
         format!("/SOGo/dav/{login}/Calendar/personal/")
     }
 
-    /// A request as `login`.
-    pub fn request_as(
-        &self,
-        login: &str,
-        password: &str,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        davhttp::request(
-            method,
-            &format!("{}{path}", self.url()),
-            Some((login, password)),
-            headers,
-            body,
-        )
+    /// `login`'s view of the server, for [`DavServer`]'s requests and queries.
+    pub fn user<'a>(&'a self, login: &'a str, password: &'a str) -> SogoUser<'a> {
+        SogoUser {
+            sogo: self,
+            login,
+            password,
+        }
     }
 
     /// SOGo's and PostgreSQL's logs.
@@ -259,15 +247,12 @@ pub struct SogoUser<'a> {
 }
 
 impl DavServer for SogoUser<'_> {
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        self.sogo
-            .request_as(self.login, self.password, method, path, headers, body)
+    fn url(&self) -> String {
+        self.sogo.url()
+    }
+
+    fn credentials(&self) -> Option<(&str, &str)> {
+        Some((self.login, self.password))
     }
 
     fn log(&self) -> String {
