@@ -107,6 +107,27 @@ fn standard(base: &str, template: &str, user: &str, password: &str) -> DavSettin
     }
 }
 
+/// Standard-dialect settings for Radicale's `/{user}/collected/` books, as its service account.
+fn radicale_collected(base: &str) -> DavSettings {
+    standard(
+        base,
+        "{base}/{user}/collected/",
+        radicale::SERVICE_USER,
+        radicale::SERVICE_PASSWORD,
+    )
+}
+
+/// Standard-dialect settings for SabreDAV's `/addressbooks/{user}/collected/` books, as its
+/// service account.
+fn sabredav_collected(base: &str) -> DavSettings {
+    standard(
+        base,
+        "{base}/addressbooks/{user}/collected/",
+        sabredav::SERVICE_USER,
+        sabredav::SERVICE_PASSWORD,
+    )
+}
+
 pub(crate) fn mail(from: &str, to: &[&str], headers: &str) -> Mail {
     Mail::new(
         Some(MailAddress::parse(from).unwrap()),
@@ -193,12 +214,7 @@ async fn scenario(dav: DavSettings, cards: impl Fn() -> Vec<Card>) {
 #[tokio::test]
 async fn direct_radicale_collects_contacts_with_names_once() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     scenario(dav, || server.cards("/alice@example.org/collected/")).await;
 }
 
@@ -206,12 +222,7 @@ async fn direct_radicale_collects_contacts_with_names_once() {
 async fn direct_sabredav_collects_contacts_with_names_once() {
     let server = SabreDav::start();
     server.add_user("alice@example.org", "alice-pw");
-    let dav = standard(
-        &server.url(),
-        "{base}/addressbooks/{user}/collected/",
-        sabredav::SERVICE_USER,
-        sabredav::SERVICE_PASSWORD,
-    );
+    let dav = sabredav_collected(&server.url());
     scenario(dav, || {
         server.cards("/addressbooks/alice@example.org/collected/")
     })
@@ -238,12 +249,7 @@ async fn thousand_recipients(dav: DavSettings, cards: impl Fn() -> Vec<Card>) {
 #[tokio::test]
 async fn direct_radicale_thousand_recipients_limit_100() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     thousand_recipients(dav, || server.cards("/alice@example.org/collected/")).await;
 }
 
@@ -252,12 +258,7 @@ async fn direct_sabredav_thousand_recipients_limit_100() {
     let server = SabreDav::start();
     server.add_user("alice@example.org", "alice-pw");
     server.create_addressbook("alice@example.org", "collected");
-    let mut dav = standard(
-        &server.url(),
-        "{base}/addressbooks/{user}/collected/",
-        sabredav::SERVICE_USER,
-        sabredav::SERVICE_PASSWORD,
-    );
+    let mut dav = sabredav_collected(&server.url());
     dav.create_collections = false;
     thousand_recipients(dav, || {
         server.cards("/addressbooks/alice@example.org/collected/")
@@ -268,12 +269,7 @@ async fn direct_sabredav_thousand_recipients_limit_100() {
 #[tokio::test]
 async fn direct_missing_book_is_permanent_unless_creation_allowed() {
     let server = Radicale::start();
-    let mut dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let mut dav = radicale_collected(&server.url());
     dav.create_collections = false;
     let c = Collector::new(dav, &[]);
     let outcomes = c
@@ -294,12 +290,7 @@ async fn direct_missing_book_is_permanent_unless_creation_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_concurrent_jobs_for_a_new_book_all_land() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     let c = Collector::new(dav, &[]);
     let m = c
         .service(mail(
@@ -346,12 +337,7 @@ async fn direct_server_down_is_retried_then_delivered() {
     let url = server.url();
     let port = server.port;
     drop(server);
-    let dav = standard(
-        &url,
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&url);
     let c = Collector::new(dav, &[]);
     let queued = c
         .service(mail("alice@example.org", &["bob@x.org"], ""))
@@ -374,12 +360,7 @@ async fn direct_server_down_is_retried_then_delivered() {
 #[tokio::test]
 async fn direct_external_sender_collects_nothing_in_standard_dialect() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     let c = Collector::new(dav, &[]);
     let queued = c
         .service(mail("stranger@elsewhere.net", &["alice@example.org"], ""))
@@ -390,12 +371,7 @@ async fn direct_external_sender_collects_nothing_in_standard_dialect() {
 #[tokio::test]
 async fn direct_known_contacts_survive_a_restart() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let c = Collector::in_dir(dir, dav.clone(), &[]);
@@ -504,12 +480,7 @@ fn replay_mail(user: u64, rcpts: &[u64]) -> Mail {
 #[ignore = "replay of 10,000 mails (about a minute and a half); run with --ignored --nocapture"]
 async fn replay_request_count_vs_tmail_carddav() {
     let server = Radicale::start();
-    let dav = standard(
-        &server.url(),
-        "{base}/{user}/collected/",
-        radicale::SERVICE_USER,
-        radicale::SERVICE_PASSWORD,
-    );
+    let dav = radicale_collected(&server.url());
     let c = Collector::new(dav, &[]);
     let traffic = replay_traffic();
     let (tmail, pairs) = tmail_requests(&traffic);
