@@ -7,11 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::support::esn_double::EsnDouble;
+use crate::support::mailetd::spawn_logged;
 use crate::support::rabbitmq::{self, RabbitMq};
 use crate::support::{eventually, free_port, python, smtp, wait_for_port, write_files};
 
@@ -106,22 +107,14 @@ impl Node {
     }
 
     pub(crate) fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("mailetd.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailetd"));
+        command
             .arg("--conf")
             .arg(self.conf())
             .args(["serve", "--role", self.role])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("MAILETD_LOG", "info,mailetd=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .env("MAILETD_LOG", "info,mailetd=debug");
+        let child = spawn_logged(command, &self.dir.path().join("mailetd.log"));
         self.child = Some(child);
         if self.role == "ingest" {
             wait_for_port(self.smtp_port, WAIT);

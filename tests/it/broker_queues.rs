@@ -86,7 +86,7 @@ fn dead_letters_carry_their_reason_and_the_cli_requeues_or_purges_them() {
         "payload": {"recipient": "u0@linagora.local", "body": "{\"uid\":null}"},
         "first_seen_ms": 1
     });
-    publish(broker, &outbox_queue, &job.to_string());
+    broker.publish(&outbox_queue, &job.to_string());
     eventually("the job dead-lettered", WAIT, || {
         broker
             .queue_depths(&format!("{prefix}.outbox.dead"))
@@ -121,21 +121,6 @@ fn dead_letters_carry_their_reason_and_the_cli_requeues_or_purges_them() {
     );
     assert!(deliver.cli(&["outbox", "list"]).contains("dead: 0\n"));
     drop((ingest, process));
-}
-
-/// Publishes `body` to `queue` with mailetd's broker link (no Python AMQP client here).
-fn publish(broker: &RabbitMq, queue: &str, body: &str) {
-    let settings = mailetd::config::settings::SpoolSettings {
-        uri: mailetd::config::settings::Secret::new(broker.uri()),
-        queue: format!("{queue}.unused"),
-        outbox_queue: queue.to_string(),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let link = mailetd::broker::Broker::new(&settings);
-        link.publish(queue, body.as_bytes(), None).await.unwrap();
-    });
 }
 
 #[test]

@@ -5,10 +5,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::support::esn_double::EsnDouble;
+use crate::support::mailetd::spawn_logged;
 use crate::support::rabbitmq::{self, RabbitMq};
 use crate::support::{eventually, free_port, smtp, wait_for_port, write_files};
 
@@ -45,19 +46,15 @@ impl Node {
             broker.uri()
         );
         write_files(&conf, &[("smtpserver.xml", smtp), ("mailetd.toml", toml)]);
-        let log = std::fs::File::create(dir.path().join("mailetd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mailetd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mailetd"));
+        command
             .arg("--conf")
             .arg(&conf)
             .arg("serve")
             .envs(double.env())
             .env("MAILETD_HTTP__BIND", format!("127.0.0.1:{http_port}"))
-            .env("MAILETD_LOG", "info,mailetd=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .env("MAILETD_LOG", "info,mailetd=debug");
+        let child = spawn_logged(command, &dir.path().join("mailetd.log"));
         let node = Node {
             dir,
             smtp_port,
@@ -177,7 +174,7 @@ fn outbox_attempts_pending_jobs_and_dead_letters_show_on_the_broker_backend() {
         "first_seen_ms": 1
     });
     let outbox_queue = format!("mailetd.metrics.{}.outbox", node.smtp_port);
-    publish(&broker, &outbox_queue, &job.to_string());
+    broker.publish(&outbox_queue, &job.to_string());
     node.metric_reaches("mailetd_outbox_dead_letters", 1.0);
     assert_eq!(
         node.metric(
@@ -194,19 +191,4 @@ fn outbox_attempts_pending_jobs_and_dead_letters_show_on_the_broker_backend() {
             .any(|e| e["source"] == "outbox" && e["mail"] == "mail-dead-77"),
         "{status}"
     );
-}
-
-/// Publishes `body` to `queue` with mailetd's broker link.
-fn publish(broker: &RabbitMq, queue: &str, body: &str) {
-    let settings = mailetd::config::settings::SpoolSettings {
-        uri: mailetd::config::settings::Secret::new(broker.uri()),
-        queue: format!("{queue}.unused"),
-        outbox_queue: queue.to_string(),
-        ..Default::default()
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let link = mailetd::broker::Broker::new(&settings);
-        link.publish(queue, body.as_bytes(), None).await.unwrap();
-    });
 }

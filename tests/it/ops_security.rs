@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::support::esn_double::{DAV_ADMIN, EsnDouble, OPENPAAS_ADMIN};
-use crate::support::mailetd::{Mailetd, smtpserver_xml};
+use crate::support::mailetd::{Mailetd, smtpserver_xml, spawn_logged};
 use crate::support::smtp::send_file;
 use crate::support::{eventually, free_port, wait_for_port, write_files};
 
@@ -597,8 +597,8 @@ fn runs_as_nobody_writing_only_in_its_data_dir() {
     assert!(chmod.success());
     let before_conf = snapshot(&conf);
     let log_path = dir.path().join("mailetd.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new("setpriv")
+    let mut command = Command::new("setpriv");
+    command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_mailetd"))
         .arg("--conf")
@@ -606,12 +606,8 @@ fn runs_as_nobody_writing_only_in_its_data_dir() {
         .arg("serve")
         .current_dir(dir.path())
         .env("MAILETD_HTTP__BIND", format!("127.0.0.1:{http_port}"))
-        .env("MAILETD_LOG", "info,mailetd=debug")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        .env("MAILETD_LOG", "info,mailetd=debug");
+    let child = spawn_logged(command, &log_path);
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {

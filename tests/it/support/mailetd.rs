@@ -91,11 +91,6 @@ impl Mailetd {
 
     /// (Re)starts the process without waiting for it to listen (it may die first).
     pub fn spawn_no_wait(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("mailetd.log"))
-            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mailetd"));
         if let Some((soft, hard)) = self.open_files {
             use std::os::unix::process::CommandExt;
@@ -113,7 +108,7 @@ impl Mailetd {
                 });
             }
         }
-        let child = command
+        command
             .arg("--conf")
             .arg(self.conf_dir())
             .arg("serve")
@@ -123,12 +118,8 @@ impl Mailetd {
                 "MAILETD_HTTP__BIND",
                 format!("127.0.0.1:{}", self.http_port),
             )
-            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("mailetd starts");
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let child = spawn_logged(command, &self.dir.path().join("mailetd.log"));
         self.child = Some(child);
     }
 
@@ -159,6 +150,26 @@ impl Mailetd {
         unsafe_sigterm(c.id());
         c.wait().unwrap()
     }
+}
+
+/// Spawns `command` (a mailetd command line) with stdin closed and stdout and stderr
+/// appended to the file `log`, logging at `info,mailetd=debug` unless the command sets
+/// `MAILETD_LOG` itself.
+pub fn spawn_logged(mut command: Command, log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    if !command.get_envs().any(|(key, _)| key == "MAILETD_LOG") {
+        command.env("MAILETD_LOG", "info,mailetd=debug");
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("mailetd starts")
 }
 
 fn unsafe_sigterm(pid: u32) {

@@ -115,6 +115,21 @@ impl RabbitMq {
         wait_for_port(self.port, Duration::from_secs(90));
     }
 
+    /// Publishes `body` to `queue` with mailetd's broker link (no Python AMQP client here).
+    pub fn publish(&self, queue: &str, body: &str) {
+        let settings = mailetd::config::settings::SpoolSettings {
+            uri: mailetd::config::settings::Secret::new(self.uri()),
+            queue: format!("{queue}.unused"),
+            outbox_queue: queue.to_string(),
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let link = mailetd::broker::Broker::new(&settings);
+            link.publish(queue, body.as_bytes(), None).await.unwrap();
+        });
+    }
+
     /// The AMQP URI of the default (guest, loopback-only) user.
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
