@@ -172,8 +172,13 @@ impl Card {
 /// A DAV server started by a test harness (Radicale, SabreDAV, Xandikos, a SOGo user): the
 /// requests and queries every harness shares, on top of its address and credentials.
 pub trait DavServer {
+    /// Its HTTP port on 127.0.0.1.
+    fn port(&self) -> u16;
+
     /// `http://127.0.0.1:port`, without a trailing `/`.
-    fn url(&self) -> String;
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
 
     /// The Basic credentials the harness's requests carry, if any.
     fn credentials(&self) -> Option<(&str, &str)>;

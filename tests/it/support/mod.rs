@@ -123,24 +123,9 @@ where
     F: Fn(S, axum::http::Request<axum::body::Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
 {
-    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            let app =
-                axum::Router::new().fallback(move |req: axum::http::Request<axum::body::Body>| {
-                    handle(state.clone(), req)
-                });
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    port
+    serve_double_with(state, handle, |listener, app| async move {
+        axum::serve(listener, app).await.unwrap();
+    })
 }
 
 /// [`serve_double`] over HTTPS with a fresh self-signed certificate (rcgen) for 127.0.0.1;
@@ -168,6 +153,39 @@ where
         .with_single_cert(vec![pair.cert.der().clone()], key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    serve_double_with(state, handle, |listener, app| async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, app, failed) =
+                (acceptor.clone(), app.clone(), handshakes_failed.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper_util::service::TowerToHyperService::new(app),
+                    )
+                    .await;
+            });
+        }
+    })
+}
+
+/// The double `handle` as an axum app, served by `serve` on a free loopback listener, on a
+/// current-thread runtime in a thread of its own; its port.
+fn serve_double_with<S, F, Fut, Srv, SrvFut>(state: S, handle: F, serve: Srv) -> u16
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, axum::http::Request<axum::body::Body>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = axum::response::Response> + Send + 'static,
+    Srv: FnOnce(tokio::net::TcpListener, axum::Router) -> SrvFut + Send + 'static,
+    SrvFut: std::future::Future<Output = ()>,
+{
     let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let port = std_listener.local_addr().unwrap().port();
@@ -182,25 +200,7 @@ where
                 axum::Router::new().fallback(move |req: axum::http::Request<axum::body::Body>| {
                     handle(state.clone(), req)
                 });
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, app, failed) =
-                    (acceptor.clone(), app.clone(), handshakes_failed.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        return;
-                    };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(
-                            hyper_util::rt::TokioIo::new(tls),
-                            hyper_util::service::TowerToHyperService::new(app),
-                        )
-                        .await;
-                });
-            }
+            serve(listener, app).await;
         });
     });
     port

@@ -98,8 +98,8 @@ impl Radicale {
 }
 
 impl DavServer for Radicale {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn port(&self) -> u16 {
+        self.port
     }
 
     fn credentials(&self) -> Option<(&str, &str)> {

@@ -84,8 +84,8 @@ impl SabreDav {
 }
 
 impl DavServer for SabreDav {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn port(&self) -> u16 {
+        self.port
     }
 
     fn credentials(&self) -> Option<(&str, &str)> {

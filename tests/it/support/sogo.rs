@@ -247,8 +247,8 @@ pub struct SogoUser<'a> {
 }
 
 impl DavServer for SogoUser<'_> {
-    fn url(&self) -> String {
-        self.sogo.url()
+    fn port(&self) -> u16 {
+        self.sogo.port
     }
 
     fn credentials(&self) -> Option<(&str, &str)> {

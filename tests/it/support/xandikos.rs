@@ -43,8 +43,8 @@ impl Xandikos {
 }
 
 impl DavServer for Xandikos {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn port(&self) -> u16 {
+        self.port
     }
 
     /// Single-user, unauthenticated.
