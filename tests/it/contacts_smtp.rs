@@ -68,6 +68,16 @@ fn wait_for_cards(mailetd: &Mailetd, n: usize, cards: impl Fn() -> Vec<Card>) ->
     }
 }
 
+/// mailetd whose chain collects contacts (limit 100) into the books at `template` on `base`,
+/// as the service account `user`.
+fn collecting_mailetd(base: &str, template: &str, user: &str, password: &str) -> Mailetd {
+    Mailetd::start(&[
+        ("mailetcontainer.xml", container_xml(Some(100))),
+        ("domainlist.xml", DOMAINLIST_XML.to_string()),
+        ("mailetd.toml", mailetd_toml(base, template, user, password)),
+    ])
+}
+
 /// `cards(owner)` reads the owner's collected book back.
 fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
     let port = mailetd.smtp_port;
@@ -95,19 +105,12 @@ fn smtp_case(mailetd: &Mailetd, cards: &dyn Fn(&str) -> Vec<Card>) {
 #[test]
 fn smtp_radicale_collects_contacts() {
     let server = Arc::new(Radicale::start());
-    let mailetd = Mailetd::start(&[
-        ("mailetcontainer.xml", container_xml(Some(100))),
-        ("domainlist.xml", DOMAINLIST_XML.to_string()),
-        (
-            "mailetd.toml",
-            mailetd_toml(
-                &server.url(),
-                "{base}/{user}/collected/",
-                radicale::SERVICE_USER,
-                radicale::SERVICE_PASSWORD,
-            ),
-        ),
-    ]);
+    let mailetd = collecting_mailetd(
+        &server.url(),
+        "{base}/{user}/collected/",
+        radicale::SERVICE_USER,
+        radicale::SERVICE_PASSWORD,
+    );
     let s = server.clone();
     smtp_case(&mailetd, &move |owner| {
         s.cards(&format!("/{owner}/collected/"))
@@ -120,19 +123,12 @@ fn smtp_sabredav_collects_contacts() {
     for user in ["alice@example.org", "carol@example.org"] {
         server.add_user(user, "pw");
     }
-    let mailetd = Mailetd::start(&[
-        ("mailetcontainer.xml", container_xml(Some(100))),
-        ("domainlist.xml", DOMAINLIST_XML.to_string()),
-        (
-            "mailetd.toml",
-            mailetd_toml(
-                &server.url(),
-                "{base}/addressbooks/{user}/collected/",
-                sabredav::SERVICE_USER,
-                sabredav::SERVICE_PASSWORD,
-            ),
-        ),
-    ]);
+    let mailetd = collecting_mailetd(
+        &server.url(),
+        "{base}/addressbooks/{user}/collected/",
+        sabredav::SERVICE_USER,
+        sabredav::SERVICE_PASSWORD,
+    );
     let s = server.clone();
     smtp_case(&mailetd, &move |owner| {
         s.cards(&format!("/addressbooks/{owner}/collected/"))
