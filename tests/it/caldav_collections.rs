@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mailetd::dav::caldav::apply::Options;
-use mailetd::dav::caldav::handler::{CalDavItipHandler, ItipJob};
+use mailetd::dav::caldav::handler::CalDavItipHandler;
 use mailetd::mail::job::{Delivery, JobHandler};
 
 use crate::support::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
@@ -226,13 +225,7 @@ fn creation_race_with_the_users_client_never_duplicates(kind: Kind) {
     let handler = CalDavItipHandler::new(&server.dav_settings())
         .unwrap()
         .with_before_write(hook);
-    let job = ItipJob {
-        recipient: BOB.into(),
-        ical: ics("REQUEST", &[invite]),
-        options: Options::default(),
-        calendar_id: None,
-    }
-    .into_job();
+    let job = itip_job(BOB, ics("REQUEST", &[invite]));
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(handler.deliver(&job)), Delivery::Done);
     assert!(raced.load(Ordering::SeqCst));
@@ -287,13 +280,7 @@ fn concurrent_edit_412_is_retried_and_both_changes_survive(kind: Kind) {
         "BEGIN:VEVENT\r\nUID:race-1\r\nSEQUENCE:0\r\nDTSTAMP:20261101T100000Z\r\n\
          ORGANIZER:mailto:{alice}\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:{dave}\r\nEND:VEVENT\r\n"
     );
-    let job = ItipJob {
-        recipient: alice.into(),
-        ical: ics("REPLY", &[reply]),
-        options: Options::default(),
-        calendar_id: None,
-    }
-    .into_job();
+    let job = itip_job(alice, ics("REPLY", &[reply]));
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert_eq!(rt.block_on(handler.deliver(&job)), Delivery::Done);
     assert!(raced.load(Ordering::SeqCst));
@@ -301,20 +288,8 @@ fn concurrent_edit_412_is_retried_and_both_changes_survive(kind: Kind) {
     assert!(counts.contains(&("conflicts", 1)), "{counts:?}");
     assert!(counts.contains(&("updated", 1)), "{counts:?}");
     let e = server.only(alice);
-    assert!(
-        e.line_with("ATTENDEE", carol)
-            .unwrap()
-            .contains("PARTSTAT=TENTATIVE"),
-        "{}",
-        e.ics
-    );
-    assert!(
-        e.line_with("ATTENDEE", dave)
-            .unwrap()
-            .contains("PARTSTAT=ACCEPTED"),
-        "{}",
-        e.ics
-    );
+    assert_eq!(e.partstat(carol), "TENTATIVE", "{}", e.ics);
+    assert_eq!(e.partstat(dave), "ACCEPTED", "{}", e.ics);
 }
 
 per_server!(concurrent_edit_412_is_retried_and_both_changes_survive: radicale, sabredav, xandikos);

@@ -7,6 +7,9 @@
 use std::time::Duration;
 
 use mailetd::config::settings::{DavDialect, DavSettings, Secret};
+use mailetd::dav::caldav::apply::Options;
+use mailetd::dav::caldav::handler::ItipJob;
+use mailetd::mail::job::OutboxJob;
 
 use super::davhttp::{self, CALENDAR_QUERY_ALL, DavServer};
 use super::eventually;
@@ -66,6 +69,17 @@ impl Object {
         self.lines()
             .into_iter()
             .find(|l| l.starts_with(name) && l.to_lowercase().contains(&needle.to_lowercase()))
+    }
+
+    /// The PARTSTAT of `who`'s ATTENDEE line; panics, showing the object, when there is none.
+    pub fn partstat(&self, who: &str) -> String {
+        let line = self
+            .line_with("ATTENDEE", who)
+            .unwrap_or_else(|| panic!("no ATTENDEE {who} in\n{}", self.ics));
+        line.split([';', ':'])
+            .find_map(|part| part.strip_prefix("PARTSTAT="))
+            .unwrap_or_else(|| panic!("no PARTSTAT in {line}"))
+            .to_string()
     }
 
     pub fn count(&self, line: &str) -> usize {
@@ -410,3 +424,14 @@ macro_rules! per_server {
     };
 }
 pub(crate) use per_server;
+
+/// A `caldav-itip` job of `ical` for `recipient`, with the default options and calendar.
+pub fn itip_job(recipient: &str, ical: String) -> OutboxJob {
+    ItipJob {
+        recipient: recipient.into(),
+        ical,
+        options: Options::default(),
+        calendar_id: None,
+    }
+    .into_job()
+}
