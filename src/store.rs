@@ -50,15 +50,6 @@ pub enum StoreError {
     /// The file is being reopened after an I/O error; the next attempt may succeed.
     #[error("{} is being reopened after an I/O error", .0.display())]
     Reopening(PathBuf),
-    /// A stored value does not decode (written by another version, or damaged).
-    #[error("undecodable {what} in the store: {source}")]
-    Corrupt {
-        /// What was being read.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: Arc<serde_json::Error>,
-    },
 }
 
 /// Every redb error type becomes [`StoreError::Database`] with `?`.

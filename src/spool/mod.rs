@@ -30,6 +30,15 @@ pub enum SpoolError {
     /// The RabbitMQ spool's broker.
     #[error("spool: {0}")]
     Broker(#[from] crate::broker::BrokerError),
+    /// The broker refused an ack (its channel is gone): it delivers the mail again.
+    #[error("spool: cannot ack mail {id} (the broker will deliver it again): {source}")]
+    Ack {
+        /// The mail.
+        id: MailId,
+        /// The AMQP client's error.
+        #[source]
+        source: lapin::Error,
+    },
     /// The spool cannot do this now (a mail not leased here, a connection lost mid-way...).
     #[error("spool: {0}")]
     Unavailable(String),

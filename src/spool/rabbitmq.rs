@@ -131,11 +131,7 @@ impl RabbitSpool {
             .ack(BasicAckOptions::default())
             .await
             .map(drop)
-            .map_err(|e| {
-                SpoolError::Unavailable(format!(
-                    "cannot ack mail {id} (the broker will deliver it again): {e}"
-                ))
-            })
+            .map_err(|source| SpoolError::Ack { id, source })
     }
 }
 
