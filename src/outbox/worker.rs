@@ -176,8 +176,15 @@ fn itip_method(payload: &serde_json::Value) -> Option<String> {
         .get("body")
         .or_else(|| payload.get("document"))?
         .as_str()?;
-    let body: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some(body.get("method")?.as_str()?.to_string())
+    // only the method field: the esn body also holds the whole ICS, which a full parse into
+    // a JSON tree would copy at every attempt
+    #[derive(serde::Deserialize)]
+    struct MethodOnly<'a> {
+        #[serde(borrow)]
+        method: Option<std::borrow::Cow<'a, str>>,
+    }
+    let body: MethodOnly<'_> = serde_json::from_str(text).ok()?;
+    body.method.map(std::borrow::Cow::into_owned)
 }
 
 /// What to do with a job after an attempt; the same policy for every backend.
