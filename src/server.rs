@@ -72,7 +72,7 @@ pub async fn serve_as(conf_dir: &Path, role: Option<Role>) -> anyhow::Result<()>
     } else {
         let (store, spool) = EmbeddedSpool::open_path(
             &data_dir.join("spool.redb"),
-            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            crate::outbox::store::OutboxSink::shared(),
         )?;
         (store, spool, None)
     };

@@ -108,7 +108,7 @@ pub async fn reprocess(
     }
     let data_dir = conf.data_dir();
     std::fs::create_dir_all(data_dir)?;
-    let (_store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"), std::sync::Arc::new(crate::outbox::store::OutboxSink))
+    let (_store, spool) = EmbeddedSpool::open_path(&data_dir.join("spool.redb"), crate::outbox::store::OutboxSink::shared())
         .with_context(|| "cannot open the spool (stop mailetd serve first: the spool is used by one process at a time)")?;
     let keys = if keys.is_empty() {
         repo.list()?

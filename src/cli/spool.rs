@@ -36,7 +36,7 @@ pub fn open(conf_dir: &Path) -> anyhow::Result<Opened> {
     if !path.exists() {
         anyhow::bail!("no spool at {}", path.display());
     }
-    let (store, spool) = EmbeddedSpool::open_path(&path, std::sync::Arc::new(crate::outbox::store::OutboxSink)).with_context(|| {
+    let (store, spool) = EmbeddedSpool::open_path(&path, crate::outbox::store::OutboxSink::shared()).with_context(|| {
         "cannot open the spool (stop mailetd serve first: the spool is used by one process at a time)"
     })?;
     let errors = Repository::open(&conf.container.error_repository, data_dir)

@@ -209,7 +209,7 @@ mod in_memory_tests {
         let dir = tempfile::tempdir().unwrap();
         let (_store, spool) = EmbeddedSpool::open_path(
             &dir.path().join("s.redb"),
-            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            crate::outbox::store::OutboxSink::shared(),
         )
         .unwrap();
         let replies = session_in_memory(

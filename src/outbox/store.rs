@@ -148,6 +148,13 @@ pub fn job_notify() -> &'static Notify {
 /// The outbox as the embedded spool's [`JobSink`].
 pub struct OutboxSink;
 
+impl OutboxSink {
+    /// The sink to open an embedded spool with.
+    pub fn shared() -> Arc<dyn JobSink> {
+        Arc::new(OutboxSink)
+    }
+}
+
 impl JobSink for OutboxSink {
     fn insert(&self, txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), redb::Error> {
         insert_jobs(txn, jobs)

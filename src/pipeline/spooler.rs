@@ -285,7 +285,7 @@ mod tests {
             Arc::new(Container::build(&config, &ctx, crate::server::loaders()).unwrap());
         let (_store, spool) = EmbeddedSpool::open_path(
             &dir.join("spool.redb"),
-            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            crate::outbox::store::OutboxSink::shared(),
         )
         .unwrap();
         let errors = Repository::open("file://mail/error/", dir).unwrap();

@@ -475,11 +475,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.redb");
         {
-            let (_store, spool) = EmbeddedSpool::open_path(
-                &path,
-                std::sync::Arc::new(crate::outbox::store::OutboxSink),
-            )
-            .unwrap();
+            let (_store, spool) =
+                EmbeddedSpool::open_path(&path, crate::outbox::store::OutboxSink::shared())
+                    .unwrap();
             for n in 0..3 {
                 spool.enqueue(mail(n)).await.unwrap();
             }
@@ -489,8 +487,7 @@ mod tests {
             spool.close();
         }
         let (_store, spool) =
-            EmbeddedSpool::open_path(&path, std::sync::Arc::new(crate::outbox::store::OutboxSink))
-                .unwrap();
+            EmbeddedSpool::open_path(&path, crate::outbox::store::OutboxSink::shared()).unwrap();
         assert_eq!(spool.depth(), 2);
         let a = spool.dequeue().await.unwrap();
         let b = spool.dequeue().await.unwrap();
@@ -521,11 +518,9 @@ mod tests {
         }
         for _ in 0..2 {
             // the second open finds them in the journal only, not twice
-            let (store, spool) = EmbeddedSpool::open_path(
-                &path,
-                std::sync::Arc::new(crate::outbox::store::OutboxSink),
-            )
-            .unwrap();
+            let (store, spool) =
+                EmbeddedSpool::open_path(&path, crate::outbox::store::OutboxSink::shared())
+                    .unwrap();
             assert_eq!(spool.depth(), 2);
             let q = spool.queue.locked();
             assert_eq!(q.ready, [11]);
@@ -545,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_store, spool) = EmbeddedSpool::open_path(
             &dir.path().join("s.redb"),
-            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            crate::outbox::store::OutboxSink::shared(),
         )
         .unwrap();
         spool.enqueue(mail(1)).await.unwrap();
@@ -562,7 +557,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_store, spool) = EmbeddedSpool::open_path(
             &dir.path().join("s.redb"),
-            std::sync::Arc::new(crate::outbox::store::OutboxSink),
+            crate::outbox::store::OutboxSink::shared(),
         )
         .unwrap();
         let mut tasks = Vec::new();

@@ -316,7 +316,7 @@ fn a_bind_failure_names_the_address() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (_store, spool) = EmbeddedSpool::open_path(
         &dir.path().join("s.redb"),
-        std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+        mailetd::outbox::store::OutboxSink::shared(),
     )
     .unwrap();
     let err = rt

@@ -230,7 +230,7 @@ fn a_spool_failure_answers_451_and_the_session_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, real) = EmbeddedSpool::open_path(
         &dir.path().join("f.redb"),
-        std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+        mailetd::outbox::store::OutboxSink::shared(),
     )
     .unwrap();
     let failing = Arc::new(FailingSpool {

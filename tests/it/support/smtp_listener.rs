@@ -67,7 +67,7 @@ impl Listener {
             .unwrap();
         let (store, spool) = EmbeddedSpool::open_path(
             &dir.path().join("spool.redb"),
-            std::sync::Arc::new(mailetd::outbox::store::OutboxSink),
+            mailetd::outbox::store::OutboxSink::shared(),
         )
         .unwrap();
         let shutdown = CancellationToken::new();
