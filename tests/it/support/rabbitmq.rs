@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, peer_installed, wait_for_port};
+use super::{eventually, free_port, peer_installed, wait_for_port};
 
 /// Where Debian installs the server.
 const SERVER: &str = "/usr/sbin/rabbitmq-server";
@@ -113,6 +113,26 @@ impl RabbitMq {
             .expect("rabbitmq-server starts");
         self.watchdog = Some(child);
         wait_for_port(self.port, Duration::from_secs(90));
+        self.wait_for_amqp(Duration::from_secs(60));
+    }
+
+    /// Waits until an AMQP handshake succeeds: the node listens on its port a moment before
+    /// it finishes booting, and aborts the connections that come in between.
+    fn wait_for_amqp(&self, timeout: Duration) {
+        let uri = self.uri();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        eventually("RabbitMQ accepts AMQP connections", timeout, || {
+            rt.block_on(async {
+                let conn = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+                    .await
+                    .ok()?;
+                let _ = conn.close(200, "ready".into()).await;
+                Some(())
+            })
+        });
     }
 
     /// Publishes `body` to `queue` with mailetd's broker link (no Python AMQP client here).
