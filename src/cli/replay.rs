@@ -142,13 +142,15 @@ async fn replay_one(container: &Container, mail: Mail, file: &Path, out: &mut St
         }
     }
     for job in &run.jobs {
-        let _ = writeln!(
-            out,
-            "  outbox job: {} for {} {}",
-            job.kind,
-            job.target,
-            short(&job.payload.to_string())
-        );
+        for target in job.targets() {
+            let _ = writeln!(
+                out,
+                "  outbox job: {} for {} {}",
+                job.kind,
+                target,
+                short(&job.payload.to_string())
+            );
+        }
     }
     match result {
         Ok(()) => {

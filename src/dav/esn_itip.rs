@@ -87,11 +87,8 @@ impl ItipTarget for EsnItipTarget {
         let recipient = message.recipient;
         let mut job = match &message.text {
             ItipText::Shared(d) => {
-                let mut job = OutboxJob::new(
-                    KIND,
-                    recipient.to_string(),
-                    shared_payload(recipient, &d.document),
-                );
+                let mut job =
+                    OutboxJob::new(KIND, recipient.to_string(), shared_payload(&d.document));
                 job.shared = Some(d.ical.clone());
                 job
             }
@@ -117,22 +114,40 @@ pub fn payload(recipient: &str, body: &str) -> serde_json::Value {
 }
 
 /// The payload of an `esn-itip` job whose `ical` is the job's shared text
-/// ([`OutboxJob::shared`]): every other field of the JSON, rendered at delivery. The
-/// document is kept as its JSON text: a JSON object in memory is a tree of a dozen
-/// allocations (about 1 KiB), and a mail to a thousand recipients holds a thousand of them
-/// until its jobs are stored.
-pub fn shared_payload(recipient: &str, document: &ItipDocument) -> serde_json::Value {
-    let text = serde_json::to_string(document).expect("strings serialise");
-    serde_json::json!({ "recipient": recipient, "document": text })
+/// ([`OutboxJob::shared`]): every other field of the JSON but the recipient, which is the
+/// job's target, rendered at delivery. The document is kept as its JSON text: a JSON object
+/// in memory is a tree of a dozen allocations (about 1 KiB). Without the recipient, the
+/// jobs of an invitation's recipients are the same job with several targets
+/// ([`OutboxJob::absorb`]).
+pub fn shared_payload(document: &ItipDocument) -> serde_json::Value {
+    let document = ItipDocument {
+        recipient: String::new(),
+        ..document.clone()
+    };
+    let text = serde_json::to_string(&document).expect("strings serialise");
+    serde_json::json!({ "document": text })
 }
 
-/// The document of a [`shared_payload`]: its JSON text, or (jobs stored by earlier
-/// versions) the object itself.
-fn shared_document(payload: &serde_json::Value) -> Option<ItipDocument> {
-    match payload.get("document")? {
-        serde_json::Value::String(text) => serde_json::from_str(text).ok(),
-        object => ItipDocument::deserialize(object).ok(),
+/// The recipient of an `esn-itip` job: the payload's (jobs with a `body`, and jobs stored
+/// by earlier versions), else the job's target.
+fn recipient(job: &OutboxJob) -> &str {
+    job.payload
+        .get("recipient")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&job.target)
+}
+
+/// The document of a [`shared_payload`] for `recipient`: its JSON text, or (jobs stored by
+/// earlier versions) the object itself.
+fn shared_document(payload: &serde_json::Value, recipient: &str) -> Option<ItipDocument> {
+    let mut document: ItipDocument = match payload.get("document")? {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        object => ItipDocument::deserialize(object).ok()?,
+    };
+    if document.recipient.is_empty() {
+        document.recipient = recipient.to_string();
     }
+    Some(document)
 }
 
 /// The JSON body of an `esn-itip` job: `body` as given, or `document` with the shared
@@ -141,7 +156,7 @@ fn body(job: &OutboxJob) -> Option<(reqwest::Body, Option<String>)> {
     if let Some(body) = job.payload.get("body").and_then(|v| v.as_str()) {
         return Some((reqwest::Body::from(body.to_string()), only_if_present(body)));
     }
-    let document = shared_document(&job.payload)?;
+    let document = shared_document(&job.payload, recipient(job))?;
     let ical = job.shared.clone()?;
     let uid = document_uid(&document);
     Some((reqwest::Body::wrap(ItipBody::new(&document, ical)), uid))
@@ -183,10 +198,8 @@ impl JobHandler for EsnItipHandler {
     }
 
     async fn deliver(&self, job: &OutboxJob) -> Delivery {
-        let (Some(recipient), Some((body, uid))) = (
-            job.payload.get("recipient").and_then(|v| v.as_str()),
-            body(job),
-        ) else {
+        let recipient = recipient(job);
+        let (false, Some((body, uid))) = (recipient.is_empty(), body(job)) else {
             return Delivery::Permanent("malformed esn-itip job: no recipient or body".into());
         };
         let Some((client, dav)) = self.services.dav() else {

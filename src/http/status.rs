@@ -18,7 +18,7 @@ use crate::broker::{self, Broker, BrokerError, RETRY_STEPS};
 use crate::mail::now_ms;
 use crate::observe::Sampled;
 use crate::observe::metrics::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
-use crate::outbox::store::{DEAD, JOBS, pending_since};
+use crate::outbox::store::{DEAD, pending_since, pending_targets};
 use crate::store::{Store, StoreError};
 
 /// Outbox sizes, read from the store.
@@ -41,7 +41,7 @@ fn table_len(store: &Store, table: redb::TableDefinition<u64, &[u8]>) -> Result<
 /// Pending and dead job counts, plus the oldest due time.
 pub(super) fn outbox_counts(store: &Store) -> Result<OutboxCounts, StoreError> {
     Ok(OutboxCounts {
-        pending: table_len(store, JOBS)?,
+        pending: pending_targets(store)?,
         dead: table_len(store, DEAD)?,
         oldest_due_ms: pending_since(store, 0)?.into_iter().map(|(_, at)| at).min(),
     })
@@ -53,7 +53,7 @@ pub(super) fn outbox_counts(store: &Store) -> Result<OutboxCounts, StoreError> {
 async fn outbox_sizes(admin: &Admin) -> (u64, u64) {
     let Some(broker) = &admin.broker else {
         return (
-            table_len(&admin.store, JOBS).unwrap_or(0),
+            pending_targets(&admin.store).unwrap_or(0),
             table_len(&admin.store, DEAD).unwrap_or(0),
         );
     };

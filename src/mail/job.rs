@@ -47,6 +47,12 @@ pub struct OutboxJob {
     /// texts (the job's own row does not repeat the text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_ref: Option<String>,
+    /// More targets this job stands for: the same job (kind, payload, shared text) for each
+    /// of them as for `target`. An invitation to a thousand recipients is one such job until
+    /// the outbox has stored it, so that neither the mail's processing nor the transaction
+    /// that releases the mail holds a thousand jobs; see [`OutboxJob::take_targets`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fan_out: Vec<String>,
 }
 
 mod shared_text {
@@ -81,7 +87,88 @@ impl OutboxJob {
             dedup: None,
             shared: None,
             shared_ref: None,
+            fan_out: Vec::new(),
         }
+    }
+
+    /// Folds `other` into this job as one more target when it is this job for someone else
+    /// (same kind, payload, shared text and mail, nothing stored or attempted yet); gives it
+    /// back otherwise. Callers offer each new job to the last one they made.
+    pub fn absorb(&mut self, other: OutboxJob) -> Result<(), OutboxJob> {
+        let same_text = match (&self.shared, &other.shared) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let fresh = |j: &OutboxJob| j.id == 0 && j.attempts == 0 && j.dedup.is_none();
+        if same_text
+            && fresh(self)
+            && fresh(&other)
+            && other.fan_out.is_empty()
+            && self.shared_ref.is_none()
+            && other.shared_ref.is_none()
+            && self.kind == other.kind
+            && self.mail_name == other.mail_name
+            && self.payload == other.payload
+        {
+            self.fan_out.push(other.target);
+            Ok(())
+        } else {
+            Err(other)
+        }
+    }
+
+    /// How many targets this job stands for (1 unless it fans out).
+    pub fn target_count(&self) -> usize {
+        1 + self.fan_out.len()
+    }
+
+    /// Every target, `target` first.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.target.as_str()).chain(self.fan_out.iter().map(String::as_str))
+    }
+
+    /// Splits off the jobs of this job's first `n` targets (each a plain job with its own
+    /// deduplication key); the job of the other targets comes back, `None` when none is left.
+    pub fn take_targets(mut self, n: usize) -> (Vec<OutboxJob>, Option<OutboxJob>) {
+        let mut targets = std::mem::take(&mut self.fan_out);
+        targets.insert(0, std::mem::take(&mut self.target));
+        let mut rest = targets.split_off(n.clamp(1, targets.len())).into_iter();
+        let taken = targets.into_iter().map(|t| self.for_target(t)).collect();
+        let left = rest.next().map(|target| OutboxJob {
+            target,
+            fan_out: rest.collect(),
+            ..self
+        });
+        (taken, left)
+    }
+
+    /// One plain job per target, `target` first.
+    pub fn into_each(mut self) -> impl Iterator<Item = OutboxJob> {
+        let mut targets = std::mem::take(&mut self.fan_out);
+        targets.insert(0, std::mem::take(&mut self.target));
+        targets.into_iter().map(move |t| self.for_target(t))
+    }
+
+    /// This job for `target` alone, with the key its deduplication needs as a plain job.
+    fn for_target(&self, target: String) -> OutboxJob {
+        let mut job = OutboxJob {
+            target,
+            fan_out: Vec::new(),
+            dedup: None,
+            ..self.clone()
+        };
+        if let Some(dedup) = &self.dedup {
+            job.dedup = Some(match dedup.mail_key() {
+                Some(mail_key) => DedupKey {
+                    key: job_key(&mail_key, &job),
+                    until_ms: dedup.until_ms,
+                    of_mail: false,
+                },
+                None => dedup.clone(),
+            });
+        }
+        job
     }
 }
 
@@ -108,10 +195,48 @@ pub trait JobHandler: Send + Sync {
 /// What a job carries to be deduplicated; set by the spooler, consumed at insert.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupKey {
-    /// Hex SHA-256 of (mail key, job kind, target, payload).
+    /// Hex SHA-256 of (mail key, job kind, target, payload); for a job that fans out
+    /// (`of_mail`), the hex mail key its targets' keys are made from.
     pub key: String,
     /// Until when (ms since epoch) a later identical job is a duplicate.
     pub until_ms: u64,
+    /// `key` is the mail key, not the job's own (set on jobs with several targets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub of_mail: bool,
+}
+
+impl DedupKey {
+    /// The mail key of an `of_mail` key.
+    fn mail_key(&self) -> Option<[u8; 32]> {
+        if !self.of_mail || self.key.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(self.key.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The deduplication key of one plain job of the mail whose key is `mail_key`.
+fn job_key(mail_key: &[u8; 32], job: &OutboxJob) -> String {
+    let payload = serde_json::to_vec(&job.payload).expect("payloads serialise");
+    let mut hash = Sha256::new();
+    for part in [
+        &mail_key[..],
+        job.kind.as_bytes(),
+        job.target.as_bytes(),
+        &payload,
+    ] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    hex(&hash.finalize())
 }
 
 /// The key of "the same mail", or `None` when it has no Message-ID.
@@ -151,18 +276,94 @@ pub fn stamp(mail_key: Option<[u8; 32]>, jobs: &mut [OutboxJob], window_ms: u64)
     };
     let until_ms = now_ms().saturating_add(window_ms);
     for job in jobs {
-        let payload = serde_json::to_vec(&job.payload).expect("payloads serialise");
-        let mut hash = Sha256::new();
-        for part in [
-            &mail_key[..],
-            job.kind.as_bytes(),
-            job.target.as_bytes(),
-            &payload,
-        ] {
-            hash.update((part.len() as u64).to_be_bytes());
-            hash.update(part);
+        // a job with several targets carries the mail key; each target's key is made when
+        // the job is split (`take_targets`), from the same recipe as a plain job's
+        let (key, of_mail) = if job.fan_out.is_empty() {
+            (job_key(&mail_key, job), false)
+        } else {
+            (hex(&mail_key), true)
+        };
+        job.dedup = Some(DedupKey {
+            key,
+            until_ms,
+            of_mail,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(target: &str, ics: &Arc<str>) -> OutboxJob {
+        let mut job = OutboxJob::new("esn-itip", target, serde_json::json!({"document": "d"}));
+        job.mail_name = "m1".into();
+        job.shared = Some(ics.clone());
+        job
+    }
+
+    #[test]
+    fn the_same_job_for_another_target_is_absorbed_and_any_other_is_given_back() {
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR");
+        let mut first = job("a@x", &ics);
+        assert!(first.absorb(job("b@x", &ics)).is_ok());
+        let mut other_payload = job("c@x", &ics);
+        other_payload.payload = serde_json::json!({"document": "e"});
+        assert!(first.absorb(other_payload).is_err());
+        // equal text, but not the same shared copy: not known to be the same calendar
+        assert!(
+            first
+                .absorb(job("d@x", &Arc::from("BEGIN:VCALENDAR")))
+                .is_err()
+        );
+        let mut other_mail = job("e@x", &ics);
+        other_mail.mail_name = "m2".into();
+        assert!(first.absorb(other_mail).is_err());
+        assert_eq!(first.targets().collect::<Vec<_>>(), ["a@x", "b@x"]);
+        assert_eq!(first.target_count(), 2);
+    }
+
+    #[test]
+    fn splitting_a_job_gives_each_target_the_key_of_its_own_plain_job() {
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR");
+        let targets: Vec<String> = (0..5).map(|i| format!("r{i}@x")).collect();
+        let mut plain: Vec<OutboxJob> = targets.iter().map(|t| job(t, &ics)).collect();
+        let mut fan = vec![job(&targets[0], &ics)];
+        for t in &targets[1..] {
+            fan[0].absorb(job(t, &ics)).unwrap();
         }
-        let key = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        job.dedup = Some(DedupKey { key, until_ms });
+        let mail_key = Some([7u8; 32]);
+        stamp(mail_key, &mut plain, 60_000);
+        stamp(mail_key, &mut fan, 60_000);
+        assert!(fan[0].dedup.as_ref().unwrap().of_mail);
+
+        let (first, left) = fan.pop().unwrap().take_targets(2);
+        let left = left.expect("three targets left");
+        assert_eq!(left.targets().collect::<Vec<_>>(), ["r2@x", "r3@x", "r4@x"]);
+        let (rest, none) = left.take_targets(64);
+        assert!(none.is_none());
+        let split: Vec<OutboxJob> = first.into_iter().chain(rest).collect();
+        assert_eq!(split.len(), 5);
+        for (one, plain) in split.iter().zip(&plain) {
+            assert_eq!(one.target, plain.target);
+            assert!(one.fan_out.is_empty());
+            assert_eq!(
+                one.dedup, plain.dedup,
+                "a copy of the mail sent plainly is its duplicate"
+            );
+            assert!(Arc::ptr_eq(one.shared.as_ref().unwrap(), &ics));
+        }
+    }
+
+    #[test]
+    fn each_target_of_a_job_becomes_one_plain_job() {
+        let ics: Arc<str> = Arc::from("x");
+        let mut fan = job("a@x", &ics);
+        fan.absorb(job("b@x", &ics)).unwrap();
+        let each: Vec<String> = fan.into_each().map(|j| j.target).collect();
+        assert_eq!(each, ["a@x", "b@x"]);
+        let single: Vec<OutboxJob> = job("c@x", &ics).into_each().collect();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].dedup, None);
     }
 }

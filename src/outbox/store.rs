@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -14,6 +14,14 @@ use crate::sync::Locked;
 
 /// Pending jobs: id → JSON of [`OutboxJob`].
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs");
+/// Jobs with several targets ([`OutboxJob::fan_out`]) not yet split into [`JOBS`]: id →
+/// JSON of [`OutboxJob`]. The transaction that releases a mail stores its invitation to a
+/// thousand recipients as one row here; [`split_fan_out`] then moves the targets to
+/// [`JOBS`] a few at a time.
+pub const FAN_OUT: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_fan_out");
+
+/// How many targets of a [`FAN_OUT`] row one transaction turns into jobs.
+const SPLIT_BATCH: usize = 64;
 /// Dead letters: id → JSON of [`OutboxJob`] with `last_error` set.
 pub const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_dead");
 /// Counters (`job_seq`).
@@ -45,14 +53,23 @@ fn share_text(
             key
         }
     };
-    let mut refs = txn.open_table(SHARED_REFS)?;
+    let refs = txn.open_table(SHARED_REFS)?;
     let count = refs.get(key.as_bytes())?.map_or(0, |v| v.value());
+    drop(refs);
     if count == 0 {
         txn.open_table(SHARED)?
             .insert(key.as_bytes(), text.as_bytes())?;
     }
-    refs.insert(key.as_bytes(), count + 1)?;
+    add_ref(txn, &key)?;
     job.shared_ref = Some(key);
+    Ok(())
+}
+
+/// One more job refers to the shared text under `key`.
+fn add_ref(txn: &WriteTransaction, key: &str) -> Result<(), redb::Error> {
+    let mut refs = txn.open_table(SHARED_REFS)?;
+    let count = refs.get(key.as_bytes())?.map_or(0, |v| v.value());
+    refs.insert(key.as_bytes(), count + 1)?;
     Ok(())
 }
 
@@ -113,6 +130,17 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
     let now = now_ms();
     let mut known = Vec::new();
     for mut job in jobs {
+        if !job.fan_out.is_empty() {
+            // deduplicated target by target when split (the key is the mail's until then)
+            seq += 1;
+            job.id = seq;
+            job.first_seen_ms = now;
+            job.next_attempt_ms = now;
+            share_text(txn, &mut job, &mut known)?;
+            txn.open_table(FAN_OUT)?
+                .insert(seq, encode(&job).as_slice())?;
+            continue;
+        }
         if super::dedup::is_duplicate(txn, &job)? {
             tracing::info!(mail = %job.mail_name, kind = %job.kind, target = %job.target, "outbox: same job from the same mail stored within the dedup window (mirrored twice); dropped");
             continue;
@@ -126,12 +154,65 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
         if job.next_attempt_ms == 0 {
             job.next_attempt_ms = now;
         }
-        share_text(txn, &mut job, &mut known)?;
-        let bytes = serde_json::to_vec(&job).expect("jobs serialise");
-        table.insert(seq, bytes.as_slice())?;
+        if job.shared.is_some() {
+            share_text(txn, &mut job, &mut known)?;
+        } else if let Some(key) = &job.shared_ref {
+            // a target of a fan-out row: one more job refers to the row's text
+            add_ref(txn, key)?;
+        }
+        table.insert(seq, encode(&job).as_slice())?;
     }
     meta.insert("job_seq", seq)?;
     Ok(())
+}
+
+/// Turns the first targets of the oldest [`FAN_OUT`] row into jobs (at most
+/// [`SPLIT_BATCH`] per transaction, so a thousand recipients never sit in one); returns
+/// whether rows are left. A crash between two transactions leaves the row with the targets
+/// not yet split, and the next call goes on from there.
+pub async fn split_fan_out(store: &Store) -> Result<bool, StoreError> {
+    // a read first: the delivery loop asks at every turn, and nearly always for nothing
+    match store.read()?.open_table(FAN_OUT) {
+        Ok(t) if !t.is_empty().map_err(StoreError::from)? => {}
+        Ok(_) | Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+        Err(e) => return Err(StoreError::from(e)),
+    }
+    let more = store
+        .write(|txn| {
+            let mut fan_out = txn.open_table(FAN_OUT)?;
+            let first = fan_out
+                .first()?
+                .map(|(id, bytes)| (id.value(), bytes.value().to_vec()));
+            let Some((id, bytes)) = first else {
+                return Ok(false);
+            };
+            let Some(job) = decode(&bytes) else {
+                tracing::error!(
+                    row = id,
+                    "outbox: a fan-out row cannot be read; moved to the dead letters"
+                );
+                fan_out.remove(id)?;
+                txn.open_table(DEAD)?.insert(id, bytes.as_slice())?;
+                return Ok(true);
+            };
+            let (jobs, left) = job.take_targets(SPLIT_BATCH);
+            drop(fan_out);
+            insert_jobs(txn, jobs)?;
+            let mut fan_out = txn.open_table(FAN_OUT)?;
+            match left {
+                Some(left) => {
+                    fan_out.insert(id, encode(&left).as_slice())?;
+                }
+                None => {
+                    fan_out.remove(id)?;
+                    release_text(txn, &bytes)?;
+                }
+            }
+            Ok(fan_out.len()? > 0)
+        })
+        .await?;
+    jobs_added();
+    Ok(more)
 }
 
 /// Wakes delivery workers when jobs were added.
@@ -227,27 +308,52 @@ pub fn pending_job(store: &Store, id: u64) -> Result<Option<OutboxJob>, StoreErr
     Ok(Some(job))
 }
 
-/// Every job of `state`, in id order.
+/// Every job of `state`, in id order (pending: the jobs, then the rows with targets not
+/// split yet, each one job with its [`OutboxJob::fan_out`]).
 pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError> {
     let read = store.read()?;
-    let table = match read.open_table(match state {
-        JobState::Pending => JOBS,
-        JobState::Dead => DEAD,
-    }) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::from(e)),
+    let tables: &[_] = match state {
+        JobState::Pending => &[JOBS, FAN_OUT],
+        JobState::Dead => &[DEAD],
     };
     let mut out = Vec::new();
-    for entry in table.iter().map_err(StoreError::from)? {
-        let (id, bytes) = entry.map_err(StoreError::from)?;
-        if let Some(mut job) = decode(bytes.value()) {
-            // not the shared text: a listing shows jobs, and a thousand of them may share it
-            job.id = id.value();
-            out.push(job);
+    for &definition in tables {
+        let table = match read.open_table(definition) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => continue,
+            Err(e) => return Err(StoreError::from(e)),
+        };
+        for entry in table.iter().map_err(StoreError::from)? {
+            let (id, bytes) = entry.map_err(StoreError::from)?;
+            if let Some(mut job) = decode(bytes.value()) {
+                // not the shared text: a listing shows jobs, and a thousand may share it
+                job.id = id.value();
+                out.push(job);
+            }
         }
     }
     Ok(out)
+}
+
+/// How many targets wait in pending jobs and in rows not split yet.
+pub fn pending_targets(store: &Store) -> Result<u64, StoreError> {
+    let read = store.read()?;
+    let mut count = match read.open_table(JOBS) {
+        Ok(t) => t.len().map_err(StoreError::from)?,
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(StoreError::from(e)),
+    };
+    match read.open_table(FAN_OUT) {
+        Ok(t) => {
+            for entry in t.iter().map_err(StoreError::from)? {
+                let (_, bytes) = entry.map_err(StoreError::from)?;
+                count += decode(bytes.value()).map_or(0, |j| j.target_count() as u64);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(StoreError::from(e)),
+    }
+    Ok(count)
 }
 
 /// The job was delivered: forget it.
@@ -415,5 +521,91 @@ mod tests {
         assert!(job.shared.is_none() && job.shared_ref.is_some());
         purge(&store, JobState::Dead, vec![]).await.unwrap();
         assert_eq!(shared_count(&store), 0);
+    }
+
+    fn table_len(store: &Store, table: TableDefinition<u64, &[u8]>) -> u64 {
+        let read = store.read().unwrap();
+        read.open_table(table).map_or(0, |t| t.len().unwrap())
+    }
+
+    /// One invitation's job for `n` recipients, as CalDavCollect makes it.
+    fn invitation(n: usize, ics: &Arc<str>) -> OutboxJob {
+        let one = |i: usize| {
+            let mut job = OutboxJob::new("esn-itip", format!("r{i}@x"), serde_json::json!({}));
+            job.shared = Some(ics.clone());
+            job
+        };
+        let mut fan = one(0);
+        for i in 1..n {
+            fan.absorb(one(i)).unwrap();
+        }
+        fan
+    }
+
+    #[tokio::test]
+    async fn a_job_for_many_targets_is_one_row_until_split_a_batch_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR\r\n".repeat(1000));
+        {
+            let store = Store::open(&path).unwrap();
+            let fan = invitation(150, &ics);
+            store
+                .write(move |t| insert_jobs(t, vec![fan]))
+                .await
+                .unwrap();
+            // what the transaction that releases the mail wrote
+            assert_eq!(table_len(&store, FAN_OUT), 1);
+            assert_eq!(table_len(&store, JOBS), 0);
+            assert_eq!(pending_targets(&store).unwrap(), 150);
+            assert!(split_fan_out(&store).await.unwrap(), "more to split");
+            assert_eq!(table_len(&store, JOBS), SPLIT_BATCH as u64);
+            assert_eq!(pending_targets(&store).unwrap(), 150);
+        } // killed between two batches
+        let store = Store::open(&path).unwrap();
+        while split_fan_out(&store).await.unwrap() {}
+        assert_eq!(table_len(&store, FAN_OUT), 0);
+        let mut targets: Vec<String> = list(&store, JobState::Pending)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.target)
+            .collect();
+        targets.sort();
+        let mut want: Vec<String> = (0..150).map(|i| format!("r{i}@x")).collect();
+        want.sort();
+        assert_eq!(targets, want, "each target once, none lost at the restart");
+        let job = pending_job(&store, 2).unwrap().unwrap();
+        assert_eq!(job.shared.as_deref(), Some(&*ics));
+        assert_eq!(shared_count(&store), 1);
+        for job in list(&store, JobState::Pending).unwrap() {
+            done(&store, job.id).await.unwrap();
+        }
+        assert_eq!(
+            shared_count(&store),
+            0,
+            "the last job took the text with it"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_targets_of_a_mail_mirrored_twice_get_one_job_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR");
+        // the outgoing copy to 100 recipients, and the incoming copy to the first 70
+        let mut outgoing = vec![invitation(100, &ics)];
+        let mut incoming = vec![invitation(70, &ics)];
+        crate::mail::job::stamp(Some([1; 32]), &mut outgoing, 60_000);
+        crate::mail::job::stamp(Some([1; 32]), &mut incoming, 60_000);
+        store
+            .write(move |t| insert_jobs(t, outgoing))
+            .await
+            .unwrap();
+        store
+            .write(move |t| insert_jobs(t, incoming))
+            .await
+            .unwrap();
+        while split_fan_out(&store).await.unwrap() {}
+        assert_eq!(list(&store, JobState::Pending).unwrap().len(), 100);
     }
 }

@@ -53,6 +53,11 @@ pub async fn run(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // a few targets of a job with many at a time, between the scans that start them
+        let more_to_split = store::split_fan_out(&store).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "outbox: cannot split a job with several targets");
+            false
+        });
         match store::pending_since(&store, max_seen) {
             Ok(new) => {
                 for (id, at) in new {
@@ -92,6 +97,7 @@ pub async fn run(
             break;
         }
         let sleep = match due.first() {
+            _ if more_to_split => Duration::ZERO,
             Some(&(at, _)) if slots.available_permits() > 0 => {
                 Duration::from_millis(at.saturating_sub(now_ms()).max(1))
             }

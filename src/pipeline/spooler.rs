@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::mail::job::OutboxJob;
 use crate::mail::{AttributeValue, Mail, attributes, now_ms};
 use crate::repository::Repository;
 use crate::spool::Spool;
@@ -147,7 +148,7 @@ pub async fn handle(
                 from = %sender,
                 rcpts,
                 size,
-                jobs = run.jobs.len(),
+                jobs = run.jobs.iter().map(OutboxJob::target_count).sum::<usize>(),
                 "mail processed"
             );
             container.context().metrics.mail_processed("done");

@@ -202,7 +202,8 @@ impl Spool for RabbitSpool {
         }
         let publish = async {
             let now = now_ms();
-            for mut job in jobs {
+            // one message per target: the outbox consumers deliver and retry them one by one
+            for mut job in jobs.into_iter().flat_map(OutboxJob::into_each) {
                 job.id = rand::random::<u64>() >> 11;
                 if job.first_seen_ms == 0 {
                     job.first_seen_ms = now;
