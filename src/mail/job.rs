@@ -91,10 +91,10 @@ impl OutboxJob {
         }
     }
 
-    /// Folds `other` into this job as one more target when it is this job for someone else
-    /// (same kind, payload, shared text and mail, nothing stored or attempted yet); gives it
-    /// back otherwise. Callers offer each new job to the last one they made.
-    pub fn absorb(&mut self, other: OutboxJob) -> Result<(), OutboxJob> {
+    /// Takes `other`'s target as one more target of this job when `other` is this job for
+    /// someone else (same kind, payload, shared text and mail, nothing stored or attempted
+    /// yet); `false` otherwise. Callers offer each new job to the last one they made.
+    pub fn absorb(&mut self, other: &OutboxJob) -> bool {
         let same_text = match (&self.shared, &other.shared) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -103,7 +103,7 @@ impl OutboxJob {
         let fresh = |j: &OutboxJob| j.id == 0 && j.attempts == 0 && j.dedup.is_none();
         if same_text
             && fresh(self)
-            && fresh(&other)
+            && fresh(other)
             && other.fan_out.is_empty()
             && self.shared_ref.is_none()
             && other.shared_ref.is_none()
@@ -111,10 +111,10 @@ impl OutboxJob {
             && self.mail_name == other.mail_name
             && self.payload == other.payload
         {
-            self.fan_out.push(other.target);
-            Ok(())
+            self.fan_out.push(other.target.clone());
+            true
         } else {
-            Err(other)
+            false
         }
     }
 
@@ -303,22 +303,18 @@ mod tests {
     }
 
     #[test]
-    fn the_same_job_for_another_target_is_absorbed_and_any_other_is_given_back() {
+    fn the_same_job_for_another_target_is_absorbed_and_any_other_is_not() {
         let ics: Arc<str> = Arc::from("BEGIN:VCALENDAR");
         let mut first = job("a@x", &ics);
-        assert!(first.absorb(job("b@x", &ics)).is_ok());
+        assert!(first.absorb(&job("b@x", &ics)));
         let mut other_payload = job("c@x", &ics);
         other_payload.payload = serde_json::json!({"document": "e"});
-        assert!(first.absorb(other_payload).is_err());
+        assert!(!first.absorb(&other_payload));
         // equal text, but not the same shared copy: not known to be the same calendar
-        assert!(
-            first
-                .absorb(job("d@x", &Arc::from("BEGIN:VCALENDAR")))
-                .is_err()
-        );
+        assert!(!first.absorb(&job("d@x", &Arc::from("BEGIN:VCALENDAR"))));
         let mut other_mail = job("e@x", &ics);
         other_mail.mail_name = "m2".into();
-        assert!(first.absorb(other_mail).is_err());
+        assert!(!first.absorb(&other_mail));
         assert_eq!(first.targets().collect::<Vec<_>>(), ["a@x", "b@x"]);
         assert_eq!(first.target_count(), 2);
     }
@@ -330,7 +326,7 @@ mod tests {
         let mut plain: Vec<OutboxJob> = targets.iter().map(|t| job(t, &ics)).collect();
         let mut fan = vec![job(&targets[0], &ics)];
         for t in &targets[1..] {
-            fan[0].absorb(job(t, &ics)).unwrap();
+            assert!(fan[0].absorb(&job(t, &ics)));
         }
         let mail_key = Some([7u8; 32]);
         stamp(mail_key, &mut plain, 60_000);
@@ -359,7 +355,7 @@ mod tests {
     fn each_target_of_a_job_becomes_one_plain_job() {
         let ics: Arc<str> = Arc::from("x");
         let mut fan = job("a@x", &ics);
-        fan.absorb(job("b@x", &ics)).unwrap();
+        assert!(fan.absorb(&job("b@x", &ics)));
         let each: Vec<String> = fan.into_each().map(|j| j.target).collect();
         assert_eq!(each, ["a@x", "b@x"]);
         let single: Vec<OutboxJob> = job("c@x", &ics).into_each().collect();

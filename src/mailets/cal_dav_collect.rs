@@ -359,13 +359,9 @@ impl CalDavCollect {
         let mut job = self.target.job(&message);
         job.mail_name = mail.name.clone();
         // the recipients of one calendar whose jobs differ only by recipient: one job
-        if let Some(last) = jobs.last_mut() {
-            match last.absorb(job) {
-                Ok(()) => return,
-                Err(other) => job = other,
-            }
+        if !jobs.last_mut().is_some_and(|last| last.absorb(&job)) {
+            jobs.push(job);
         }
-        jobs.push(job);
     }
 }
 

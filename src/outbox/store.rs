@@ -537,7 +537,7 @@ mod tests {
         };
         let mut fan = one(0);
         for i in 1..n {
-            fan.absorb(one(i)).unwrap();
+            assert!(fan.absorb(&one(i)));
         }
         fan
     }
