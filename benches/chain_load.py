@@ -21,21 +21,27 @@ import uuid
 ORGANIZER = "alice.martin@partner.example"
 
 
-def invitation(uid, organizer, attendees, sender=None):
-    sender = sender or organizer
+def calendar(uid, organizer, attendees, method="REQUEST"):
+    """The invitation's calendar; `method=None` gives the object a calendar stores (what
+    mailetd PUTs for a new event, and what scripts/bench-chain PUTs for reference)."""
     attendee_lines = "".join(
         f"ATTENDEE;CUTYPE=INDIVIDUAL;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE:mailto:{a}\r\n"
         for a in attendees
     )
-    ics = (
+    return (
         "BEGIN:VCALENDAR\r\nPRODID:-//Google Inc//Google Calendar 70.9054//EN\r\nVERSION:2.0\r\n"
-        "CALSCALE:GREGORIAN\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n"
+        "CALSCALE:GREGORIAN\r\n" + (f"METHOD:{method}\r\n" if method else "") + "BEGIN:VEVENT\r\n"
         "DTSTART:20261210T090000Z\r\nDTEND:20261210T100000Z\r\nDTSTAMP:20261122T020000Z\r\n"
         f"ORGANIZER;CN=Alice Martin:mailto:{organizer}\r\nUID:{uid}\r\n{attendee_lines}"
         "CREATED:20261122T020000Z\r\nDESCRIPTION:Weekly sync\r\nLAST-MODIFIED:20261122T020000Z\r\n"
         "LOCATION:Room 4\r\nSEQUENCE:0\r\nSTATUS:CONFIRMED\r\nSUMMARY:Bench sync\r\n"
         "TRANSP:OPAQUE\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
     )
+
+
+def invitation(uid, organizer, attendees, sender=None):
+    sender = sender or organizer
+    ics = calendar(uid, organizer, attendees)
     boundary = "000000000000" + uuid.uuid4().hex[:16]
     return (
         f"Date: Sun, 22 Nov 2026 02:00:00 +0000\r\nMessage-ID: <{uid}>\r\n"

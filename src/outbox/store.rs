@@ -14,10 +14,10 @@ use crate::sync::Locked;
 
 /// Pending jobs: id → JSON of [`OutboxJob`].
 pub const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_jobs");
-/// Jobs with several targets ([`OutboxJob::fan_out`]) not yet split into [`JOBS`]: id →
-/// JSON of [`OutboxJob`]. The transaction that releases a mail stores its invitation to a
-/// thousand recipients as one row here; [`split_fan_out`] then moves the targets to
-/// [`JOBS`] a few at a time.
+/// Jobs with more than [`SPLIT_BATCH`] targets ([`OutboxJob::fan_out`]) not yet split into
+/// [`JOBS`]: id → JSON of [`OutboxJob`]. The transaction that releases a mail stores its
+/// invitation to a thousand recipients as one row here; [`split_fan_out`] then moves the
+/// targets to [`JOBS`] a batch at a time.
 pub const FAN_OUT: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_fan_out");
 
 /// How many targets of a [`FAN_OUT`] row one transaction turns into jobs.
@@ -129,6 +129,16 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
     let mut table = txn.open_table(JOBS)?;
     let now = now_ms();
     let mut known = Vec::new();
+    // a few targets become jobs at once: a row to split later would cost a transaction more
+    let jobs = jobs.into_iter().flat_map(|job| {
+        let few = job.target_count() <= SPLIT_BATCH;
+        let each: Box<dyn Iterator<Item = OutboxJob>> = if few {
+            Box::new(job.into_each())
+        } else {
+            Box::new(std::iter::once(job))
+        };
+        each
+    });
     for mut job in jobs {
         if !job.fan_out.is_empty() {
             // deduplicated target by target when split (the key is the mail's until then)
@@ -585,6 +595,20 @@ mod tests {
             0,
             "the last job took the text with it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_for_a_few_targets_is_stored_as_their_jobs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let fan = invitation(SPLIT_BATCH, &Arc::from("BEGIN:VCALENDAR"));
+        store
+            .write(move |t| insert_jobs(t, vec![fan]))
+            .await
+            .unwrap();
+        assert_eq!(table_len(&store, FAN_OUT), 0);
+        assert_eq!(table_len(&store, JOBS), SPLIT_BATCH as u64);
+        assert_eq!(shared_count(&store), 1);
     }
 
     #[tokio::test]
