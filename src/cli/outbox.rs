@@ -95,12 +95,21 @@ fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<Store>> {
     })
 }
 
+/// A job's target; a job for many recipients not split into their jobs yet shows how many.
+fn target_label(job: &OutboxJob) -> String {
+    match job.fan_out.len() {
+        0 => job.target.clone(),
+        more => format!("{} and {more} more (not split yet)", job.target),
+    }
+}
+
 /// The `list` printout. Payloads are not shown: they hold mail content, and nothing in a
 /// job is a secret, but a listing is for operators, not for reading invitations.
 pub fn format_listing(pending: &[OutboxJob], dead: &[OutboxJob], now: u64) -> String {
     let mut out = String::new();
     let header = "ID\tKIND\tTARGET\tATTEMPTS\tNEXT ATTEMPT\tLAST ERROR";
-    let _ = writeln!(out, "pending: {}", pending.len());
+    let targets: usize = pending.iter().map(OutboxJob::target_count).sum();
+    let _ = writeln!(out, "pending: {targets}");
     if !pending.is_empty() {
         let _ = writeln!(out, "{header}");
     }
@@ -115,7 +124,7 @@ pub fn format_listing(pending: &[OutboxJob], dead: &[OutboxJob], now: u64) -> St
             "{}\t{}\t{}\t{}\t{next}\t{}",
             job.id,
             job.kind,
-            job.target,
+            target_label(job),
             job.attempts,
             last_error(job)
         );
@@ -203,5 +212,18 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("SECRET-CONTENT"));
+    }
+
+    #[test]
+    fn a_job_for_many_recipients_not_split_yet_counts_each() {
+        let mut fan = OutboxJob::new("esn-itip", "r0@x.org", serde_json::json!({}));
+        fan.id = 9;
+        fan.fan_out = (1..100).map(|i| format!("r{i}@x.org")).collect();
+        let text = format_listing(&[fan], &[], 1_000);
+        assert!(text.contains("pending: 100\n"), "{text}");
+        assert!(
+            text.contains("9\tesn-itip\tr0@x.org and 99 more (not split yet)\t"),
+            "{text}"
+        );
     }
 }
