@@ -463,25 +463,29 @@ pub async fn retry(store: &Store, ids: Vec<u64>) -> Result<usize, StoreError> {
 pub async fn purge(store: &Store, state: JobState, ids: Vec<u64>) -> Result<usize, StoreError> {
     store
         .write(move |txn| {
-            let mut table = txn.open_table(match state {
-                JobState::Pending => JOBS,
-                JobState::Dead => DEAD,
-            })?;
-            let selected: Vec<u64> = if ids.is_empty() {
-                table
-                    .iter()?
-                    .filter_map(Result::ok)
-                    .map(|(k, _)| k.value())
-                    .collect()
-            } else {
-                ids
+            // pending: the jobs and the rows of many targets not split yet
+            let tables: &[_] = match state {
+                JobState::Pending => &[JOBS, FAN_OUT],
+                JobState::Dead => &[DEAD],
             };
             let mut count = 0;
-            for id in selected {
-                let removed = table.remove(id)?.map(|v| v.value().to_vec());
-                if let Some(removed) = removed {
-                    release_text(txn, &removed)?;
-                    count += 1;
+            for &definition in tables {
+                let mut table = txn.open_table(definition)?;
+                let selected: Vec<u64> = if ids.is_empty() {
+                    table
+                        .iter()?
+                        .filter_map(Result::ok)
+                        .map(|(k, _)| k.value())
+                        .collect()
+                } else {
+                    ids.clone()
+                };
+                for id in selected {
+                    let removed = table.remove(id)?.map(|v| v.value().to_vec());
+                    if let Some(removed) = removed {
+                        release_text(txn, &removed)?;
+                        count += decode(&removed).map_or(1, |j| j.target_count());
+                    }
                 }
             }
             Ok(count)
@@ -609,6 +613,21 @@ mod tests {
         assert_eq!(table_len(&store, FAN_OUT), 0);
         assert_eq!(table_len(&store, JOBS), SPLIT_BATCH as u64);
         assert_eq!(shared_count(&store), 1);
+    }
+
+    #[tokio::test]
+    async fn purging_pending_jobs_takes_the_rows_not_split_yet_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let fan = invitation(100, &Arc::from("BEGIN:VCALENDAR"));
+        store
+            .write(move |t| insert_jobs(t, vec![fan]))
+            .await
+            .unwrap();
+        assert!(split_fan_out(&store).await.unwrap());
+        assert_eq!(purge(&store, JobState::Pending, vec![]).await.unwrap(), 100);
+        assert_eq!(pending_targets(&store).unwrap(), 0);
+        assert_eq!(shared_count(&store), 0);
     }
 
     #[tokio::test]
