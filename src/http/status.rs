@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use redb::ReadableTableMetadata;
 use serde_json::json;
 
 use super::Admin;
@@ -18,7 +17,7 @@ use crate::broker::{self, Broker, BrokerError, RETRY_STEPS};
 use crate::mail::now_ms;
 use crate::observe::Sampled;
 use crate::observe::metrics::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
-use crate::outbox::store::{DEAD, pending_since, pending_targets};
+use crate::outbox::store::{DEAD, pending_since, pending_targets, rows};
 use crate::store::{Store, StoreError};
 
 /// Outbox sizes, read from the store.
@@ -29,20 +28,11 @@ pub(super) struct OutboxCounts {
     pub oldest_due_ms: Option<u64>,
 }
 
-fn table_len(store: &Store, table: redb::TableDefinition<u64, &[u8]>) -> Result<u64, StoreError> {
-    let read = store.read()?;
-    match read.open_table(table) {
-        Ok(t) => t.len().map_err(StoreError::from),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-        Err(e) => Err(StoreError::from(e)),
-    }
-}
-
 /// Pending and dead job counts, plus the oldest due time.
 pub(super) fn outbox_counts(store: &Store) -> Result<OutboxCounts, StoreError> {
     Ok(OutboxCounts {
         pending: pending_targets(store)?,
-        dead: table_len(store, DEAD)?,
+        dead: rows(store, DEAD)?,
         oldest_due_ms: pending_since(store, 0)?.into_iter().map(|(_, at)| at).min(),
     })
 }
@@ -54,7 +44,7 @@ async fn outbox_sizes(admin: &Admin) -> (u64, u64) {
     let Some(broker) = &admin.broker else {
         return (
             pending_targets(&admin.store).unwrap_or(0),
-            table_len(&admin.store, DEAD).unwrap_or(0),
+            rows(&admin.store, DEAD).unwrap_or(0),
         );
     };
     let counted = tokio::time::timeout(

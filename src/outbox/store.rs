@@ -182,10 +182,8 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
 /// not yet split, and the next call goes on from there.
 pub async fn split_fan_out(store: &Store) -> Result<bool, StoreError> {
     // a read first: the delivery loop asks at every turn, and nearly always for nothing
-    match store.read()?.open_table(FAN_OUT) {
-        Ok(t) if !t.is_empty().map_err(StoreError::from)? => {}
-        Ok(_) | Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-        Err(e) => return Err(StoreError::from(e)),
+    if rows(store, FAN_OUT)? == 0 {
+        return Ok(false);
     }
     let more = store
         .write(|txn| {
@@ -281,13 +279,33 @@ fn encode(job: &OutboxJob) -> Vec<u8> {
     serde_json::to_vec(job).expect("jobs serialise")
 }
 
+/// A table of `read`, or `None` when no transaction has created it yet.
+fn open_read(
+    read: &redb::ReadTransaction,
+    table: TableDefinition<'static, u64, &'static [u8]>,
+) -> Result<Option<redb::ReadOnlyTable<u64, &'static [u8]>>, StoreError> {
+    match read.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(StoreError::from(e)),
+    }
+}
+
+/// How many rows `table` holds (0 before its first write).
+pub fn rows(
+    store: &Store,
+    table: TableDefinition<'static, u64, &'static [u8]>,
+) -> Result<u64, StoreError> {
+    match open_read(&store.read()?, table)? {
+        Some(t) => t.len().map_err(StoreError::from),
+        None => Ok(0),
+    }
+}
+
 /// Ids and due times of pending jobs with an id above `after` (new jobs have growing ids).
 pub fn pending_since(store: &Store, after: u64) -> Result<Vec<(u64, u64)>, StoreError> {
-    let read = store.read()?;
-    let table = match read.open_table(JOBS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::from(e)),
+    let Some(table) = open_read(&store.read()?, JOBS)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table
@@ -304,10 +322,8 @@ pub fn pending_since(store: &Store, after: u64) -> Result<Vec<(u64, u64)>, Store
 /// One pending job.
 pub fn pending_job(store: &Store, id: u64) -> Result<Option<OutboxJob>, StoreError> {
     let read = store.read()?;
-    let table = match read.open_table(JOBS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::from(e)),
+    let Some(table) = open_read(&read, JOBS)? else {
+        return Ok(None);
     };
     let value = table.get(id).map_err(StoreError::from)?;
     let Some(mut job) = value.and_then(|v| decode(v.value())) else {
@@ -328,10 +344,8 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
     };
     let mut out = Vec::new();
     for &definition in tables {
-        let table = match read.open_table(definition) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(StoreError::from(e)),
+        let Some(table) = open_read(&read, definition)? else {
+            continue;
         };
         for entry in table.iter().map_err(StoreError::from)? {
             let (id, bytes) = entry.map_err(StoreError::from)?;
@@ -348,20 +362,15 @@ pub fn list(store: &Store, state: JobState) -> Result<Vec<OutboxJob>, StoreError
 /// How many targets wait in pending jobs and in rows not split yet.
 pub fn pending_targets(store: &Store) -> Result<u64, StoreError> {
     let read = store.read()?;
-    let mut count = match read.open_table(JOBS) {
-        Ok(t) => t.len().map_err(StoreError::from)?,
-        Err(redb::TableError::TableDoesNotExist(_)) => 0,
-        Err(e) => return Err(StoreError::from(e)),
+    let mut count = match open_read(&read, JOBS)? {
+        Some(t) => t.len().map_err(StoreError::from)?,
+        None => 0,
     };
-    match read.open_table(FAN_OUT) {
-        Ok(t) => {
-            for entry in t.iter().map_err(StoreError::from)? {
-                let (_, bytes) = entry.map_err(StoreError::from)?;
-                count += decode(bytes.value()).map_or(0, |j| j.target_count() as u64);
-            }
+    if let Some(table) = open_read(&read, FAN_OUT)? {
+        for entry in table.iter().map_err(StoreError::from)? {
+            let (_, bytes) = entry.map_err(StoreError::from)?;
+            count += decode(bytes.value()).map_or(0, |j| j.target_count() as u64);
         }
-        Err(redb::TableError::TableDoesNotExist(_)) => {}
-        Err(e) => return Err(StoreError::from(e)),
     }
     Ok(count)
 }
