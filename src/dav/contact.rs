@@ -27,8 +27,7 @@ pub fn normalize(address: &MailAddress) -> MailAddress {
 
 /// The vCard UID and resource name: lowercase hex SHA-1 of the normalised address.
 pub fn uid(normalized: &str) -> String {
-    let digest = Sha1::digest(normalized.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::mail::hex(&Sha1::digest(normalized.as_bytes()))
 }
 
 /// A contact job whose payload is not a [`ContactJob`] (written by another version?).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Mail, now_ms};
+use super::{Mail, hex, now_ms};
 
 /// A durable DAV job. Mailets create it with [`OutboxJob::new`]; the store fills in the rest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -217,10 +217,6 @@ impl DedupKey {
         }
         Some(out)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The deduplication key of one plain job of the mail whose key is `mail_key`.

@@ -153,6 +153,11 @@ impl Mail {
     }
 }
 
+/// Lowercase hex of `bytes` (digests used as keys and names).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

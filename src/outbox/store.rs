@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::mail::job::OutboxJob;
-use crate::mail::now_ms;
+use crate::mail::{hex, now_ms};
 use crate::store::{JobSink, Store, StoreError};
 use crate::sync::Locked;
 
@@ -45,10 +45,7 @@ fn share_text(
     let key = match known.iter().find(|(t, _)| Arc::ptr_eq(t, &text)) {
         Some((_, key)) => key.clone(),
         None => {
-            let key: String = Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let key = hex(&Sha256::digest(text.as_bytes()));
             known.push((text.clone(), key.clone()));
             key
         }
@@ -129,23 +126,26 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
     let mut table = txn.open_table(JOBS)?;
     let now = now_ms();
     let mut known = Vec::new();
-    // a few targets become jobs at once: a row to split later would cost a transaction more
-    let jobs = jobs.into_iter().flat_map(|job| {
-        let few = job.target_count() <= SPLIT_BATCH;
-        let each: Box<dyn Iterator<Item = OutboxJob>> = if few {
-            Box::new(job.into_each())
-        } else {
-            Box::new(std::iter::once(job))
-        };
-        each
-    });
-    for mut job in jobs {
+    // a few targets become jobs at once (a row to split later would cost a transaction
+    // more); a job with one target, nearly every job, goes through as it is
+    let mut each = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job.fan_out.len() {
+            more if (1..SPLIT_BATCH).contains(&more) => each.extend(job.into_each()),
+            _ => each.push(job),
+        }
+    }
+    for mut job in each {
+        if job.first_seen_ms == 0 {
+            job.first_seen_ms = now;
+        }
+        if job.next_attempt_ms == 0 {
+            job.next_attempt_ms = now;
+        }
         if !job.fan_out.is_empty() {
             // deduplicated target by target when split (the key is the mail's until then)
             seq += 1;
             job.id = seq;
-            job.first_seen_ms = now;
-            job.next_attempt_ms = now;
             share_text(txn, &mut job, &mut known)?;
             txn.open_table(FAN_OUT)?
                 .insert(seq, encode(&job).as_slice())?;
@@ -158,12 +158,6 @@ pub fn insert_jobs(txn: &WriteTransaction, jobs: Vec<OutboxJob>) -> Result<(), r
         job.dedup = None;
         seq += 1;
         job.id = seq;
-        if job.first_seen_ms == 0 {
-            job.first_seen_ms = now;
-        }
-        if job.next_attempt_ms == 0 {
-            job.next_attempt_ms = now;
-        }
         if job.shared.is_some() {
             share_text(txn, &mut job, &mut known)?;
         } else if let Some(key) = &job.shared_ref {
