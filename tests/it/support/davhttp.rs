@@ -219,26 +219,23 @@ pub trait DavServer {
 
     /// Extended `MKCOL` of the address book `name` at `path`.
     fn create_addressbook_at(&self, path: &str, name: &str) {
-        let body = mkcol_addressbook_body(name);
-        let r = self.request(
-            "MKCOL",
-            path,
-            &[("Content-Type", "application/xml")],
-            Some(&body),
-        );
-        assert_eq!(r.status, 201, "MKCOL address book: {r:?}\n{}", self.log());
+        self.create_typed_collection("MKCOL", path, &mkcol_addressbook_body(name));
     }
 
     /// `MKCALENDAR` of the VEVENT calendar `name` at `path`.
     fn create_calendar_at(&self, path: &str, name: &str) {
-        let body = mkcalendar_body(name);
+        self.create_typed_collection("MKCALENDAR", path, &mkcalendar_body(name));
+    }
+
+    /// `method` (MKCOL, MKCALENDAR) with its XML `body` at `path`; 201 expected.
+    fn create_typed_collection(&self, method: &str, path: &str, body: &str) {
         let r = self.request(
-            "MKCALENDAR",
+            method,
             path,
             &[("Content-Type", "application/xml")],
-            Some(&body),
+            Some(body),
         );
-        assert_eq!(r.status, 201, "MKCALENDAR: {r:?}\n{}", self.log());
+        assert_eq!(r.status, 201, "{method} {path}: {r:?}\n{}", self.log());
     }
 
     /// `REPORT` on a collection path with `Depth: 1`.
