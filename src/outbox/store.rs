@@ -540,11 +540,6 @@ mod tests {
         assert_eq!(shared_count(&store), 0);
     }
 
-    fn table_len(store: &Store, table: TableDefinition<u64, &[u8]>) -> u64 {
-        let read = store.read().unwrap();
-        read.open_table(table).map_or(0, |t| t.len().unwrap())
-    }
-
     /// One invitation's job for `n` recipients, as CalDavCollect makes it.
     fn invitation(n: usize, ics: &Arc<str>) -> OutboxJob {
         let one = |i: usize| {
@@ -572,16 +567,16 @@ mod tests {
                 .await
                 .unwrap();
             // what the transaction that releases the mail wrote
-            assert_eq!(table_len(&store, FAN_OUT), 1);
-            assert_eq!(table_len(&store, JOBS), 0);
+            assert_eq!(rows(&store, FAN_OUT).unwrap(), 1);
+            assert_eq!(rows(&store, JOBS).unwrap(), 0);
             assert_eq!(pending_targets(&store).unwrap(), 150);
             assert!(split_fan_out(&store).await.unwrap(), "more to split");
-            assert_eq!(table_len(&store, JOBS), SPLIT_BATCH as u64);
+            assert_eq!(rows(&store, JOBS).unwrap(), SPLIT_BATCH as u64);
             assert_eq!(pending_targets(&store).unwrap(), 150);
         } // killed between two batches
         let store = Store::open(&path).unwrap();
         while split_fan_out(&store).await.unwrap() {}
-        assert_eq!(table_len(&store, FAN_OUT), 0);
+        assert_eq!(rows(&store, FAN_OUT).unwrap(), 0);
         let mut targets: Vec<String> = list(&store, JobState::Pending)
             .unwrap()
             .into_iter()
@@ -613,8 +608,8 @@ mod tests {
             .write(move |t| insert_jobs(t, vec![fan]))
             .await
             .unwrap();
-        assert_eq!(table_len(&store, FAN_OUT), 0);
-        assert_eq!(table_len(&store, JOBS), SPLIT_BATCH as u64);
+        assert_eq!(rows(&store, FAN_OUT).unwrap(), 0);
+        assert_eq!(rows(&store, JOBS).unwrap(), SPLIT_BATCH as u64);
         assert_eq!(shared_count(&store), 1);
     }
 
