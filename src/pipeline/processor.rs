@@ -130,8 +130,7 @@ impl Processor {
                     // jobs already decided stay with the original, so that they are stored once
                     copy.jobs = Vec::new();
                     copy.name = format!("{}-!{}", mail.name, run.splits);
-                    let split: HashSet<&MailAddress> = matched.iter().collect();
-                    mail.recipients.retain(|r| !split.contains(r));
+                    remove_in_order(&mut mail.recipients, &matched);
                     copy.recipients = matched;
                     next.push(mail);
                     copy
@@ -221,6 +220,19 @@ fn in_mail_order(recipients: &[MailAddress], matched: Vec<MailAddress>) -> Vec<M
         .collect()
 }
 
+/// Removes from `recipients` the `taken` ones, which [`in_mail_order`] chose from them: in the
+/// same order, so one walk finds each, without a set of them.
+fn remove_in_order(recipients: &mut Vec<MailAddress>, taken: &[MailAddress]) {
+    let mut next = taken.iter().peekable();
+    recipients.retain(|r| {
+        let is_taken = next.peek() == Some(&r);
+        if is_taken {
+            next.next();
+        }
+        !is_taken
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +259,13 @@ mod tests {
             in_mail_order(&rcpts, addresses(&["d", "c", "b", "a"])),
             rcpts
         );
+    }
+
+    #[test]
+    fn a_split_leaves_the_recipients_the_matcher_did_not_name() {
+        let mut rcpts = addresses(&["a", "b", "a", "c", "d"]);
+        let taken = in_mail_order(&rcpts, addresses(&["d", "a"]));
+        remove_in_order(&mut rcpts, &taken);
+        assert_eq!(rcpts, addresses(&["b", "c"]));
     }
 }
